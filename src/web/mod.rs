@@ -1,8 +1,12 @@
 //! HTTP: the router, assembled in one place. Handlers are small functions in
-//! `socket` (Phoenix WebSocket), `api` (admin API) and `assets` (the UI).
+//! `socket` (Phoenix WebSocket), `api` (admin API) and `assets` (the UI);
+//! `connect` (who may connect) and `channels` (a connection's channels) are
+//! shared by the transports.
 
 mod api;
 mod assets;
+mod channels;
+mod connect;
 mod socket;
 
 use std::sync::Arc;
