@@ -21,12 +21,14 @@ use crate::protocol::Vsn;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Transport {
     WebSocket,
+    LongPoll,
 }
 
 impl Transport {
     fn meta(self) -> &'static str {
         match self {
             Transport::WebSocket => r#"{"transport":"websocket"}"#,
+            Transport::LongPoll => r#"{"transport":"longpoll"}"#,
         }
     }
 }
@@ -96,5 +98,13 @@ mod tests {
         assert!(user_param(Some("")).unwrap().contains('-'));
         assert!(user_param(Some("a\u{7}b")).is_err());
         assert!(user_param(Some(&"x".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn transport_meta_is_json() {
+        for t in [Transport::WebSocket, Transport::LongPoll] {
+            let v: serde_json::Value = serde_json::from_str(t.meta()).unwrap();
+            assert!(v["transport"].is_string());
+        }
     }
 }

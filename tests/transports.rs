@@ -1,0 +1,597 @@
+//! The fallback transports against a real server: Phoenix long-poll and
+//! SSE + POST, each on its own and together with WebSocket clients in one
+//! room, plus the errors bad input gets.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Server, WAIT, test_config};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A room kind that announces leaves, so tests can see a channel go.
+const ROSTER: &str = r#"
+export function onJoin(conn) { return { transport: conn.meta.transport }; }
+export function onMessage(conn, event, payload) {
+  room.broadcast(event, { user: conn.user, transport: conn.meta.transport, ...payload });
+  return { ok: true };
+}
+export function onLeave(conn, reason) {
+  room.broadcast("left", { user: conn.user, transport: conn.meta.transport, reason });
+}
+"#;
+
+fn config() -> roomhost::Config {
+    roomhost::Config {
+        longpoll_window: Duration::from_millis(500),
+        ..test_config()
+    }
+}
+
+async fn server() -> Server {
+    Server::start(&[("roster.js", ROSTER)], config()).await
+}
+
+// ---------------------------------------------------------------------------
+// A raw HTTP/1.1 client: requests with headers, and a streaming reader.
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn request_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body_len: usize,
+) -> String {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if method != "GET" || body_len > 0 {
+        head.push_str(&format!("Content-Length: {body_len}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = request_head(addr, method, path, headers, body.len());
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (413) before reading everything; keep going.
+    let _ = stream.write_all(body).await;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
+        .await
+        .expect("an HTTP response in time")
+        .unwrap();
+    parse_response(&String::from_utf8_lossy(&response))
+}
+
+fn parse_response(text: &str) -> Reply {
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// A Phoenix long-poll client (V2 frames), as phoenix.js's LongPoll behaves.
+
+struct LongPoll {
+    addr: SocketAddr,
+    token: String,
+    next_ref: u64,
+    /// Frames polled while waiting for something else.
+    pending: VecDeque<Value>,
+}
+
+impl LongPoll {
+    async fn open(addr: SocketAddr, user: &str) -> LongPoll {
+        let reply = request(
+            addr,
+            "GET",
+            &format!("/socket/longpoll?vsn=2.0.0&user={user}"),
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        let body = reply.json();
+        assert_eq!(body["status"], 410, "a new session: {body}");
+        assert_eq!(body["messages"], json!([]));
+        let token = body["token"].as_str().expect("a token").to_string();
+        assert_eq!(reply.header("x-phoenix-longpoll-token"), Some(&*token));
+        LongPoll {
+            addr,
+            token,
+            next_ref: 0,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn path(&self) -> String {
+        format!("/socket/longpoll?vsn=2.0.0&token={}", self.token)
+    }
+
+    /// One poll: the JSON answer.
+    async fn poll(&self) -> Value {
+        let reply = request(self.addr, "GET", &self.path(), &[], b"").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()
+    }
+
+    /// Posts frames as ndjson; returns (HTTP status, JSON answer).
+    async fn post_raw(&self, content_type: &str, body: &str) -> (u16, Value) {
+        let reply = request(
+            self.addr,
+            "POST",
+            &self.path(),
+            &[("Content-Type", content_type)],
+            body.as_bytes(),
+        )
+        .await;
+        (reply.status, reply.json())
+    }
+
+    async fn post(&self, frames: &[Value]) -> Value {
+        let body: Vec<String> = frames.iter().map(Value::to_string).collect();
+        let (status, answer) = self
+            .post_raw("application/x-ndjson", &body.join("\n"))
+            .await;
+        assert_eq!((status, &answer["status"]), (200, &json!(200)), "{answer}");
+        answer
+    }
+
+    fn next_ref(&mut self) -> String {
+        self.next_ref += 1;
+        self.next_ref.to_string()
+    }
+
+    /// Sends one frame; returns its ref.
+    async fn push(&mut self, join_ref: &str, topic: &str, event: &str, payload: Value) -> String {
+        let r = self.next_ref();
+        self.post(&[json!([join_ref, r, topic, event, payload])])
+            .await;
+        r
+    }
+
+    async fn join(&mut self, topic: &str) -> (String, Value) {
+        let r = self.next_ref();
+        self.post(&[json!([r, r, topic, "phx_join", {}])]).await;
+        let reply = self.reply(&r).await;
+        assert_eq!(reply["status"], "ok", "join {topic}: {reply}");
+        (r, reply["response"].clone())
+    }
+
+    /// Polls until a frame matches `pred`, keeping the others.
+    async fn until(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        if let Some(at) = self.pending.iter().position(&mut pred) {
+            return self.pending.remove(at).unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "no matching frame");
+            let answer = self.poll().await;
+            assert!(
+                answer["status"] == 200 || answer["status"] == 204,
+                "{answer}"
+            );
+            for message in answer["messages"].as_array().unwrap() {
+                let frame: Value = serde_json::from_str(message.as_str().unwrap()).unwrap();
+                self.pending.push_back(frame);
+            }
+            if let Some(at) = self.pending.iter().position(&mut pred) {
+                return self.pending.remove(at).unwrap();
+            }
+        }
+    }
+
+    async fn reply(&mut self, r: &str) -> Value {
+        self.until(|v| v[3] == "phx_reply" && v[1] == r).await[4].clone()
+    }
+
+    async fn event(&mut self, topic: &str, event: &str) -> Value {
+        self.until(|v| v[2] == topic && v[3] == event).await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Long-poll
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn longpoll_and_websocket_clients_share_a_room() {
+    let server = server().await;
+    let mut lp = LongPoll::open(server.addr, "polly").await;
+    let (lp_ref, response) = lp.join("chat:mixed").await;
+    assert_eq!(response, json!({"messages": []}));
+    let info = lp.event("chat:mixed", "room_info").await;
+    assert_eq!(info[0], json!(lp_ref), "pushes carry the join_ref");
+
+    let mut ws = server.client("wes").await;
+    let (ws_ref, _) = ws.join_ok("chat:mixed").await;
+
+    // WebSocket → long-poll.
+    let reply = ws
+        .call(&ws_ref, "chat:mixed", "new_msg", json!({"text": "from ws"}))
+        .await;
+    assert_eq!(reply["status"], "ok");
+    let msg = lp.event("chat:mixed", "new_msg").await;
+    assert_eq!(
+        (msg[4]["text"].as_str(), msg[4]["user"].as_str()),
+        (Some("from ws"), Some("wes"))
+    );
+
+    // Long-poll → WebSocket; the sender sees its broadcast before its reply.
+    let r = lp
+        .push(&lp_ref, "chat:mixed", "new_msg", json!({"text": "from lp"}))
+        .await;
+    let first = lp
+        .until(|v| v[3] == "new_msg" || (v[3] == "phx_reply" && v[1] == r))
+        .await;
+    assert_eq!(first[3], "new_msg");
+    assert_eq!(first[4]["text"], "from lp");
+    assert_eq!(
+        lp.reply(&r).await,
+        json!({"status": "ok", "response": {"id": 2}})
+    );
+    let msg = ws.until(|v| v[3] == "new_msg" && v[4]["id"] == 2).await;
+    assert_eq!(
+        (msg[4]["text"].as_str(), msg[4]["user"].as_str()),
+        (Some("from lp"), Some("polly"))
+    );
+
+    // Heartbeats and leaves work as over a WebSocket.
+    let hb = lp.next_ref();
+    lp.post(&[json!([null, hb, "phoenix", "heartbeat", {}])])
+        .await;
+    assert_eq!(lp.reply(&hb).await, json!({"status": "ok", "response": {}}));
+    let leave = lp.push(&lp_ref, "chat:mixed", "phx_leave", json!({})).await;
+    assert_eq!(lp.reply(&leave).await["status"], "ok");
+    lp.event("chat:mixed", "phx_close").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_handled_in_order_and_conn_meta_names_the_transport() {
+    let server = server().await;
+    let mut lp = LongPoll::open(server.addr, "batcher").await;
+    let (jr, response) = lp.join("roster:batch").await;
+    assert_eq!(response, json!({"transport": "longpoll"}));
+    let frames: Vec<Value> = (0..20)
+        .map(|i| json!([jr, format!("b{i}"), "roster:batch", "say", {"n": i}]))
+        .collect();
+    lp.post(&frames).await;
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        let frame = lp.event("roster:batch", "say").await;
+        assert_eq!(frame[4]["transport"], "longpoll");
+        seen.push(frame[4]["n"].as_u64().unwrap());
+    }
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_poll_answers_204_and_a_newer_poll_takes_over() {
+    let server = server().await;
+    let lp = LongPoll::open(server.addr, "quiet").await;
+    let started = std::time::Instant::now();
+    let answer = lp.poll().await;
+    assert_eq!(answer["status"], 204);
+    assert_eq!(answer["token"], json!(lp.token));
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "held for the window"
+    );
+
+    // A second poll while one is held: the first gives way at once.
+    let path = lp.path();
+    let addr = server.addr;
+    let first = tokio::spawn(async move { request(addr, "GET", &path, &[], b"").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let second = tokio::spawn({
+        let path = lp.path();
+        async move { request(addr, "GET", &path, &[], b"").await }
+    });
+    let first = first.await.unwrap();
+    assert_eq!(first.json()["status"], 204);
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "superseded early"
+    );
+    assert_eq!(second.await.unwrap().json()["status"], 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_stops_polling_expires_and_its_channels_leave() {
+    let config = roomhost::Config {
+        longpoll_window: Duration::from_millis(200),
+        longpoll_timeout: Duration::from_millis(600),
+        ..test_config()
+    };
+    let server = Server::start(&[("roster.js", ROSTER)], config).await;
+    let mut watcher = server.client("watcher").await;
+    watcher.join_ok("roster:expiry").await;
+    let mut lp = LongPoll::open(server.addr, "sleepy").await;
+    lp.join("roster:expiry").await;
+    let info = server.api("/api/rooms/roster:expiry").await;
+    assert_eq!(info["channels"], 2);
+
+    // Polling keeps the session alive well past the timeout...
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        let answer = lp.poll().await;
+        assert!(
+            answer["status"] == 200 || answer["status"] == 204,
+            "{answer}"
+        );
+    }
+    // ...and silence ends it: the channel leaves like a closed socket's.
+    let left = watcher.event("roster:expiry", "left").await;
+    assert_eq!(
+        left[4],
+        json!({"user": "sleepy", "transport": "longpoll", "reason": "disconnect"})
+    );
+    let info = server.api("/api/rooms/roster:expiry").await;
+    assert_eq!(info["channels"], 1);
+    let answer = lp.poll().await;
+    assert_eq!(answer["status"], 410, "the session is gone: {answer}");
+    assert!(answer.get("token").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_a_held_poll_and_stops_promptly() {
+    let config = roomhost::Config {
+        longpoll_window: Duration::from_secs(20),
+        ..test_config()
+    };
+    let server = Server::start(&[], config).await;
+    let mut lp = LongPoll::open(server.addr, "late").await;
+    lp.join("chat:closing").await;
+    lp.event("chat:closing", "room_info").await;
+    let path = lp.path();
+    let addr = server.addr;
+    let held = tokio::spawn(async move { request(addr, "GET", &path, &[], b"").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    server.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let answer = held.await.unwrap().json();
+    let closed = answer["messages"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|f| f.as_str().unwrap().contains("phx_close")));
+    assert!(closed || answer["status"] == 410, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_may_travel_in_the_header() {
+    let server = server().await;
+    let lp = LongPoll::open(server.addr, "header").await;
+    let frame = json!(["1", "1", "chat:header", "phx_join", {}]).to_string();
+    let reply = request(
+        server.addr,
+        "POST",
+        "/socket/longpoll",
+        &[
+            ("Content-Type", "application/x-ndjson"),
+            ("X-Phoenix-Longpoll-Token", &lp.token),
+        ],
+        frame.as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.json()["status"], 200);
+    let reply = request(
+        server.addr,
+        "GET",
+        "/socket/longpoll",
+        &[("X-Phoenix-Longpoll-Token", &lp.token)],
+        b"",
+    )
+    .await;
+    let answer = reply.json();
+    assert_eq!(answer["status"], 200);
+    assert!(
+        answer["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("phx_reply")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_long_poll_input_gets_documented_errors() {
+    let config = roomhost::Config {
+        max_frame_bytes: 1024,
+        ..config()
+    };
+    let server = Server::start(&[], config).await;
+    let addr = server.addr;
+    let get = |path: String| async move { request(addr, "GET", &path, &[], b"").await };
+
+    // Refused at connect: 403 in the body, like Phoenix.
+    let refused = get("/socket/longpoll?vsn=9.0.0".into()).await;
+    assert_eq!(refused.status, 200);
+    assert_eq!(refused.json()["status"], 403);
+    assert!(
+        refused.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("version")
+    );
+
+    // Unknown, forged or missing tokens: the session is gone.
+    let mut lp = LongPoll::open(addr, "tester").await;
+    let forged = format!("{}0", &lp.token[..lp.token.len() - 1]);
+    let forged = if forged == lp.token {
+        format!("{}1", &lp.token[..lp.token.len() - 1])
+    } else {
+        forged
+    };
+    for token in ["nonsense", "00.00", forged.as_str()] {
+        let answer = get(format!("/socket/longpoll?token={token}")).await.json();
+        assert_eq!(answer["status"], 410, "{token}: {answer}");
+        let reply = request(
+            addr,
+            "POST",
+            &format!("/socket/longpoll?token={token}"),
+            &[("Content-Type", "application/x-ndjson")],
+            b"[null,\"1\",\"phoenix\",\"heartbeat\",{}]",
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.json()["status"].clone()),
+            (200, json!(410))
+        );
+    }
+    let reply = request(addr, "POST", "/socket/longpoll", &[], b"[]").await;
+    assert_eq!(reply.json()["status"], 410);
+
+    // Wrong content type.
+    let (status, answer) = lp
+        .post_raw("application/x-www-form-urlencoded", "a=b")
+        .await;
+    assert_eq!((status, &answer["status"]), (415, &json!(415)));
+    assert!(answer["reason"].as_str().unwrap().contains("ndjson"));
+
+    // Malformed ndjson: refused whole, nothing of it reaches a room.
+    let body = format!(
+        "{}\n{{not json\n",
+        json!(["1", "1", "chat:bad", "phx_join", {}])
+    );
+    let (status, answer) = lp.post_raw("application/x-ndjson", &body).await;
+    assert_eq!((status, &answer["status"]), (400, &json!(400)));
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("frame 2: malformed frame")
+    );
+    assert_eq!(lp.poll().await["status"], 204, "the join was not handled");
+    let (status, _) = lp.post_raw("application/x-ndjson", "\u{0}\u{1}[").await;
+    assert_eq!(status, 400);
+
+    // Oversized: too many frames, a frame over the limit, a body over the limit.
+    let many: Vec<String> = (0..101)
+        .map(|i| json!([null, i.to_string(), "phoenix", "heartbeat", {}]).to_string())
+        .collect();
+    let (status, answer) = lp.post_raw("application/x-ndjson", &many.join("\n")).await;
+    assert_eq!((status, &answer["status"]), (413, &json!(413)));
+    let big = json!([null, "1", "phoenix", "heartbeat", {"pad": "x".repeat(2000)}]).to_string();
+    let (status, answer) = lp.post_raw("application/x-ndjson", &big).await;
+    assert_eq!(status, 413);
+    assert!(answer["reason"].as_str().unwrap().contains("1024 bytes"));
+    let huge =
+        vec![json!([null, "1", "phoenix", "heartbeat", {"pad": "x".repeat(900)}]).to_string(); 20];
+    let (status, answer) = lp.post_raw("application/x-ndjson", &huge.join("\n")).await;
+    assert_eq!(status, 413, "{answer}");
+
+    // Frames that say where they came from are answered over the poll, and
+    // the session carries on.
+    let (jr, _) = lp.join("chat:bad").await;
+    lp.post(&[
+        json!([jr, "7", "chat:bad", "new_msg", [1, 2]]),
+        json!([null, "8", "chat:nope", "new_msg", {}]),
+    ])
+    .await;
+    assert_eq!(
+        lp.reply("7").await,
+        json!({"status": "error", "response": {"reason": "payload must be a JSON object"}})
+    );
+    assert_eq!(lp.reply("8").await["response"]["reason"], "unmatched topic");
+    let r = lp
+        .push(&jr, "chat:bad", "new_msg", json!({"text": "still fine"}))
+        .await;
+    assert_eq!(lp.reply(&r).await["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_long_poll_clients_get_object_frames() {
+    let server = server().await;
+    let reply = request(server.addr, "GET", "/socket/longpoll?user=old", &[], b"").await;
+    let token = reply.json()["token"].as_str().unwrap().to_string();
+    let join = json!({"topic": "chat:v1lp", "event": "phx_join", "payload": {}, "ref": "1"});
+    let reply = request(
+        server.addr,
+        "POST",
+        &format!("/socket/longpoll?token={token}"),
+        &[("Content-Type", "application/json")],
+        join.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.json()["status"], 200);
+    let answer = request(
+        server.addr,
+        "GET",
+        &format!("/socket/longpoll?token={token}"),
+        &[],
+        b"",
+    )
+    .await
+    .json();
+    let frame: Value = serde_json::from_str(answer["messages"][0].as_str().unwrap()).unwrap();
+    assert_eq!(frame["event"], "phx_reply");
+    assert_eq!(frame["payload"]["status"], "ok");
+}
