@@ -80,6 +80,8 @@ pub struct Config {
     /// A long-poll session with no request in flight for this long expires:
     /// its channels leave. Must exceed `longpoll_window` plus a round trip.
     pub longpoll_timeout: Duration,
+    /// How often a quiet SSE stream gets a keep-alive comment.
+    pub sse_keep_alive: Duration,
     /// Frames a connection may have queued before it counts as a slow consumer.
     pub outbound_queue: usize,
     /// Commands a room may have queued before senders wait.
@@ -110,6 +112,7 @@ impl Default for Config {
             heartbeat_timeout: Duration::from_secs(60),
             longpoll_window: Duration::from_secs(10),
             longpoll_timeout: Duration::from_secs(20),
+            sse_keep_alive: Duration::from_secs(15),
             outbound_queue: 1024,
             mailbox_capacity: 1024,
             max_frame_bytes: 64 << 10,

@@ -22,6 +22,8 @@ use crate::protocol::Vsn;
 pub(crate) enum Transport {
     WebSocket,
     LongPoll,
+    /// SSE streams and HTTP posts.
+    Http,
 }
 
 impl Transport {
@@ -29,6 +31,7 @@ impl Transport {
         match self {
             Transport::WebSocket => r#"{"transport":"websocket"}"#,
             Transport::LongPoll => r#"{"transport":"longpoll"}"#,
+            Transport::Http => r#"{"transport":"http"}"#,
         }
     }
 }
@@ -102,7 +105,7 @@ mod tests {
 
     #[test]
     fn transport_meta_is_json() {
-        for t in [Transport::WebSocket, Transport::LongPoll] {
+        for t in [Transport::WebSocket, Transport::LongPoll, Transport::Http] {
             let v: serde_json::Value = serde_json::from_str(t.meta()).unwrap();
             assert!(v["transport"].is_string());
         }

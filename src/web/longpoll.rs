@@ -31,14 +31,13 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
-use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::channels::{ChannelTable, Channels};
 use super::connect::{Transport, connect};
+use super::session_token::{SessionId, SessionTokens};
 use super::{BodyError, media_type, read_body};
 use crate::host::Shared;
 use crate::hub::{Frame, Outbound, Peer};
@@ -54,55 +53,18 @@ pub(crate) const MAX_BATCH_FRAMES: usize = 100;
 /// Bytes one POST may carry, in frames of the WebSocket limit.
 const MAX_BATCH_FRAMES_OF_LIMIT: usize = 16;
 
-type SessionId = [u8; 16];
-
-/// The live long-poll sessions of a host, and the key that signs their
-/// tokens. The key is random per process: tokens do not outlive the
-/// process, and neither do the sessions they name.
+/// The live long-poll sessions of a host, and what signs their tokens.
+#[derive(Default)]
 pub(crate) struct Sessions {
-    key: [u8; 32],
+    tokens: SessionTokens,
     /// A std mutex: held for map operations only, never across an await.
     map: Mutex<HashMap<SessionId, Arc<Session>>>,
-}
-
-impl Default for Sessions {
-    fn default() -> Self {
-        Sessions {
-            key: rand::random(),
-            map: Mutex::default(),
-        }
-    }
 }
 
 impl Sessions {
     fn map(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
         // Plain inserts and removes: a poisoned map is still consistent.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn mac(&self, id: &SessionId) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC takes keys of any length");
-        mac.update(id);
-        mac
-    }
-
-    /// `hex(id).hex(first 16 bytes of HMAC-SHA256(key, id))`.
-    fn sign(&self, id: &SessionId) -> String {
-        let tag = self.mac(id).finalize().into_bytes();
-        format!("{}.{}", hex(id), hex(&tag[..16]))
-    }
-
-    /// The session id a token names, if we signed it.
-    fn verify(&self, token: &str) -> Option<SessionId> {
-        let (id, tag) = token.split_once('.')?;
-        let id: SessionId = unhex(id)?.try_into().ok()?;
-        let tag = unhex(tag)?;
-        if tag.len() != 16 {
-            return None;
-        }
-        self.mac(&id).verify_truncated_left(&tag).ok()?;
-        Some(id)
     }
 
     /// The live session a request's token names.
@@ -116,7 +78,7 @@ impl Sessions {
             .and_then(|v| v.to_str().ok())
             .or(params.get("token").map(String::as_str))
             .filter(|t| !t.is_empty())?;
-        let id = self.verify(token)?;
+        let id = self.tokens.verify(token)?;
         self.map().get(&id).cloned()
     }
 
@@ -224,7 +186,7 @@ fn open(shared: &Arc<Shared>, params: &HashMap<String, String>, headers: &Header
     let id: SessionId = rand::random();
     let session = Arc::new(Session {
         id,
-        token: shared.longpoll.sign(&id),
+        token: shared.longpoll.tokens.sign(&id),
         vsn,
         peer,
         outbound: tokio::sync::Mutex::new(outbound),
@@ -496,40 +458,9 @@ impl IntoResponse for Answer<'_> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_verify_only_when_signed_by_us() {
-        let sessions = Sessions::default();
-        let id: SessionId = rand::random();
-        let token = sessions.sign(&id);
-        assert_eq!(sessions.verify(&token), Some(id));
-        let other = Sessions::default();
-        assert_eq!(other.verify(&token), None, "another process's key");
-        let mut forged = token.clone();
-        let last = forged.pop().unwrap();
-        forged.push(if last == '0' { '1' } else { '0' });
-        assert_eq!(sessions.verify(&forged), None);
-        for garbage in ["", ".", "abc", "zz.zz", "é.é", &token[..token.len() - 2]] {
-            assert_eq!(sessions.verify(garbage), None, "{garbage:?}");
-        }
-    }
 
     #[test]
     fn batches_split_into_frames_within_limits() {

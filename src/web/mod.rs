@@ -1,14 +1,17 @@
 //! HTTP: the router, assembled in one place. Handlers are small functions in
-//! `socket` (Phoenix WebSocket), `longpoll` (Phoenix long-poll), `api`
-//! (admin API) and `assets` (the UI); `connect` (who may connect) and
-//! `channels` (a connection's channels) are shared by the transports.
+//! `socket` (Phoenix WebSocket), `longpoll` (Phoenix long-poll), `sse` (SSE
+//! stream + HTTP post), `api` (admin API) and `assets` (the UI); `connect`
+//! (who may connect) and `channels` (a connection's channels) are shared by
+//! the transports.
 
 mod api;
 mod assets;
 mod channels;
 mod connect;
 mod longpoll;
+mod session_token;
 mod socket;
+mod sse;
 
 pub(crate) use longpoll::Sessions as LongPollSessions;
 
@@ -44,6 +47,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/socket/longpoll",
             get(longpoll::poll).post(longpoll::publish),
         )
+        .route("/api/rooms/{topic}/events", get(sse::events))
+        .route("/api/rooms/{topic}/messages", post(sse::post_message))
         .route("/healthz", get(api::healthz))
         .merge(admin)
         .with_state(shared)
