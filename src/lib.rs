@@ -21,6 +21,7 @@ pub mod conn;
 pub mod feed;
 mod host;
 pub mod hub;
+pub mod presence;
 pub mod protocol;
 pub mod room;
 pub mod scripts;
