@@ -126,6 +126,13 @@ async fn a_session_that_stops_polling_expires_and_its_channels_leave() {
     lp.join("roster:expiry").await;
     let info = server.api("/api/rooms/roster:expiry").await;
     assert_eq!(info["channels"], 2);
+    // Presence is the same as over a WebSocket.
+    let state = lp.event("roster:expiry", "presence_state").await;
+    assert!(state[4]["watcher"]["metas"].is_array(), "{state}");
+    let joined = watcher
+        .until(|v| v[3] == "presence_diff" && v[4]["joins"].get("sleepy").is_some())
+        .await;
+    assert_eq!(joined[4]["leaves"], json!({}));
 
     // Polling keeps the session alive well past the timeout...
     let until = std::time::Instant::now() + Duration::from_millis(1500);
@@ -142,6 +149,10 @@ async fn a_session_that_stops_polling_expires_and_its_channels_leave() {
         left[4],
         json!({"user": "sleepy", "transport": "longpoll", "reason": "disconnect"})
     );
+    let gone = watcher
+        .until(|v| v[3] == "presence_diff" && v[4]["leaves"].get("sleepy").is_some())
+        .await;
+    assert_eq!(gone[4]["joins"], json!({}), "{gone}");
     let info = server.api("/api/rooms/roster:expiry").await;
     assert_eq!(info["channels"], 1);
     let answer = lp.poll().await;

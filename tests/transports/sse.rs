@@ -47,8 +47,15 @@ async fn one_room_serves_sse_post_websocket_and_long_poll_in_one_order() {
     // Every transport sees all four, once each, in the same order.
     let mut via_sse = Vec::new();
     let mut sse_ids = Vec::new();
+    let mut present = Vec::new();
     while via_sse.len() < 4 {
-        let event = sse.event("new_msg").await;
+        let event = sse.next().await.expect("the stream stays open");
+        if event.event == "presence_diff" {
+            let joins = event.json()["joins"].as_object().unwrap().clone();
+            present.extend(joins.keys().cloned());
+            continue;
+        }
+        assert_eq!(event.event, "new_msg");
         sse_ids.push(event.id());
         let msg = event.json();
         via_sse.push((
@@ -79,7 +86,11 @@ async fn one_room_serves_sse_post_websocket_and_long_poll_in_one_order() {
     let mut users: Vec<&str> = via_sse.iter().map(|(_, u)| u.as_str()).collect();
     users.sort();
     assert_eq!(users, ["fay", "hugh", "polly", "wes"]);
-    assert!(sse_ids.windows(2).all(|w| w[1] == w[0] + 1), "{sse_ids:?}");
+    assert!(sse_ids.windows(2).all(|w| w[1] > w[0]), "{sse_ids:?}");
+    // Presence diffs stream too: both channels' joins (HTTP posts and
+    // streams are not members).
+    present.sort();
+    assert_eq!(present, ["polly", "wes"]);
     assert!(
         ws.none_within(Duration::from_millis(300), |v| v[3] == "new_msg")
             .await
