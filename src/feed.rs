@@ -136,10 +136,9 @@ impl Feed {
 /// field); the data is split into one `data:` line per line, which
 /// `EventSource` joins back with `\n`.
 pub fn sse_event(id: u64, event: &str, data: &str) -> String {
-    let mut out = String::with_capacity(data.len() + event.len() + 40);
-    out.push_str("id: ");
-    out.push_str(&id.to_string());
-    out.push_str("\nevent: ");
+    use std::fmt::Write;
+    let mut out = String::with_capacity(data.len() + event.len() + 48);
+    let _ = write!(out, "id: {id}\nevent: ");
     out.extend(
         event
             .chars()

@@ -205,7 +205,10 @@ fn open(shared: &Arc<Shared>, params: &HashMap<String, String>, headers: &Header
     shared
         .connection_tasks
         .spawn(supervise(shared.clone(), session));
-    Answer::status(410).token(&token).into_response()
+    Answer::status(410)
+        .token(&token)
+        .messages(&[])
+        .into_response()
 }
 
 /// Holds a poll until messages are queued, the window passes, a newer poll
@@ -395,7 +398,10 @@ fn quiet(session: &Session) -> Response {
     if session.ended.is_cancelled() {
         return gone();
     }
-    Answer::status(204).token(&session.token).into_response()
+    Answer::status(204)
+        .token(&session.token)
+        .messages(&[])
+        .into_response()
 }
 
 fn gone() -> Response {
@@ -410,7 +416,9 @@ struct Answer<'a> {
     status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<&'a str>,
-    messages: &'a [&'a str],
+    /// Polls only (`200`, `204`, and `410` opening a session).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<&'a [&'a str]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
 }
@@ -420,7 +428,7 @@ impl<'a> Answer<'a> {
         Answer {
             status,
             token: None,
-            messages: &[],
+            messages: None,
             reason: None,
         }
     }
@@ -431,7 +439,7 @@ impl<'a> Answer<'a> {
     }
 
     fn messages(mut self, messages: &'a [&'a str]) -> Self {
-        self.messages = messages;
+        self.messages = Some(messages);
         self
     }
 
