@@ -400,11 +400,11 @@ async fn rooms_are_isolated() {
     let (_, _) = b.join_ok("chat:two").await;
     a.call(&ja, "chat:one", "new_msg", json!({"text": "only one"}))
         .await;
-    // A joiner's own room_info and presence are not "anything".
+    // b's own join brings room_info and presence; nothing else may arrive.
     let anything = |v: &Value| {
-        !v[3]
-            .as_str()
-            .is_some_and(|e| e == "room_info" || e.starts_with("presence_"))
+        v[2] != "chat:two"
+            || !["room_info", "presence_state", "presence_diff"]
+                .contains(&v[3].as_str().unwrap_or(""))
     };
     assert!(b.none_within(Duration::from_millis(300), anything).await);
     server.kill("chat:one").await;
