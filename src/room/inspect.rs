@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::js::{Identity, RoomJs};
-use super::task::replay;
+use super::replay::replay;
 use crate::config::ScriptLimits;
 use crate::scripts::{ModuleSource, Scripts};
 use crate::store::{DiskJournal, Event, Snapshot};

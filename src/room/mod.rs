@@ -7,9 +7,13 @@
 //! Everything outside talks to a room through its mailbox ([`Command`]) and
 //! reads its [`RoomSlot`] (state, counters, console lines, hub).
 
+mod commit;
+mod gate;
 pub mod inspect;
 pub mod js;
 pub mod registry;
+mod replay;
+mod swap;
 pub mod task;
 
 use std::collections::VecDeque;

@@ -1,4 +1,7 @@
 //! The room task: the only owner of a room's JavaScript context and store.
+//! (Split by concern: `commit` writes and fsyncs the journal and snapshots,
+//! `gate` delivers released outputs, `replay` builds the JS from the store,
+//! `swap` moves the room to new code.)
 //!
 //! It drains its mailbox in batches. Each event runs its hook; a successful
 //! event is framed into the journal batch and its outputs (reply, broadcasts,
@@ -23,16 +26,19 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
-use super::js::{CallError, ConsoleSink, Hook, Identity, JsEffect, RoomJs};
+use super::commit::join;
+use super::gate::Effect;
+use super::js::{CallError, Hook, JsEffect, RoomJs};
+use super::replay::{load_js, replay};
 use super::{Command, ConsoleLine, LeaveReason, ReplyTo, RoomError, RoomSlot, now_ms};
 use crate::config::Durability;
 use crate::conn::Conn;
 use crate::host::Shared;
-use crate::hub::{Broadcast, Channel, ChannelId, Outbound};
+use crate::hub::{Channel, ChannelId};
 use crate::presence::Presence;
-use crate::protocol::{self, Ref, Status};
-use crate::scripts::{CompiledKind, ModuleSource, ScriptError};
-use crate::store::{ConnRecord, Event, EventKind, Recovered, Snapshot, Store};
+use crate::protocol::{self, Ref};
+use crate::scripts::CompiledKind;
+use crate::store::{ConnRecord, Event, EventKind, Store};
 
 /// Commands handled per batch before outputs are released.
 const BATCH: usize = 128;
@@ -51,38 +57,7 @@ pub(crate) enum Exit {
     Crashed(String),
 }
 
-/// An output waiting in the gate.
-#[derive(Debug)]
-enum Effect {
-    Reply {
-        to: ReplyTo,
-        result: Result<String, String>,
-    },
-    Broadcast {
-        event: String,
-        payload: String,
-        except: Option<String>,
-    },
-    Push {
-        conn_id: String,
-        event: String,
-        payload: String,
-    },
-    /// A join succeeded: the channel starts receiving broadcasts.
-    Subscribe(Arc<Channel>),
-    /// A host push to one channel (e.g. `presence_state`).
-    ChannelPush {
-        channel: Arc<Channel>,
-        event: &'static str,
-        payload: String,
-    },
-    /// A join was refused: the connection forgets the channel.
-    Refused(Arc<Channel>),
-    /// A channel left: stop sending to it; `close` sends `phx_close` first.
-    Unsubscribe { channel: ChannelId, close: bool },
-}
-
-struct Member {
+pub(super) struct Member {
     conn: Conn,
     /// `None` for members rebuilt by replay whose channel died with an
     /// earlier generation.
@@ -90,40 +65,40 @@ struct Member {
 }
 
 pub(crate) struct Room {
-    shared: Arc<Shared>,
-    slot: Arc<RoomSlot>,
-    generation: u64,
-    kind: Arc<CompiledKind>,
-    js: RoomJs,
-    store: Store,
-    durability: Durability,
-    members: HashMap<Arc<str>, Member>,
-    presence: Presence,
+    pub(super) shared: Arc<Shared>,
+    pub(super) slot: Arc<RoomSlot>,
+    pub(super) generation: u64,
+    pub(super) kind: Arc<CompiledKind>,
+    pub(super) js: RoomJs,
+    pub(super) store: Store,
+    pub(super) durability: Durability,
+    pub(super) members: HashMap<Arc<str>, Member>,
+    pub(super) presence: Presence,
     /// The JS side's copy of the presence (`room.presence()`) is stale.
-    presence_dirty: bool,
+    pub(super) presence_dirty: bool,
     /// Seq of the last journaled event.
-    seq: u64,
+    pub(super) seq: u64,
     /// Seq of the last event known durable (outputs up to it are released).
-    durable: u64,
+    pub(super) durable: u64,
     /// Time of the last event; event times never go backwards.
-    last_at: i64,
+    pub(super) last_at: i64,
     /// Framed records not yet written, and the seq of the first.
-    batch: Vec<u8>,
-    batch_first: u64,
-    gate: VecDeque<(u64, Effect)>,
+    pub(super) batch: Vec<u8>,
+    pub(super) batch_first: u64,
+    pub(super) gate: VecDeque<(u64, Effect)>,
     /// The fsync in flight, resolving to the seq it covers.
-    commit: Option<JoinHandle<io::Result<u64>>>,
+    pub(super) commit: Option<JoinHandle<io::Result<u64>>>,
     /// Relaxed mode: when written records must be fsynced.
-    sync_due: Option<Instant>,
-    snapshot_write: Option<JoinHandle<io::Result<()>>>,
+    pub(super) sync_due: Option<Instant>,
+    pub(super) snapshot_write: Option<JoinHandle<io::Result<()>>>,
     /// A snapshot taken but not yet written: its events are not released.
-    pending_snapshot: Option<(u64, Vec<u8>)>,
-    unsnapshotted: u64,
-    unsnapshotted_since: Option<Instant>,
-    last_activity: Instant,
-    stats_at: Instant,
+    pub(super) pending_snapshot: Option<(u64, Vec<u8>)>,
+    pub(super) unsnapshotted: u64,
+    pub(super) unsnapshotted_since: Option<Instant>,
+    pub(super) last_activity: Instant,
+    pub(super) stats_at: Instant,
     /// A new version of the code to switch to after the current batch.
-    pending_reload: Option<Arc<CompiledKind>>,
+    pub(super) pending_reload: Option<Arc<CompiledKind>>,
 }
 
 /// Runs generation `generation` of the room in `slot` until it stops or dies.
@@ -607,97 +582,6 @@ impl Room {
         Ok(())
     }
 
-    /// Switches to a new version of the kind's code in place: `snapshot()` on
-    /// the old code, `restore()` on the new (or, for kinds without those, a
-    /// replay of the journal with the new code). Channels stay joined and get
-    /// `room_reloaded`; the journal gets a snapshot at the switch so replay
-    /// never mixes versions. If the new code fails, the old one stays.
-    async fn reload(&mut self, kind: Arc<CompiledKind>) -> Result<(), String> {
-        if kind.version == self.kind.version {
-            return Ok(());
-        }
-        self.settle(false).await?;
-        let generation = self.generation + 1;
-        match self.switch_to(&kind, generation) {
-            Ok(js) => {
-                self.js = js;
-                self.kind = kind;
-                self.generation = generation;
-                self.presence_dirty = true;
-                self.slot
-                    .set_running(generation, &self.kind.version, self.kind.has_snapshot);
-                self.unsnapshotted = self.unsnapshotted.max(1);
-                self.take_snapshot()?;
-                let payload = serde_json::json!({
-                    "version": self.kind.version,
-                    "generation": generation,
-                });
-                self.gate_now(Effect::Broadcast {
-                    event: "room_reloaded".into(),
-                    payload: payload.to_string(),
-                    except: None,
-                });
-                tracing::info!(topic = %self.slot.topic, generation, version = %self.kind.version, "room reloaded");
-            }
-            Err(error) => {
-                tracing::error!(topic = %self.slot.topic, error = %error, "new code refused; keeping the running version");
-                self.slot.set_last_error(format!("reload failed: {error}"));
-                self.report_script_error(&error);
-            }
-        }
-        self.release();
-        Ok(())
-    }
-
-    fn switch_to(
-        &mut self,
-        kind: &Arc<CompiledKind>,
-        generation: u64,
-    ) -> Result<RoomJs, ScriptError> {
-        let js = load_js_checked(&self.shared, &self.slot, kind, generation)?;
-        let at_entry = |message: String| ScriptError::from_js(&kind.entry, &message, None);
-        if self.kind.has_snapshot && kind.has_snapshot {
-            let state = self.js.snapshot().map_err(|e| {
-                ScriptError::from_js(
-                    &self.kind.entry,
-                    &format!("snapshot() in the running code threw: {e}"),
-                    None,
-                )
-            })?;
-            js.restore(&state, self.last_at).map_err(|e| match e {
-                CallError::Script { message, stack } => ScriptError::from_js(
-                    &kind.entry,
-                    &format!("restore() threw: {message}"),
-                    stack.as_deref(),
-                ),
-                CallError::Fatal(f) => at_entry(format!("restore(): {f}")),
-            })?;
-        } else {
-            let recovered = self
-                .store
-                .recover(None)
-                .map_err(|e| at_entry(format!("reading the journal: {e}")))?;
-            replay(&js, &recovered, &self.slot.topic).map_err(at_entry)?;
-        }
-        Ok(js)
-    }
-
-    /// Tells every channel that the kind's new code was refused.
-    fn report_script_error(&mut self, error: &ScriptError) {
-        let payload = serde_json::json!({
-            "kind": self.slot.topic.kind(),
-            "file": error.file,
-            "line": error.line,
-            "column": error.column,
-            "message": error.message,
-        });
-        self.gate_now(Effect::Broadcast {
-            event: "script_error".into(),
-            payload: payload.to_string(),
-            except: None,
-        });
-    }
-
     /// The time of the next event: now, but never before the last one.
     fn next_at(&self) -> i64 {
         now_ms().max(self.last_at)
@@ -726,217 +610,8 @@ impl Room {
     }
 
     /// Queues an output behind every event journaled so far.
-    fn gate_now(&mut self, effect: Effect) {
+    pub(super) fn gate_now(&mut self, effect: Effect) {
         self.gate.push_back((self.seq, effect));
-    }
-
-    fn flush_batch(&mut self) -> Result<(), String> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        self.store
-            .append(&self.batch, self.batch_first)
-            .map_err(|e| format!("journal write failed: {e}"))?;
-        self.batch.clear();
-        Ok(())
-    }
-
-    /// Strict mode: starts an fsync if none runs and something is unsynced.
-    fn start_commit(&mut self) {
-        if self.commit.is_some() {
-            return;
-        }
-        if self.durability == Durability::Strict && self.durable >= self.seq {
-            self.release(); // e.g. error replies behind durable events
-            return;
-        }
-        if let Some(job) = self.store.sync_job() {
-            let covered = self.seq;
-            self.commit = Some(tokio::task::spawn_blocking(move || job().map(|()| covered)));
-        } else if self.durability == Durability::Strict {
-            self.durable = self.seq;
-            self.release();
-        }
-    }
-
-    /// Applies every gated output whose event is durable.
-    fn release(&mut self) {
-        while self
-            .gate
-            .front()
-            .is_some_and(|(seq, _)| *seq <= self.durable)
-        {
-            let Some((_, effect)) = self.gate.pop_front() else {
-                break;
-            };
-            self.apply(effect);
-        }
-        self.slot
-            .stats
-            .released_seq
-            .store(self.durable, Ordering::Relaxed);
-        self.write_pending_snapshot();
-    }
-
-    fn apply(&self, effect: Effect) {
-        let topic = self.slot.topic.as_str();
-        match effect {
-            Effect::Reply { to, result } => match to {
-                ReplyTo::Channel { channel, msg_ref } => {
-                    let frame = match &result {
-                        Ok(response) => protocol::encode_reply(
-                            channel.vsn,
-                            channel.join_ref.as_ref(),
-                            msg_ref.as_ref(),
-                            topic,
-                            Status::Ok,
-                            response,
-                        ),
-                        Err(reason) => protocol::encode_error_reply(
-                            channel.vsn,
-                            channel.join_ref.as_ref(),
-                            msg_ref.as_ref(),
-                            topic,
-                            reason,
-                        ),
-                    };
-                    channel.deliver_frame(frame.into());
-                }
-                ReplyTo::Caller(tx) => {
-                    let _ = tx.send(result.map_err(RoomError::Refused));
-                }
-            },
-            Effect::Broadcast {
-                event,
-                payload,
-                except,
-            } => {
-                let broadcast = Broadcast::new(topic, &event, &payload);
-                self.slot.hub.publish(&broadcast, except.as_deref());
-            }
-            Effect::Push {
-                conn_id,
-                event,
-                payload,
-            } => {
-                if let Some(channel) = self.slot.hub.find_conn(&conn_id) {
-                    channel.deliver_frame(channel.push_frame(&event, &payload));
-                }
-            }
-            Effect::Subscribe(channel) => {
-                let info = serde_json::json!({
-                    "topic": topic,
-                    "kind": self.slot.topic.kind(),
-                    "generation": self.generation,
-                    "version": self.kind.version,
-                });
-                channel.deliver_frame(channel.push_frame("room_info", &info.to_string()));
-                self.slot.hub.subscribe(channel);
-            }
-            Effect::ChannelPush {
-                channel,
-                event,
-                payload,
-            } => {
-                channel.deliver_frame(channel.push_frame(event, &payload));
-            }
-            Effect::Refused(channel) => {
-                channel.peer.deliver(Outbound::ChannelClosed(channel.id));
-            }
-            Effect::Unsubscribe { channel, close } => {
-                if let Some(channel) = self.slot.hub.unsubscribe(channel) {
-                    if close {
-                        channel.close_with("phx_close");
-                    } else {
-                        channel.peer.deliver(Outbound::ChannelClosed(channel.id));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Takes a snapshot of the current state (if the kind supports it); the
-    /// file is written once every event it covers is released.
-    fn take_snapshot(&mut self) -> Result<(), String> {
-        if !self.kind.has_snapshot
-            || self.unsnapshotted == 0
-            || self.pending_snapshot.is_some()
-            || self.snapshot_write.is_some()
-        {
-            return Ok(());
-        }
-        self.flush_batch()?;
-        let room = match self.js.snapshot() {
-            Ok(room) => room,
-            Err(CallError::Fatal(f)) => return Err(f.to_string()),
-            Err(CallError::Script { message, .. }) => {
-                tracing::error!(topic = %self.slot.topic, error = %message, "snapshot() threw; keeping the journal");
-                return Ok(());
-            }
-        };
-        let room = RawValue::from_string(room).map_err(|e| format!("snapshot is not JSON: {e}"))?;
-        let bytes = Snapshot {
-            seq: self.seq,
-            at: self.last_at,
-            version: (&*self.kind.version).into(),
-            room: &room,
-        }
-        .encode();
-        self.store.rotate();
-        self.pending_snapshot = Some((self.seq, bytes));
-        self.unsnapshotted = 0;
-        self.unsnapshotted_since = None;
-        self.write_pending_snapshot();
-        Ok(())
-    }
-
-    fn write_pending_snapshot(&mut self) {
-        if self.snapshot_write.is_some() {
-            return;
-        }
-        let released = self.slot.stats.released_seq.load(Ordering::Relaxed);
-        if self
-            .pending_snapshot
-            .as_ref()
-            .is_none_or(|(seq, _)| *seq > released)
-        {
-            return;
-        }
-        if let Some((seq, bytes)) = self.pending_snapshot.take() {
-            let job = self.store.snapshot_job(seq, bytes);
-            self.snapshot_write = Some(tokio::task::spawn_blocking(job));
-        }
-    }
-
-    /// Makes everything durable and released, and waits for snapshot writes.
-    async fn settle(&mut self, snapshot: bool) -> Result<(), String> {
-        self.flush_batch()?;
-        if let Some(commit) = self.commit.take() {
-            let covered = join(&mut Some(commit))
-                .await
-                .map_err(|e| format!("journal sync failed: {e}"))?;
-            self.durable = self.durable.max(covered);
-        }
-        if let Some(job) = self.store.sync_job() {
-            tokio::task::spawn_blocking(job)
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("journal sync failed: {e}"))?;
-        }
-        self.durable = self.seq;
-        self.release();
-        if snapshot {
-            self.take_snapshot()?;
-        }
-        while self.snapshot_write.is_some() || self.pending_snapshot.is_some() {
-            self.write_pending_snapshot();
-            if let Err(e) = join(&mut self.snapshot_write).await {
-                tracing::error!(topic = %self.slot.topic, error = %e, "writing a snapshot failed");
-            }
-            self.snapshot_write = None;
-        }
-        self.refresh_stats(true);
-        Ok(())
     }
 
     async fn try_idle_stop(&mut self, mailbox: &mpsc::Receiver<Command>) -> Result<bool, String> {
@@ -964,7 +639,7 @@ impl Room {
         Ok(())
     }
 
-    fn refresh_stats(&mut self, force: bool) {
+    pub(super) fn refresh_stats(&mut self, force: bool) {
         if !force && self.stats_at.elapsed() < Duration::from_secs(1) {
             return;
         }
@@ -981,179 +656,10 @@ impl Room {
 
 /// A fatal error inside event handling, with its description.
 #[derive(Debug)]
-struct CallFatal(String);
+pub(super) struct CallFatal(pub(super) String);
 
 impl std::fmt::Display for CallFatal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Awaits an optional blocking job; pending forever when there is none (the
-/// `select!` guards make sure it is only polled when set).
-async fn join<T>(job: &mut Option<JoinHandle<io::Result<T>>>) -> io::Result<T> {
-    match job {
-        Some(handle) => match handle.await {
-            Ok(result) => result,
-            Err(e) => Err(io::Error::other(e.to_string())),
-        },
-        None => std::future::pending().await,
-    }
-}
-
-fn load_js(
-    shared: &Shared,
-    slot: &Arc<RoomSlot>,
-    kind: &Arc<CompiledKind>,
-    generation: u64,
-) -> Result<RoomJs, String> {
-    load_js_checked(shared, slot, kind, generation).map_err(|e| format!("script error: {e}"))
-}
-
-fn load_js_checked(
-    shared: &Shared,
-    slot: &Arc<RoomSlot>,
-    kind: &Arc<CompiledKind>,
-    generation: u64,
-) -> Result<RoomJs, ScriptError> {
-    let topic = &slot.topic;
-    let identity = Identity::new(topic.kind(), topic.name());
-    let console_slot = slot.clone();
-    let console: ConsoleSink = Arc::new(move |level, message| {
-        let topic = console_slot.topic.as_str();
-        match level {
-            super::LogLevel::Error => {
-                tracing::error!(target: "roomhost::script", topic, generation, "{message}")
-            }
-            super::LogLevel::Warn => {
-                tracing::warn!(target: "roomhost::script", topic, generation, "{message}")
-            }
-            _ => tracing::info!(target: "roomhost::script", topic, generation, "{message}"),
-        }
-        console_slot.push_console(ConsoleLine {
-            at: now_ms(),
-            generation,
-            level,
-            message: message.to_string(),
-        });
-    });
-    let js = RoomJs::load(
-        &identity,
-        ModuleSource::Compiled(kind.clone()),
-        &kind.entry,
-        shared.scripts.limits(),
-        Some(console),
-    )?;
-    js.set_generation(generation);
-    Ok(js)
-}
-
-pub(crate) struct Replayed {
-    /// Members at the end of the journal, in no particular order.
-    pub members: Vec<Conn>,
-    /// Their presence (without meta updates, which are not journaled).
-    pub presence: Presence,
-    pub last_at: i64,
-}
-
-#[derive(serde::Deserialize)]
-struct SnapshotMembers {
-    members: Vec<(String, String, String)>,
-}
-
-/// Restores the snapshot and replays the events after it, outputs suppressed.
-pub(crate) fn replay(
-    js: &RoomJs,
-    recovered: &Recovered,
-    topic: &crate::topic::Topic,
-) -> Result<Replayed, String> {
-    js.set_replaying(true);
-    let mut members: HashMap<Arc<str>, Conn> = HashMap::new();
-    let mut presence = Presence::default();
-    let mut last_at = 0;
-    if let Some(bytes) = &recovered.snapshot {
-        let snapshot = Snapshot::decode(bytes).map_err(|e| format!("snapshot: {e}"))?;
-        js.restore(snapshot.room.get(), snapshot.at)
-            .map_err(|e| format!("restore() failed: {e}"))?;
-        let saved: SnapshotMembers = serde_json::from_str(snapshot.room.get())
-            .map_err(|e| format!("snapshot members: {e}"))?;
-        for (i, (id, user, meta)) in saved.members.into_iter().enumerate() {
-            let meta = RawValue::from_string(meta).map_err(|e| format!("snapshot member: {e}"))?;
-            let conn = Conn {
-                id: id.into(),
-                user: user.into(),
-                meta: meta.into(),
-            };
-            presence.join(&conn, format!("s{}-{i}", snapshot.seq), snapshot.at);
-            members.insert(conn.id.clone(), conn);
-        }
-        last_at = snapshot.at;
-    }
-    for bytes in &recovered.events {
-        let event = Event::decode(bytes).map_err(|e| format!("journal record: {e}"))?;
-        let conn = Conn {
-            id: (&*event.conn.id).into(),
-            user: (&*event.conn.user).into(),
-            meta: event.conn.meta.to_owned().into(),
-        };
-        let reason: String;
-        let hook = match event.kind {
-            EventKind::Join => Hook::Join {
-                params: event.data.get(),
-            },
-            EventKind::Message => Hook::Message {
-                event: event.event.as_deref().unwrap_or(""),
-                payload: event.data.get(),
-            },
-            EventKind::Leave => {
-                reason = serde_json::from_str(event.data.get()).unwrap_or_default();
-                Hook::Leave { reason: &reason }
-            }
-            EventKind::Drop => Hook::Drop,
-        };
-        match event.kind {
-            EventKind::Join => presence.join(&conn, event.seq.to_string(), event.at),
-            EventKind::Leave | EventKind::Drop => {
-                presence.leave(&conn);
-            }
-            EventKind::Message => {}
-        }
-        if event.kind != EventKind::Message {
-            js.set_presence(presence.state_json());
-        }
-        match js.call(&conn, hook, event.at, event.seed) {
-            Ok(_) => match event.kind {
-                EventKind::Join => {
-                    members.insert(conn.id.clone(), conn);
-                }
-                EventKind::Leave | EventKind::Drop => {
-                    members.remove(&conn.id);
-                }
-                EventKind::Message => {}
-            },
-            Err(CallError::Script { message, .. }) => {
-                // Only possible if the code changed while the server was down
-                // or the script is not deterministic.
-                tracing::warn!(topic = %topic, seq = event.seq, error = %message, "replayed event failed; skipped");
-                match event.kind {
-                    EventKind::Leave | EventKind::Drop => {
-                        members.remove(&conn.id);
-                    }
-                    EventKind::Join => {
-                        presence.leave(&conn);
-                    }
-                    EventKind::Message => {}
-                }
-            }
-            Err(CallError::Fatal(f)) => return Err(format!("replaying seq {}: {f}", event.seq)),
-        }
-        last_at = last_at.max(event.at);
-    }
-    js.set_replaying(false);
-    presence.take_diff();
-    Ok(Replayed {
-        members: members.into_values().collect(),
-        presence,
-        last_at,
-    })
 }

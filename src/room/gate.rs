@@ -1,0 +1,119 @@
+//! The output gate's contents: what an event asked to send, and how it is
+//! delivered once the event is durable.
+
+use std::sync::Arc;
+
+use super::task::Room;
+use super::{ReplyTo, RoomError};
+use crate::hub::{Broadcast, Channel, ChannelId, Outbound};
+use crate::protocol::{self, Status};
+
+/// An output waiting in the gate.
+#[derive(Debug)]
+pub(super) enum Effect {
+    Reply {
+        to: ReplyTo,
+        result: Result<String, String>,
+    },
+    Broadcast {
+        event: String,
+        payload: String,
+        except: Option<String>,
+    },
+    Push {
+        conn_id: String,
+        event: String,
+        payload: String,
+    },
+    /// A join succeeded: the channel starts receiving broadcasts.
+    Subscribe(Arc<Channel>),
+    /// A host push to one channel (e.g. `presence_state`).
+    ChannelPush {
+        channel: Arc<Channel>,
+        event: &'static str,
+        payload: String,
+    },
+    /// A join was refused: the connection forgets the channel.
+    Refused(Arc<Channel>),
+    /// A channel left: stop sending to it; `close` sends `phx_close` first.
+    Unsubscribe { channel: ChannelId, close: bool },
+}
+
+impl Room {
+    pub(super) fn apply(&self, effect: Effect) {
+        let topic = self.slot.topic.as_str();
+        match effect {
+            Effect::Reply { to, result } => match to {
+                ReplyTo::Channel { channel, msg_ref } => {
+                    let frame = match &result {
+                        Ok(response) => protocol::encode_reply(
+                            channel.vsn,
+                            channel.join_ref.as_ref(),
+                            msg_ref.as_ref(),
+                            topic,
+                            Status::Ok,
+                            response,
+                        ),
+                        Err(reason) => protocol::encode_error_reply(
+                            channel.vsn,
+                            channel.join_ref.as_ref(),
+                            msg_ref.as_ref(),
+                            topic,
+                            reason,
+                        ),
+                    };
+                    channel.deliver_frame(frame.into());
+                }
+                ReplyTo::Caller(tx) => {
+                    let _ = tx.send(result.map_err(RoomError::Refused));
+                }
+            },
+            Effect::Broadcast {
+                event,
+                payload,
+                except,
+            } => {
+                let broadcast = Broadcast::new(topic, &event, &payload);
+                self.slot.hub.publish(&broadcast, except.as_deref());
+            }
+            Effect::Push {
+                conn_id,
+                event,
+                payload,
+            } => {
+                if let Some(channel) = self.slot.hub.find_conn(&conn_id) {
+                    channel.deliver_frame(channel.push_frame(&event, &payload));
+                }
+            }
+            Effect::Subscribe(channel) => {
+                let info = serde_json::json!({
+                    "topic": topic,
+                    "kind": self.slot.topic.kind(),
+                    "generation": self.generation,
+                    "version": self.kind.version,
+                });
+                channel.deliver_frame(channel.push_frame("room_info", &info.to_string()));
+                self.slot.hub.subscribe(channel);
+            }
+            Effect::ChannelPush {
+                channel,
+                event,
+                payload,
+            } => {
+                channel.deliver_frame(channel.push_frame(event, &payload));
+            }
+            Effect::Refused(channel) => {
+                channel.peer.deliver(Outbound::ChannelClosed(channel.id));
+            }
+            Effect::Unsubscribe { channel, close } => {
+                if let Some(channel) = self.slot.hub.unsubscribe(channel) {
+                    if close {
+                        channel.close_with("phx_close");
+                    } else {
+                        channel.peer.deliver(Outbound::ChannelClosed(channel.id));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Building a room's JavaScript: loading the kind's code into a fresh
+//! runtime, and replaying the store (snapshot + journal) into it with
+//! outputs suppressed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::js::{CallError, ConsoleSink, Hook, Identity, RoomJs};
+use super::{ConsoleLine, RoomSlot, now_ms};
+use crate::conn::Conn;
+use crate::host::Shared;
+use crate::presence::Presence;
+use crate::scripts::{CompiledKind, ModuleSource, ScriptError};
+use crate::store::{Event, EventKind, Recovered, Snapshot};
+
+pub(super) fn load_js(
+    shared: &Shared,
+    slot: &Arc<RoomSlot>,
+    kind: &Arc<CompiledKind>,
+    generation: u64,
+) -> Result<RoomJs, String> {
+    load_js_checked(shared, slot, kind, generation).map_err(|e| format!("script error: {e}"))
+}
+
+pub(super) fn load_js_checked(
+    shared: &Shared,
+    slot: &Arc<RoomSlot>,
+    kind: &Arc<CompiledKind>,
+    generation: u64,
+) -> Result<RoomJs, ScriptError> {
+    let topic = &slot.topic;
+    let identity = Identity::new(topic.kind(), topic.name());
+    let console_slot = slot.clone();
+    let console: ConsoleSink = Arc::new(move |level, message| {
+        let topic = console_slot.topic.as_str();
+        match level {
+            super::LogLevel::Error => {
+                tracing::error!(target: "roomhost::script", topic, generation, "{message}")
+            }
+            super::LogLevel::Warn => {
+                tracing::warn!(target: "roomhost::script", topic, generation, "{message}")
+            }
+            _ => tracing::info!(target: "roomhost::script", topic, generation, "{message}"),
+        }
+        console_slot.push_console(ConsoleLine {
+            at: now_ms(),
+            generation,
+            level,
+            message: message.to_string(),
+        });
+    });
+    let js = RoomJs::load(
+        &identity,
+        ModuleSource::Compiled(kind.clone()),
+        &kind.entry,
+        shared.scripts.limits(),
+        Some(console),
+    )?;
+    js.set_generation(generation);
+    Ok(js)
+}
+
+pub(crate) struct Replayed {
+    /// Members at the end of the journal, in no particular order.
+    pub members: Vec<Conn>,
+    /// Their presence (without meta updates, which are not journaled).
+    pub presence: Presence,
+    pub last_at: i64,
+}
+
+#[derive(serde::Deserialize)]
+struct SnapshotMembers {
+    members: Vec<(String, String, String)>,
+}
+
+/// Restores the snapshot and replays the events after it, outputs suppressed.
+pub(crate) fn replay(
+    js: &RoomJs,
+    recovered: &Recovered,
+    topic: &crate::topic::Topic,
+) -> Result<Replayed, String> {
+    js.set_replaying(true);
+    let mut members: HashMap<Arc<str>, Conn> = HashMap::new();
+    let mut presence = Presence::default();
+    let mut last_at = 0;
+    if let Some(bytes) = &recovered.snapshot {
+        let snapshot = Snapshot::decode(bytes).map_err(|e| format!("snapshot: {e}"))?;
+        js.restore(snapshot.room.get(), snapshot.at)
+            .map_err(|e| format!("restore() failed: {e}"))?;
+        let saved: SnapshotMembers = serde_json::from_str(snapshot.room.get())
+            .map_err(|e| format!("snapshot members: {e}"))?;
+        for (i, (id, user, meta)) in saved.members.into_iter().enumerate() {
+            let meta = RawValue::from_string(meta).map_err(|e| format!("snapshot member: {e}"))?;
+            let conn = Conn {
+                id: id.into(),
+                user: user.into(),
+                meta: meta.into(),
+            };
+            presence.join(&conn, format!("s{}-{i}", snapshot.seq), snapshot.at);
+            members.insert(conn.id.clone(), conn);
+        }
+        last_at = snapshot.at;
+    }
+    for bytes in &recovered.events {
+        let event = Event::decode(bytes).map_err(|e| format!("journal record: {e}"))?;
+        let conn = Conn {
+            id: (&*event.conn.id).into(),
+            user: (&*event.conn.user).into(),
+            meta: event.conn.meta.to_owned().into(),
+        };
+        let reason: String;
+        let hook = match event.kind {
+            EventKind::Join => Hook::Join {
+                params: event.data.get(),
+            },
+            EventKind::Message => Hook::Message {
+                event: event.event.as_deref().unwrap_or(""),
+                payload: event.data.get(),
+            },
+            EventKind::Leave => {
+                reason = serde_json::from_str(event.data.get()).unwrap_or_default();
+                Hook::Leave { reason: &reason }
+            }
+            EventKind::Drop => Hook::Drop,
+        };
+        match event.kind {
+            EventKind::Join => presence.join(&conn, event.seq.to_string(), event.at),
+            EventKind::Leave | EventKind::Drop => {
+                presence.leave(&conn);
+            }
+            EventKind::Message => {}
+        }
+        if event.kind != EventKind::Message {
+            js.set_presence(presence.state_json());
+        }
+        match js.call(&conn, hook, event.at, event.seed) {
+            Ok(_) => match event.kind {
+                EventKind::Join => {
+                    members.insert(conn.id.clone(), conn);
+                }
+                EventKind::Leave | EventKind::Drop => {
+                    members.remove(&conn.id);
+                }
+                EventKind::Message => {}
+            },
+            Err(CallError::Script { message, .. }) => {
+                // Only possible if the code changed while the server was down
+                // or the script is not deterministic.
+                tracing::warn!(topic = %topic, seq = event.seq, error = %message, "replayed event failed; skipped");
+                match event.kind {
+                    EventKind::Leave | EventKind::Drop => {
+                        members.remove(&conn.id);
+                    }
+                    EventKind::Join => {
+                        presence.leave(&conn);
+                    }
+                    EventKind::Message => {}
+                }
+            }
+            Err(CallError::Fatal(f)) => return Err(format!("replaying seq {}: {f}", event.seq)),
+        }
+        last_at = last_at.max(event.at);
+    }
+    js.set_replaying(false);
+    presence.take_diff();
+    Ok(Replayed {
+        members: members.into_values().collect(),
+        presence,
+        last_at,
+    })
+}

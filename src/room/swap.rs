@@ -1,0 +1,103 @@
+//! Hot reload inside a room: switching to a new version of the kind's code
+//! without dropping a channel or an event.
+
+use std::sync::Arc;
+
+use super::gate::Effect;
+use super::js::{CallError, RoomJs};
+use super::replay::{load_js_checked, replay};
+use super::task::Room;
+use crate::scripts::{CompiledKind, ScriptError};
+
+impl Room {
+    /// Switches to a new version of the kind's code in place: `snapshot()` on
+    /// the old code, `restore()` on the new (or, for kinds without those, a
+    /// replay of the journal with the new code). Channels stay joined and get
+    /// `room_reloaded`; the journal gets a snapshot at the switch so replay
+    /// never mixes versions. If the new code fails, the old one stays.
+    pub(super) async fn reload(&mut self, kind: Arc<CompiledKind>) -> Result<(), String> {
+        if kind.version == self.kind.version {
+            return Ok(());
+        }
+        self.settle(false).await?;
+        let generation = self.generation + 1;
+        match self.switch_to(&kind, generation) {
+            Ok(js) => {
+                self.js = js;
+                self.kind = kind;
+                self.generation = generation;
+                self.presence_dirty = true;
+                self.slot
+                    .set_running(generation, &self.kind.version, self.kind.has_snapshot);
+                self.unsnapshotted = self.unsnapshotted.max(1);
+                self.take_snapshot()?;
+                let payload = serde_json::json!({
+                    "version": self.kind.version,
+                    "generation": generation,
+                });
+                self.gate_now(Effect::Broadcast {
+                    event: "room_reloaded".into(),
+                    payload: payload.to_string(),
+                    except: None,
+                });
+                tracing::info!(topic = %self.slot.topic, generation, version = %self.kind.version, "room reloaded");
+            }
+            Err(error) => {
+                tracing::error!(topic = %self.slot.topic, error = %error, "new code refused; keeping the running version");
+                self.slot.set_last_error(format!("reload failed: {error}"));
+                self.report_script_error(&error);
+            }
+        }
+        self.release();
+        Ok(())
+    }
+
+    fn switch_to(
+        &mut self,
+        kind: &Arc<CompiledKind>,
+        generation: u64,
+    ) -> Result<RoomJs, ScriptError> {
+        let js = load_js_checked(&self.shared, &self.slot, kind, generation)?;
+        let at_entry = |message: String| ScriptError::from_js(&kind.entry, &message, None);
+        if self.kind.has_snapshot && kind.has_snapshot {
+            let state = self.js.snapshot().map_err(|e| {
+                ScriptError::from_js(
+                    &self.kind.entry,
+                    &format!("snapshot() in the running code threw: {e}"),
+                    None,
+                )
+            })?;
+            js.restore(&state, self.last_at).map_err(|e| match e {
+                CallError::Script { message, stack } => ScriptError::from_js(
+                    &kind.entry,
+                    &format!("restore() threw: {message}"),
+                    stack.as_deref(),
+                ),
+                CallError::Fatal(f) => at_entry(format!("restore(): {f}")),
+            })?;
+        } else {
+            let recovered = self
+                .store
+                .recover(None)
+                .map_err(|e| at_entry(format!("reading the journal: {e}")))?;
+            replay(&js, &recovered, &self.slot.topic).map_err(at_entry)?;
+        }
+        Ok(js)
+    }
+
+    /// Tells every channel that the kind's new code was refused.
+    pub(super) fn report_script_error(&mut self, error: &ScriptError) {
+        let payload = serde_json::json!({
+            "kind": self.slot.topic.kind(),
+            "file": error.file,
+            "line": error.line,
+            "column": error.column,
+            "message": error.message,
+        });
+        self.gate_now(Effect::Broadcast {
+            event: "script_error".into(),
+            payload: payload.to_string(),
+            except: None,
+        });
+    }
+}
