@@ -217,6 +217,9 @@ const CONN_LABEL = { connecting: "connecting", open: "connected", reconnecting: 
 function renderStatus() {
   const conn = navigator.onLine === false ? "offline" : CONN_LABEL[socket.status] || socket.status;
   dom.statusConn.textContent = conn;
+  // For tests and styling: the same states as data attributes on <body>.
+  document.body.dataset.conn = conn;
+  document.body.dataset.roomState = room ? room.state : "";
   dom.status.dataset.state = conn === "connected" && room && room.state !== "joined" ? "joining" : conn;
   const roomState = !room ? "" : room.state === "refused" ? `refused (${room.error})` : room.state === "joined" ? "in" : `${room.state}`;
   dom.statusRoomState.textContent = roomState;
