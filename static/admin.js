@@ -291,6 +291,10 @@ async function pollConsole() {
 // ---- polling -------------------------------------------------------------------
 
 async function pollRooms() {
+  if (document.hidden) {
+    setTimeout(pollRooms, POLL_MS);
+    return;
+  }
   try {
     const body = await api("/api/rooms");
     renderRooms(Array.isArray(body.rooms) ? body.rooms : []);

@@ -149,7 +149,9 @@ function onScriptError(err) {
 function addMessage(msg) {
   const how = room.log.add(msg);
   if (!how) return;
-  renderLog({ appendOnly: how === "append", stick: msg.user === handle });
+  // Appending is enough unless the log also dropped its oldest message.
+  const appendOnly = how === "append" && dom.messages.children.length === room.log.size - 1;
+  renderLog({ appendOnly, stick: msg.user === handle });
   if (document.hidden) {
     unread += 1;
     document.title = `(${unread}) ${room.topic} · roomhost`;
@@ -213,9 +215,18 @@ function setTyping(on) {
 // ---- status ----------------------------------------------------------------
 
 const CONN_LABEL = { connecting: "connecting", open: "connected", reconnecting: "reconnecting", closed: "offline" };
+// After this many failed attempts in a row (about 2 s of backoff) the server
+// is taken as unreachable; the socket keeps retrying every few seconds.
+const OFFLINE_AFTER_ATTEMPTS = 7;
+
+function connectionLabel() {
+  if (navigator.onLine === false) return "offline";
+  if (socket.status === "reconnecting" && socket.failedAttempts >= OFFLINE_AFTER_ATTEMPTS) return "offline";
+  return CONN_LABEL[socket.status] || socket.status;
+}
 
 function renderStatus() {
-  const conn = navigator.onLine === false ? "offline" : CONN_LABEL[socket.status] || socket.status;
+  const conn = connectionLabel();
   dom.statusConn.textContent = conn;
   // For tests and styling: the same states as data attributes on <body>.
   document.body.dataset.conn = conn;

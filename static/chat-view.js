@@ -109,7 +109,8 @@ export function notify(container, { key, kind = "info", text, detail, timeoutMs 
   if (key) for (const old of container.querySelectorAll(".notice")) if (old.dataset.key === key) old.remove();
   const box = el("div", `notice notice-${kind}`);
   if (key) box.dataset.key = key;
-  box.setAttribute("role", kind === "error" ? "alert" : "status");
+  // The container is a polite live region; errors interrupt.
+  if (kind === "error") box.setAttribute("role", "alert");
   const body = el("div", "notice-body");
   body.append(el("p", "notice-text", text));
   if (detail) body.append(el("p", "notice-detail mono", detail));

@@ -320,8 +320,11 @@ export class Socket {
   /** `cb(status)` with status connecting | open | reconnecting | closed. */
   onStatus(cb) { this.callbacks.status.push(cb); }
 
-  setStatus(status) {
-    if (this.status === status) return;
+  /** Consecutive connection attempts that failed (0 once connected). */
+  get failedAttempts() { return this.reconnectTimer.tries; }
+
+  setStatus(status, { always = false } = {}) {
+    if (this.status === status && !always) return;
     this.status = status;
     for (const cb of this.callbacks.status) cb(status);
   }
@@ -434,8 +437,9 @@ export class Socket {
     this.triggerChanError(wasOpen ? "connection closed" : "connection failed");
     for (const cb of this.callbacks.close) cb(event);
     if (!this.closeWasClean && this.conn === null) {
-      this.setStatus("reconnecting");
       this.reconnectTimer.schedule();
+      // Told on every failed attempt, so the page can tell "offline" apart.
+      this.setStatus("reconnecting", { always: true });
     }
   }
 
