@@ -311,12 +311,12 @@ dom.tokenForm.addEventListener("submit", (event) => {
   event.preventDefault();
   writeToken(dom.tokenInput.value.trim());
   dom.tokenInput.value = "";
-  dom.tokenInput.placeholder = readToken() ? "token saved for this tab" : "only if ROOMHOST_ADMIN_TOKEN is set";
+  dom.tokenInput.placeholder = readToken() ? "token saved for this tab" : "if the server needs one";
   dom.actionStatus.textContent = readToken() ? "Token saved for this tab." : "";
 });
 dom.tokenClear.addEventListener("click", () => {
   writeToken("");
-  dom.tokenInput.placeholder = "only if ROOMHOST_ADMIN_TOKEN is set";
+  dom.tokenInput.placeholder = "if the server needs one";
   dom.actionStatus.textContent = "Token forgotten.";
 });
 

@@ -45,3 +45,27 @@ test("an <img onerror> message renders as text and no dialog fires", async () =>
   await screenshot(victim, "e-xss-as-text");
   assert.equal((await messageTexts(attacker)).length, payloads.length);
 });
+
+test("keyboard only: skip link to the composer, Enter sends, Escape clears; buttons are named", async () => {
+  const page = await openChat(await userContext(browser, "keys"), server, TOPIC);
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.className), "skip-link");
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => document.activeElement.id === "composer-input");
+  await page.keyboard.type("sent with the keyboard");
+  await page.keyboard.press("Enter");
+  await waitForText(page, "#messages .msg-text", "sent with the keyboard");
+  await page.keyboard.type("never sent");
+  await page.keyboard.press("Escape");
+  assert.equal(await page.inputValue("#composer-input"), "");
+
+  const unnamed = await page.evaluate(() => [...document.querySelectorAll("button, input, a")]
+    .filter((node) => !(node.getAttribute("aria-label") || node.textContent.trim() || (node.id && document.querySelector(`label[for="${node.id}"]`))))
+    .map((node) => node.outerHTML));
+  assert.deepEqual(unnamed, [], "every control has an accessible name");
+  await page.setViewportSize({ width: 375, height: 700 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `no horizontal scrolling at 375 px (overflow ${overflow}px)`);
+  await screenshot(page, "e-keyboard-phone");
+  assert.deepEqual(page.problems, []);
+});
