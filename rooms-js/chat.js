@@ -1,0 +1,32 @@
+// chat: one instance per topic "chat:<name>". The room's state lives in JS;
+// roomhost journals every event, so it survives crashes and restarts.
+const MAX_TEXT = 2000;  // characters per message
+const KEEP = 500;       // messages kept in the room
+const HISTORY = 50;     // messages sent to a joining tab
+
+let messages = [];
+let nextId = 1;         // ids stay unique and increasing after old messages drop
+
+export function onJoin(conn, params) {
+  return { messages: messages.slice(-HISTORY) };
+}
+
+export function onMessage(conn, event, payload) {
+  if (event !== "new_msg") throw new Error(`unknown event "${event}"`);
+  const text = String(payload.text ?? "").trim();
+  if (text === "") throw new Error("message is blank");
+  if (text.length > MAX_TEXT) throw new Error(`message is longer than ${MAX_TEXT} characters`);
+  const msg = { id: nextId++, user: conn.user, text, at: Date.now() };
+  messages.push(msg);
+  if (messages.length > KEEP) messages = messages.slice(-KEEP);
+  room.broadcast("new_msg", msg);
+  return { id: msg.id };
+}
+
+export function snapshot() {
+  return { messages, nextId };
+}
+
+export function restore(state) {
+  ({ messages, nextId } = state);
+}

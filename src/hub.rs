@@ -1,0 +1,343 @@
+//! Fan-out from a room to the channels joined to it.
+//!
+//! Each client connection has one bounded outbound queue ([`Peer`]); a room
+//! never waits on it. A broadcast is encoded once per serializer version and
+//! the same bytes are handed to every channel. A peer whose queue is full is a
+//! slow consumer: it is kicked (the connection closes with that reason) instead
+//! of stalling the room or other clients.
+//!
+//! The [`Hub`] of a room outlives the room task, so that when the task dies the
+//! supervisor can still tell every channel (`phx_error`).
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::Conn;
+use crate::protocol::{self, Ref, Vsn};
+use crate::topic::Topic;
+
+/// A frame ready to write: encoded once, shared by reference count.
+pub type Frame = Utf8Bytes;
+
+/// Identifies one channel (one connection's membership in one topic).
+pub type ChannelId = u64;
+
+/// What a room hands to a connection.
+#[derive(Debug)]
+pub enum Outbound {
+    Frame(Frame),
+    /// The channel ended on the room's side (join refused, room crashed,
+    /// left): the connection forgets it. Sent after the channel's last frame.
+    ChannelClosed(ChannelId),
+    /// The connection itself ends with this close code and reason.
+    Close {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// Why a connection was closed by the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kick {
+    SlowConsumer,
+    Shutdown,
+}
+
+impl Kick {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Kick::SlowConsumer => "slow consumer",
+            Kick::Shutdown => "server shutting down",
+        }
+    }
+}
+
+/// The sending side of one client connection, shared by its channels.
+#[derive(Debug)]
+pub struct Peer {
+    /// Bounded: its capacity is how far a client may fall behind before it is
+    /// disconnected (`Config::outbound_queue`).
+    tx: mpsc::Sender<Outbound>,
+    kicked: CancellationToken,
+    kick: OnceLock<Kick>,
+}
+
+impl Peer {
+    pub fn new(capacity: usize) -> (Arc<Peer>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let peer = Peer {
+            tx,
+            kicked: CancellationToken::new(),
+            kick: OnceLock::new(),
+        };
+        (Arc::new(peer), rx)
+    }
+
+    /// Queues without waiting. A full queue kicks the peer; returns whether
+    /// the item was queued.
+    pub fn deliver(&self, out: Outbound) -> bool {
+        match self.tx.try_send(out) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kick(Kick::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues, waiting for room if needed: for the connection's own replies,
+    /// which must not be dropped.
+    pub async fn send(&self, out: Outbound) -> bool {
+        self.tx.send(out).await.is_ok()
+    }
+
+    pub fn kick(&self, why: Kick) {
+        if self.kick.set(why).is_ok() {
+            tracing::info!(reason = why.reason(), "disconnecting client");
+        }
+        self.kicked.cancel();
+    }
+
+    pub fn kicked(&self) -> &CancellationToken {
+        &self.kicked
+    }
+
+    pub fn kick_reason(&self) -> Option<Kick> {
+        self.kick.get().copied()
+    }
+}
+
+/// One connection's membership in one topic.
+#[derive(Debug)]
+pub struct Channel {
+    pub id: ChannelId,
+    pub topic: Topic,
+    pub conn: Conn,
+    /// The `join_ref` of the join that created this channel; echoed in
+    /// replies and pushes so the client can drop messages of older joins.
+    pub join_ref: Option<Ref>,
+    pub vsn: Vsn,
+    pub peer: Arc<Peer>,
+}
+
+impl Channel {
+    pub fn deliver_frame(&self, frame: Frame) -> bool {
+        self.peer.deliver(Outbound::Frame(frame))
+    }
+
+    /// A frame for this channel only: carries its join_ref.
+    pub fn push_frame(&self, event: &str, payload: &str) -> Frame {
+        protocol::encode(
+            self.vsn,
+            self.join_ref.as_ref(),
+            None,
+            self.topic.as_str(),
+            event,
+            payload,
+        )
+        .into()
+    }
+
+    /// Sends `event` (e.g. `phx_error`, `phx_close`) and then tells the
+    /// connection the channel is gone.
+    pub fn close_with(&self, event: &str) {
+        let frame = protocol::encode(
+            self.vsn,
+            self.join_ref.as_ref(),
+            self.join_ref.as_ref(),
+            self.topic.as_str(),
+            event,
+            "{}",
+        );
+        if self.deliver_frame(frame.into()) {
+            self.peer.deliver(Outbound::ChannelClosed(self.id));
+        }
+    }
+}
+
+/// A broadcast encoded lazily, at most once per serializer version.
+pub struct Broadcast<'a> {
+    topic: &'a str,
+    event: &'a str,
+    payload: &'a str,
+    v1: OnceLock<Frame>,
+    v2: OnceLock<Frame>,
+}
+
+impl<'a> Broadcast<'a> {
+    pub fn new(topic: &'a str, event: &'a str, payload: &'a str) -> Self {
+        Broadcast {
+            topic,
+            event,
+            payload,
+            v1: OnceLock::new(),
+            v2: OnceLock::new(),
+        }
+    }
+
+    /// Phoenix broadcasts carry no join_ref or ref, so one frame fits every
+    /// channel of a version.
+    pub fn frame(&self, vsn: Vsn) -> Frame {
+        let cell = match vsn {
+            Vsn::V1 => &self.v1,
+            Vsn::V2 => &self.v2,
+        };
+        cell.get_or_init(|| {
+            protocol::encode(vsn, None, None, self.topic, self.event, self.payload).into()
+        })
+        .clone()
+    }
+}
+
+/// The channels joined to one room.
+#[derive(Default)]
+pub struct Hub {
+    /// A std mutex: only the room task (and the supervisor once the task is
+    /// dead) touches it, never across an `.await`, so it is uncontended.
+    channels: Mutex<Vec<Arc<Channel>>>,
+}
+
+impl Hub {
+    pub fn subscribe(&self, channel: Arc<Channel>) {
+        self.lock().push(channel);
+    }
+
+    /// Removes the channel with this id, if still subscribed.
+    pub fn unsubscribe(&self, id: ChannelId) -> Option<Arc<Channel>> {
+        let mut channels = self.lock();
+        let at = channels.iter().position(|c| c.id == id)?;
+        Some(channels.swap_remove(at))
+    }
+
+    /// Sends a broadcast to every channel except those of `except` (a conn id).
+    /// Returns the number of deliveries.
+    pub fn publish(&self, broadcast: &Broadcast, except: Option<&str>) -> usize {
+        let channels = self.lock();
+        let mut delivered = 0;
+        for channel in channels.iter() {
+            if except.is_some_and(|id| *channel.conn.id == *id) {
+                continue;
+            }
+            delivered += usize::from(channel.deliver_frame(broadcast.frame(channel.vsn)));
+        }
+        delivered
+    }
+
+    /// The channel of connection `conn_id`, if joined.
+    pub fn find_conn(&self, conn_id: &str) -> Option<Arc<Channel>> {
+        self.lock().iter().find(|c| *c.conn.id == *conn_id).cloned()
+    }
+
+    /// Empties the hub, returning who was in it.
+    pub fn drain(&self) -> Vec<Arc<Channel>> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Distinct users among the joined channels.
+    pub fn users(&self) -> usize {
+        let channels = self.lock();
+        let mut users: Vec<&str> = channels.iter().map(|c| &*c.conn.user).collect();
+        users.sort_unstable();
+        users.dedup();
+        users.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Channel>>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent
+        // (every operation is a single push/remove), so poisoning is ignored.
+        self.channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::empty_object;
+
+    fn channel(id: ChannelId, vsn: Vsn, cap: usize) -> (Arc<Channel>, mpsc::Receiver<Outbound>) {
+        let (peer, rx) = Peer::new(cap);
+        let conn = Conn::new(format!("u{id}"), empty_object());
+        let topic = Topic::parse("chat:x").unwrap();
+        let ch = Channel {
+            id,
+            topic,
+            conn,
+            join_ref: Some(Ref::from_text("1")),
+            vsn,
+            peer,
+        };
+        (Arc::new(ch), rx)
+    }
+
+    #[test]
+    fn broadcast_is_encoded_once_per_version_and_shared() {
+        let hub = Hub::default();
+        let (a, mut ra) = channel(1, Vsn::V2, 4);
+        let (b, mut rb) = channel(2, Vsn::V2, 4);
+        let (c, mut rc) = channel(3, Vsn::V1, 4);
+        for ch in [&a, &b, &c] {
+            hub.subscribe(ch.clone());
+        }
+        let bc = Broadcast::new("chat:x", "new_msg", r#"{"a":1}"#);
+        assert_eq!(hub.publish(&bc, Some(&b.conn.id)), 2);
+        let Outbound::Frame(fa) = ra.try_recv().unwrap() else {
+            panic!()
+        };
+        assert!(rb.try_recv().is_err(), "except skips b");
+        let Outbound::Frame(fc) = rc.try_recv().unwrap() else {
+            panic!()
+        };
+        assert_eq!(fa.as_str(), r#"[null,null,"chat:x","new_msg",{"a":1}]"#);
+        assert!(fc.as_str().starts_with(r#"{"topic":"chat:x""#));
+        // Same allocation handed out twice.
+        assert_eq!(bc.frame(Vsn::V2).as_str().as_ptr(), fa.as_str().as_ptr());
+    }
+
+    #[test]
+    fn full_queue_kicks_the_slow_consumer_only() {
+        let hub = Hub::default();
+        let (slow, _keep) = channel(1, Vsn::V2, 2);
+        let (fast, mut rf) = channel(2, Vsn::V2, 64);
+        hub.subscribe(slow.clone());
+        hub.subscribe(fast.clone());
+        for i in 0..10 {
+            let payload = format!("{{\"i\":{i}}}");
+            hub.publish(&Broadcast::new("chat:x", "e", &payload), None);
+        }
+        assert_eq!(slow.peer.kick_reason(), Some(Kick::SlowConsumer));
+        assert!(fast.peer.kick_reason().is_none());
+        let mut n = 0;
+        while rf.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, 10);
+    }
+
+    #[test]
+    fn unsubscribe_and_drain() {
+        let hub = Hub::default();
+        let (a, _ra) = channel(1, Vsn::V2, 4);
+        let (b, _rb) = channel(2, Vsn::V2, 4);
+        hub.subscribe(a);
+        hub.subscribe(b.clone());
+        assert!(hub.unsubscribe(1).is_some());
+        assert!(hub.unsubscribe(1).is_none());
+        assert_eq!(hub.find_conn(&b.conn.id).unwrap().id, 2);
+        assert_eq!(hub.drain().len(), 1);
+        assert!(hub.is_empty());
+    }
+}

@@ -1,0 +1,431 @@
+//! The Phoenix Channels wire format: decoding client frames and encoding
+//! server frames, for serializer versions 1 (JSON objects) and 2 (JSON arrays).
+//!
+//! Pure functions only: no I/O and no room logic, so the connection task,
+//! the long-poll transport, the benchmarks and the fuzz targets share them.
+//! Payloads stay raw JSON text (`RawValue`) end to end: the host never builds
+//! a `serde_json::Value` tree for a message it only forwards.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Serializer version negotiated from the `vsn` connect parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Vsn {
+    /// `{"topic","event","payload","ref","join_ref"}` objects; `vsn` absent or 1.x.
+    V1,
+    /// `[join_ref, ref, topic, event, payload]` arrays; `vsn` 2.x.
+    V2,
+}
+
+impl Vsn {
+    /// Phoenix's rule: 2.x is the array serializer, anything else (or nothing)
+    /// the object one. Unknown major versions are refused.
+    pub fn from_param(vsn: Option<&str>) -> Result<Vsn, String> {
+        match vsn {
+            None => Ok(Vsn::V1),
+            Some(v) if v == "1" || v.starts_with("1.") => Ok(Vsn::V1),
+            Some(v) if v == "2" || v.starts_with("2.") => Ok(Vsn::V2),
+            Some(v) => Err(format!("unsupported serializer version {v:?}")),
+        }
+    }
+}
+
+/// A `ref` or `join_ref` as the client sent it: the raw JSON token (a string
+/// or a number), echoed back byte for byte so any client's refs match.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Ref(Box<str>);
+
+impl Ref {
+    fn from_raw(raw: &RawValue) -> Result<Option<Ref>, &'static str> {
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'n') => Ok(None),
+            Some(b'"') | Some(b'-') | Some(b'0'..=b'9') => Ok(Some(Ref(text.into()))),
+            _ => Err("ref must be a string, a number or null"),
+        }
+    }
+
+    /// A ref made from plain text (binary frames carry refs as bare strings).
+    pub fn from_text(text: &str) -> Ref {
+        Ref(json_string(text).into())
+    }
+
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One decoded client frame. The payload is still raw JSON (always an object).
+#[derive(Debug)]
+pub struct Incoming {
+    pub join_ref: Option<Ref>,
+    pub msg_ref: Option<Ref>,
+    pub topic: String,
+    pub event: String,
+    pub payload: Box<RawValue>,
+}
+
+/// A frame that could not be used. When the frame told us where it came from
+/// (`reply_to`), the client gets an error reply; otherwise the connection is
+/// closed with `reason`, because nothing could be answered.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadFrame {
+    pub reason: String,
+    pub reply_to: Option<(Option<Ref>, Option<Ref>, String)>,
+}
+
+impl BadFrame {
+    fn unanswerable(reason: impl Into<String>) -> BadFrame {
+        BadFrame {
+            reason: reason.into(),
+            reply_to: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct V1Frame<'a> {
+    #[serde(borrow)]
+    topic: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow, rename = "ref")]
+    msg_ref: Option<&'a RawValue>,
+    #[serde(borrow)]
+    join_ref: Option<&'a RawValue>,
+}
+
+/// Decodes one text frame.
+pub fn decode_text(vsn: Vsn, text: &str) -> Result<Incoming, BadFrame> {
+    let (join_ref, msg_ref, topic, event, payload) = match vsn {
+        Vsn::V2 => {
+            let parts: Vec<&RawValue> = serde_json::from_str(text)
+                .map_err(|e| BadFrame::unanswerable(format!("malformed frame: {e}")))?;
+            let [join_ref, msg_ref, topic, event, payload] = parts[..] else {
+                return Err(BadFrame::unanswerable(format!(
+                    "malformed frame: expected [join_ref, ref, topic, event, payload], got {} elements",
+                    parts.len()
+                )));
+            };
+            (Some(join_ref), Some(msg_ref), topic, event, Some(payload))
+        }
+        Vsn::V1 => {
+            let f: V1Frame = serde_json::from_str(text)
+                .map_err(|e| BadFrame::unanswerable(format!("malformed frame: {e}")))?;
+            let (Some(topic), Some(event)) = (f.topic, f.event) else {
+                return Err(BadFrame::unanswerable(
+                    "malformed frame: topic and event are required",
+                ));
+            };
+            (f.join_ref, f.msg_ref, topic, event, f.payload)
+        }
+    };
+    let optional_ref = |raw: Option<&RawValue>| match raw {
+        None => Ok(None),
+        Some(raw) => Ref::from_raw(raw)
+            .map_err(|why| BadFrame::unanswerable(format!("malformed frame: {why}"))),
+    };
+    let join_ref = optional_ref(join_ref)?;
+    let msg_ref = optional_ref(msg_ref)?;
+    let topic: String = serde_json::from_str(topic.get())
+        .map_err(|_| BadFrame::unanswerable("malformed frame: topic must be a string"))?;
+    let bad = |reason: &str| BadFrame {
+        reason: reason.to_string(),
+        reply_to: Some((join_ref.clone(), msg_ref.clone(), topic.clone())),
+    };
+    let event: String =
+        serde_json::from_str(event.get()).map_err(|_| bad("event must be a string"))?;
+    if event.is_empty() {
+        return Err(bad("event must not be empty"));
+    }
+    let payload = match payload {
+        Some(p) if p.get().starts_with('{') => p.to_owned(),
+        // V1 clients may omit the payload; Phoenix treats that as `{}`.
+        None => empty_object(),
+        Some(_) => return Err(bad("payload must be a JSON object")),
+    };
+    Ok(Incoming {
+        join_ref,
+        msg_ref,
+        topic,
+        event,
+        payload,
+    })
+}
+
+/// Decodes the header of a V2 binary push (`kind 0`) far enough to answer it.
+/// roomhost payloads are JSON, so a well-formed binary push gets an error
+/// reply and anything else is garbage (close).
+pub fn decode_binary(bytes: &[u8]) -> BadFrame {
+    const PUSH: u8 = 0;
+    let header = (|| {
+        let (&kind, rest) = bytes.split_first()?;
+        if kind != PUSH || rest.len() < 4 {
+            return None;
+        }
+        let lens = [rest[0], rest[1], rest[2], rest[3]].map(usize::from);
+        let mut body = &rest[4..];
+        let mut fields = Vec::with_capacity(4);
+        for len in lens {
+            if body.len() < len {
+                return None;
+            }
+            let (field, tail) = body.split_at(len);
+            fields.push(std::str::from_utf8(field).ok()?.to_string());
+            body = tail;
+        }
+        Some(fields)
+    })();
+    match header {
+        Some(fields) if !fields[2].is_empty() => {
+            let as_ref = |s: &str| (!s.is_empty()).then(|| Ref::from_text(s));
+            BadFrame {
+                reason: "binary payloads are not supported; send JSON text frames".into(),
+                reply_to: Some((as_ref(&fields[0]), as_ref(&fields[1]), fields[2].clone())),
+            }
+        }
+        _ => BadFrame::unanswerable("binary frame is not a Phoenix push"),
+    }
+}
+
+/// `{}` as a raw value.
+pub fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_string()).expect("{} is valid JSON")
+}
+
+/// A JSON string literal for `s`, escaped.
+pub fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("serializing a str cannot fail")
+}
+
+fn write_ref(out: &mut String, r: Option<&Ref>) {
+    out.push_str(r.map_or("null", Ref::as_json));
+}
+
+/// Whether a reply reports success.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Error,
+}
+
+/// `phx_reply` with `{status, response}`.
+pub fn encode_reply(
+    vsn: Vsn,
+    join_ref: Option<&Ref>,
+    msg_ref: Option<&Ref>,
+    topic: &str,
+    status: Status,
+    response: &str,
+) -> String {
+    let status = match status {
+        Status::Ok => "ok",
+        Status::Error => "error",
+    };
+    let mut payload = String::with_capacity(response.len() + 32);
+    payload.push_str(r#"{"status":""#);
+    payload.push_str(status);
+    payload.push_str(r#"","response":"#);
+    payload.push_str(response);
+    payload.push('}');
+    encode(vsn, join_ref, msg_ref, topic, "phx_reply", &payload)
+}
+
+/// An error reply whose response is `{"reason": reason}`.
+pub fn encode_error_reply(
+    vsn: Vsn,
+    join_ref: Option<&Ref>,
+    msg_ref: Option<&Ref>,
+    topic: &str,
+    reason: &str,
+) -> String {
+    let response = format!(r#"{{"reason":{}}}"#, json_string(reason));
+    encode_reply(vsn, join_ref, msg_ref, topic, Status::Error, &response)
+}
+
+/// Any server frame. `payload` must be valid JSON text.
+pub fn encode(
+    vsn: Vsn,
+    join_ref: Option<&Ref>,
+    msg_ref: Option<&Ref>,
+    topic: &str,
+    event: &str,
+    payload: &str,
+) -> String {
+    let mut out = String::with_capacity(payload.len() + topic.len() + event.len() + 48);
+    match vsn {
+        Vsn::V2 => {
+            out.push('[');
+            write_ref(&mut out, join_ref);
+            out.push(',');
+            write_ref(&mut out, msg_ref);
+            out.push(',');
+            push_json_string(&mut out, topic);
+            out.push(',');
+            push_json_string(&mut out, event);
+            out.push(',');
+            out.push_str(payload);
+            out.push(']');
+        }
+        Vsn::V1 => {
+            out.push_str(r#"{"topic":"#);
+            push_json_string(&mut out, topic);
+            out.push_str(r#","event":"#);
+            push_json_string(&mut out, event);
+            out.push_str(r#","payload":"#);
+            out.push_str(payload);
+            out.push_str(r#","ref":"#);
+            write_ref(&mut out, msg_ref);
+            out.push_str(r#","join_ref":"#);
+            write_ref(&mut out, join_ref);
+            out.push('}');
+        }
+    }
+    out
+}
+
+/// Appends `s` as a JSON string literal. Topics and events are plain ASCII in
+/// the common case, which skips serde's escaper.
+fn push_json_string(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&json_string(s));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn v(s: &str) -> Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn decodes_v2_arrays() {
+        let m = decode_text(Vsn::V2, r#"["1","2","chat:x","new_msg",{"text":"hi"}]"#).unwrap();
+        assert_eq!(m.join_ref.unwrap().as_json(), r#""1""#);
+        assert_eq!(m.msg_ref.unwrap().as_json(), r#""2""#);
+        assert_eq!((m.topic.as_str(), m.event.as_str()), ("chat:x", "new_msg"));
+        assert_eq!(m.payload.get(), r#"{"text":"hi"}"#);
+        let m = decode_text(Vsn::V2, r#"[null,7,"phoenix","heartbeat",{}]"#).unwrap();
+        assert!(m.join_ref.is_none());
+        assert_eq!(m.msg_ref.unwrap().as_json(), "7");
+    }
+
+    #[test]
+    fn decodes_v1_objects() {
+        let m = decode_text(
+            Vsn::V1,
+            r#"{"topic":"chat:x","event":"phx_join","payload":{},"ref":"1"}"#,
+        )
+        .unwrap();
+        assert!(m.join_ref.is_none());
+        assert_eq!(m.event, "phx_join");
+        let m = decode_text(
+            Vsn::V1,
+            r#"{"topic":"phoenix","event":"heartbeat","ref":3}"#,
+        )
+        .unwrap();
+        assert_eq!(m.payload.get(), "{}");
+    }
+
+    #[test]
+    fn refuses_malformed_frames() {
+        for (vsn, text) in [
+            (Vsn::V2, "not json"),
+            (Vsn::V2, "[1,2,3]"),
+            (Vsn::V2, r#"["1","2","t","e",{},6]"#),
+            (Vsn::V2, r#"{"topic":"t"}"#),
+            (Vsn::V2, r#"[{},"2","t","e",{}]"#),
+            (Vsn::V2, r#"["1","2",5,"e",{}]"#),
+            (Vsn::V1, r#"["1","2","t","e",{}]"#),
+            (Vsn::V1, r#"{"event":"e"}"#),
+        ] {
+            let err = decode_text(vsn, text).unwrap_err();
+            assert!(err.reply_to.is_none(), "{text}: {err:?}");
+            assert!(!err.reason.is_empty());
+        }
+        // Known origin: answered with an error reply.
+        for text in [
+            r#"["1","2","chat:x","new_msg",[1]]"#,
+            r#"["1","2","chat:x","new_msg","str"]"#,
+            r#"["1","2","chat:x",5,{}]"#,
+            r#"["1","2","chat:x","",{}]"#,
+        ] {
+            let err = decode_text(Vsn::V2, text).unwrap_err();
+            let (_, r, topic) = err.reply_to.expect("answerable");
+            assert_eq!((r.unwrap().as_json(), topic.as_str()), (r#""2""#, "chat:x"));
+        }
+    }
+
+    #[test]
+    fn binary_frames_are_answered_or_refused() {
+        let mut push = vec![0u8, 1, 1, 6, 3];
+        push.extend_from_slice(b"12chat:xmsg\x00\x01");
+        let bad = decode_binary(&push);
+        let (jr, r, topic) = bad.reply_to.unwrap();
+        assert_eq!(jr.unwrap().as_json(), r#""1""#);
+        assert_eq!(r.unwrap().as_json(), r#""2""#);
+        assert_eq!(topic, "chat:x");
+        for garbage in [&b""[..], b"\x00", b"\x07abc", b"\x00\x09\x09\x09\x09ab"] {
+            assert!(decode_binary(garbage).reply_to.is_none());
+        }
+    }
+
+    #[test]
+    fn encodes_both_versions() {
+        let jr = Ref::from_text("1");
+        let r = Ref::from_text("2");
+        let f = encode_reply(
+            Vsn::V2,
+            Some(&jr),
+            Some(&r),
+            "chat:x",
+            Status::Ok,
+            r#"{"id":1}"#,
+        );
+        assert_eq!(
+            v(&f),
+            json!(["1", "2", "chat:x", "phx_reply", {"status":"ok","response":{"id":1}}])
+        );
+        let f = encode(Vsn::V1, None, None, "chat:\"x", "new_msg", r#"{"a":1}"#);
+        assert_eq!(
+            v(&f),
+            json!({"topic":"chat:\"x","event":"new_msg","payload":{"a":1},"ref":null,"join_ref":null})
+        );
+        let f = encode_error_reply(Vsn::V2, None, Some(&r), "t", "bad \"thing\"\n");
+        assert_eq!(v(&f)[4]["response"]["reason"], "bad \"thing\"\n");
+    }
+
+    #[test]
+    fn numeric_refs_echo_unchanged() {
+        let m = decode_text(Vsn::V2, r#"[null,42,"phoenix","heartbeat",{}]"#).unwrap();
+        let f = encode_reply(
+            Vsn::V2,
+            None,
+            m.msg_ref.as_ref(),
+            "phoenix",
+            Status::Ok,
+            "{}",
+        );
+        assert!(f.starts_with("[null,42,"));
+    }
+
+    #[test]
+    fn vsn_param() {
+        assert_eq!(Vsn::from_param(None), Ok(Vsn::V1));
+        assert_eq!(Vsn::from_param(Some("1.0.0")), Ok(Vsn::V1));
+        assert_eq!(Vsn::from_param(Some("2.0.0")), Ok(Vsn::V2));
+        assert!(Vsn::from_param(Some("3.0.0")).is_err());
+    }
+}

@@ -1,0 +1,772 @@
+//! The QuickJS side of one room: its own runtime and context, the host
+//! functions scripts call, and the hook calls the room task makes.
+//!
+//! Everything crosses the boundary as strings and numbers: payloads arrive as
+//! JSON text and are `JSON.parse`d in JS, results and broadcasts leave as JSON
+//! text. This is faster than converting value trees and keeps the Rust side
+//! free of JS types. Host functions never panic (a panic inside a host
+//! function poisons the runtime): they only push into [`Bridge`].
+//!
+//! Every entry into JS is bounded by the CPU budget (interrupt handler), the
+//! memory limit and the stack limit. Exceeding CPU or memory is a [`Fatal`]
+//! error: the room must be rebuilt, because its heap may be half-updated.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rquickjs::{
+    CatchResultExt, CaughtError, Context, Ctx, Function, JsLifetime, Module, Object, Runtime,
+    Value, WriteOptions,
+};
+
+use crate::config::ScriptLimits;
+use crate::conn::Conn;
+use crate::scripts::{ModuleSource, ScriptError, ScriptLoader, ScriptResolver};
+
+const PRELUDE: &str = include_str!("prelude.js");
+const PRELUDE_NAME: &str = "roomhost:prelude";
+
+/// Which room a runtime belongs to, as the script sees it in `room.*`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Identity {
+    pub topic: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl Identity {
+    pub fn new(kind: &str, name: &str) -> Identity {
+        Identity {
+            topic: format!("{kind}:{name}"),
+            kind: kind.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// Severity of a `console.*` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Log,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Receives `console.*` lines of a room (not called during replay).
+pub type ConsoleSink = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
+
+/// An output a hook asked for; the room task releases it after the event is
+/// durable (or drops it if the hook fails or the event is a replay).
+#[derive(Debug, PartialEq)]
+pub enum JsEffect {
+    Broadcast {
+        event: String,
+        payload: String,
+        except: Option<String>,
+    },
+    Push {
+        conn_id: String,
+        event: String,
+        payload: String,
+    },
+}
+
+/// The hook to run, with its arguments.
+#[derive(Clone, Copy, Debug)]
+pub enum Hook<'a> {
+    Join {
+        params: &'a str,
+    },
+    Message {
+        event: &'a str,
+        payload: &'a str,
+    },
+    Leave {
+        reason: &'a str,
+    },
+    /// A leave whose `onLeave` failed earlier: only the membership changes.
+    Drop,
+}
+
+/// A hook call that returned.
+#[derive(Debug)]
+pub struct Called {
+    /// The hook's return value as JSON (`{}` for `undefined`).
+    pub response: String,
+    pub effects: Vec<JsEffect>,
+}
+
+/// A fatal error: the context can no longer be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Fatal {
+    #[error("CPU budget exceeded")]
+    CpuBudget,
+    #[error("out of memory")]
+    OutOfMemory,
+}
+
+/// How a hook call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The script threw: this call fails, the room goes on (after rollback).
+    #[error("{message}")]
+    Script {
+        message: String,
+        stack: Option<String>,
+    },
+    #[error(transparent)]
+    Fatal(#[from] Fatal),
+}
+
+/// Per-call CPU deadline, checked by the interrupt handler.
+struct Budget {
+    epoch: Instant,
+    /// Deadline in nanoseconds since `epoch`; `u64::MAX` while idle.
+    deadline: AtomicU64,
+    /// Set when the handler interrupted JS, so the error can be told apart
+    /// from an ordinary exception.
+    fired: AtomicBool,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            epoch: Instant::now(),
+            deadline: AtomicU64::new(u64::MAX),
+            fired: AtomicBool::new(false),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn arm(&self, budget: Duration) {
+        self.fired.store(false, Ordering::Relaxed);
+        let deadline = self.now().saturating_add(budget.as_nanos() as u64);
+        self.deadline.store(deadline, Ordering::Relaxed);
+    }
+
+    fn expired(&self) -> bool {
+        let expired = self.now() > self.deadline.load(Ordering::Relaxed);
+        if expired {
+            self.fired.store(true, Ordering::Relaxed);
+        }
+        expired
+    }
+
+    fn disarm(&self) -> bool {
+        self.deadline.store(u64::MAX, Ordering::Relaxed);
+        self.fired.load(Ordering::Relaxed)
+    }
+}
+
+/// Host state reachable from host functions (runtime userdata). Only touched
+/// while the runtime lock is held, inside `ctx.with`.
+struct Bridge {
+    effects: RefCell<Vec<JsEffect>>,
+    /// During replay, console output is suppressed (effects are dropped by
+    /// the room task).
+    replaying: Cell<bool>,
+    generation: Cell<u64>,
+    identity: String,
+    presence: RefCell<String>,
+    console: Option<ConsoleSink>,
+}
+
+// SAFETY: `Bridge` holds no JS values, so it is the same type for every 'js.
+unsafe impl<'js> JsLifetime<'js> for Bridge {
+    type Changed<'to> = Bridge;
+}
+
+/// One room's JavaScript: runtime, context and the loaded kind.
+pub struct RoomJs {
+    // Field order matters: the context must drop before its runtime.
+    ctx: Context,
+    rt: Runtime,
+    budget: Arc<Budget>,
+    cpu: Duration,
+    has_snapshot: bool,
+}
+
+impl RoomJs {
+    /// Creates the runtime, evaluates the prelude and the kind's module
+    /// `entry`, and binds its hooks. Errors carry the script location.
+    pub fn load(
+        identity: &Identity,
+        source: ModuleSource,
+        entry: &str,
+        limits: &ScriptLimits,
+        console: Option<ConsoleSink>,
+    ) -> Result<RoomJs, ScriptError> {
+        let fail = |message: String| ScriptError::from_js(entry, &message, None);
+        let rt = Runtime::new().map_err(|e| fail(e.to_string()))?;
+        rt.set_memory_limit(limits.memory);
+        rt.set_max_stack_size(limits.stack);
+        let budget = Arc::new(Budget::new());
+        let handler_budget = budget.clone();
+        rt.set_interrupt_handler(Some(Box::new(move || handler_budget.expired())));
+        rt.set_loader(ScriptResolver, ScriptLoader(source.clone()));
+        let ctx = Context::full(&rt).map_err(|e| fail(e.to_string()))?;
+        let bridge = Bridge {
+            effects: RefCell::new(Vec::new()),
+            replaying: Cell::new(false),
+            generation: Cell::new(0),
+            identity: serde_json::to_string(identity).unwrap_or_else(|_| "{}".into()),
+            presence: RefCell::new("{}".into()),
+            console,
+        };
+        budget.arm(limits.cpu_per_call);
+        let loaded = ctx.with(|ctx| -> Result<bool, ScriptError> {
+            let caught =
+                |ctx: &Ctx, e: rquickjs::Error| located(entry, CaughtError::from_error(ctx, e));
+            if ctx.store_userdata(bridge).is_err() {
+                return Err(fail("runtime userdata unavailable".into()));
+            }
+            install_natives(&ctx).map_err(|e| caught(&ctx, e))?;
+            let prelude = load_prelude(&ctx).map_err(|e| caught(&ctx, e))?;
+            prelude
+                .eval()
+                .and_then(|(_, p)| p.finish::<()>())
+                .map_err(|e| caught(&ctx, e))?;
+            let module = source.declare(&ctx, entry).map_err(|e| caught(&ctx, e))?;
+            let (module, promise) = module.eval().map_err(|e| caught(&ctx, e))?;
+            promise.finish::<()>().map_err(|e| caught(&ctx, e))?;
+            let namespace = module.namespace().map_err(|e| caught(&ctx, e))?;
+            let api: Object = ctx
+                .globals()
+                .get("__roomhost")
+                .map_err(|e| caught(&ctx, e))?;
+            let bind: Function = api.get("bind").map_err(|e| caught(&ctx, e))?;
+            bind.call::<_, bool>((namespace,))
+                .map_err(|e| caught(&ctx, e))
+        });
+        let fired = budget.disarm();
+        let has_snapshot = match loaded {
+            Ok(has) => has,
+            Err(_) if fired => {
+                return Err(fail(format!(
+                    "top-level evaluation exceeded the CPU budget of {:?}",
+                    limits.cpu_per_call
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(RoomJs {
+            ctx,
+            rt,
+            budget,
+            cpu: limits.cpu_per_call,
+            has_snapshot,
+        })
+    }
+
+    pub fn has_snapshot(&self) -> bool {
+        self.has_snapshot
+    }
+
+    /// Runs one hook for one event. `at` (ms since the epoch) and `seed` make
+    /// `Date` and `Math.random` deterministic for replay.
+    pub fn call(&self, conn: &Conn, hook: Hook, at: i64, seed: u64) -> Result<Called, CallError> {
+        let (name, arg1, arg2) = match hook {
+            Hook::Join { params } => ("join", params, ""),
+            Hook::Message { event, payload } => ("message", event, payload),
+            Hook::Leave { reason } => ("leave", reason, ""),
+            Hook::Drop => ("drop", "", ""),
+        };
+        self.enter(|ctx, api| {
+            let at_fn: Function = api.get("at")?;
+            at_fn.call::<_, ()>((at as f64, (seed >> 32) as u32, seed as u32))?;
+            let call: Function = api.get("call")?;
+            let result: Value =
+                call.call((name, &*conn.id, &*conn.user, conn.meta.get(), arg1, arg2))?;
+            drain_jobs(ctx, &self.budget);
+            let result = if result.is_undefined() {
+                let settle: Function = api.get("settle")?;
+                settle.call::<_, Value>(())?
+            } else {
+                result
+            };
+            let response = result
+                .as_string()
+                .map(|s| s.to_string())
+                .transpose()?
+                .unwrap_or_else(|| "{}".into());
+            let effects = std::mem::take(&mut *bridge(ctx).effects.borrow_mut());
+            Ok(Called { response, effects })
+        })
+    }
+
+    /// The room's durable state: `{"members": [...], "state": <snapshot()>}`.
+    pub fn snapshot(&self) -> Result<String, CallError> {
+        self.enter(|_, api| {
+            let snapshot: Function = api.get("snapshot")?;
+            snapshot.call::<_, String>(())
+        })
+    }
+
+    /// Restores what [`RoomJs::snapshot`] returned, as of time `at`.
+    pub fn restore(&self, json: &str, at: i64) -> Result<(), CallError> {
+        self.enter(|_, api| {
+            let at_fn: Function = api.get("at")?;
+            at_fn.call::<_, ()>((at as f64, 0u32, 0u32))?;
+            let restore: Function = api.get("restore")?;
+            restore.call::<_, ()>((json,))
+        })
+    }
+
+    pub fn set_replaying(&self, replaying: bool) {
+        self.ctx.with(|ctx| bridge(&ctx).replaying.set(replaying));
+    }
+
+    pub fn set_generation(&self, generation: u64) {
+        self.ctx.with(|ctx| bridge(&ctx).generation.set(generation));
+    }
+
+    /// What `room.presence()` returns (JSON), kept current by the room task.
+    pub fn set_presence(&self, json: String) {
+        self.ctx
+            .with(|ctx| *bridge(&ctx).presence.borrow_mut() = json);
+    }
+
+    /// Bytes of the JS heap in use.
+    pub fn memory_used(&self) -> u64 {
+        self.rt.memory_usage().memory_used_size.max(0) as u64
+    }
+
+    /// Runs `f` with the budget armed and classifies failures.
+    fn enter<T>(
+        &self,
+        f: impl for<'js> FnOnce(&Ctx<'js>, &Object<'js>) -> rquickjs::Result<T>,
+    ) -> Result<T, CallError> {
+        self.budget.arm(self.cpu);
+        let result = self.ctx.with(|ctx| {
+            let outcome = ctx
+                .globals()
+                .get::<_, Object>("__roomhost")
+                .and_then(|api| f(&ctx, &api))
+                .catch(&ctx);
+            match outcome {
+                Ok(v) => Ok(v),
+                Err(caught) => {
+                    bridge(&ctx).effects.borrow_mut().clear();
+                    Err(classify(caught))
+                }
+            }
+        });
+        if self.budget.disarm() {
+            return Err(Fatal::CpuBudget.into());
+        }
+        result
+    }
+}
+
+fn bridge<'a>(ctx: &'a Ctx<'_>) -> rquickjs::runtime::UserDataGuard<'a, Bridge> {
+    ctx.userdata::<Bridge>()
+        .expect("the bridge is stored before any JS runs")
+}
+
+/// Runs queued promise jobs, bounded by the budget even when each job is tiny.
+fn drain_jobs(ctx: &Ctx, budget: &Budget) {
+    while !budget.expired() && ctx.execute_pending_job() {}
+}
+
+fn classify(caught: CaughtError) -> CallError {
+    match caught {
+        CaughtError::Exception(e) => {
+            let message = e.message().unwrap_or_default();
+            if message.contains("out of memory") {
+                return Fatal::OutOfMemory.into();
+            }
+            let name: Option<String> = e.get("name").ok();
+            let message = match name {
+                Some(n) if n != "Error" && !n.is_empty() => format!("{n}: {message}"),
+                _ => message,
+            };
+            CallError::Script {
+                message,
+                stack: e.stack(),
+            }
+        }
+        // QuickJS throws a bare `null` when an allocation fails.
+        CaughtError::Value(v) if v.is_null() => Fatal::OutOfMemory.into(),
+        CaughtError::Value(v) => CallError::Script {
+            message: describe(&v),
+            stack: None,
+        },
+        CaughtError::Error(e) => CallError::Script {
+            message: e.to_string(),
+            stack: None,
+        },
+    }
+}
+
+/// A thrown non-Error value as text: strings as-is, objects with a `reason`
+/// or `message` by that field, anything else as JSON.
+fn describe(v: &Value) -> String {
+    if let Some(s) = v.as_string().and_then(|s| s.to_string().ok()) {
+        return s;
+    }
+    if let Some(obj) = v.as_object() {
+        for field in ["reason", "message"] {
+            if let Ok(Some(s)) = obj.get::<_, Option<String>>(field) {
+                return s;
+            }
+        }
+    }
+    v.ctx()
+        .json_stringify(v.clone())
+        .ok()
+        .flatten()
+        .and_then(|s| s.to_string().ok())
+        .unwrap_or_else(|| "script threw a value".into())
+}
+
+fn located(entry: &str, caught: CaughtError) -> ScriptError {
+    match classify(caught) {
+        CallError::Script { message, stack } => {
+            ScriptError::from_js(entry, &message, stack.as_deref())
+        }
+        CallError::Fatal(f) => ScriptError::from_js(entry, &f.to_string(), None),
+    }
+}
+
+/// Bytecode of the prelude, compiled once per process.
+fn load_prelude<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Module<'js, rquickjs::module::Declared>> {
+    static BYTECODE: OnceLock<Vec<u8>> = OnceLock::new();
+    if let Some(bytes) = BYTECODE.get() {
+        // SAFETY: written by `Module::write` below, in this process.
+        return unsafe { Module::load(ctx.clone(), bytes) };
+    }
+    let module = Module::declare(ctx.clone(), PRELUDE_NAME, PRELUDE)?;
+    let _ = BYTECODE.set(module.write(WriteOptions::default())?);
+    Ok(module)
+}
+
+/// The host functions behind `room.*` and `console.*`. Each only records
+/// into the bridge and returns; none can panic.
+fn install_natives(ctx: &Ctx) -> rquickjs::Result<()> {
+    let native = Object::new(ctx.clone())?;
+    native.set(
+        "identity",
+        Function::new(ctx.clone(), |ctx: Ctx| bridge(&ctx).identity.clone())?,
+    )?;
+    native.set(
+        "generation",
+        Function::new(ctx.clone(), |ctx: Ctx| bridge(&ctx).generation.get() as f64)?,
+    )?;
+    native.set(
+        "presence",
+        Function::new(ctx.clone(), |ctx: Ctx| {
+            bridge(&ctx).presence.borrow().clone()
+        })?,
+    )?;
+    native.set(
+        "broadcast",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx, event: String, payload: String, except: Option<String>| {
+                bridge(&ctx).effects.borrow_mut().push(JsEffect::Broadcast {
+                    event,
+                    payload,
+                    except,
+                });
+            },
+        )?,
+    )?;
+    native.set(
+        "push",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx, conn_id: String, event: String, payload: String| {
+                bridge(&ctx).effects.borrow_mut().push(JsEffect::Push {
+                    conn_id,
+                    event,
+                    payload,
+                });
+            },
+        )?,
+    )?;
+    native.set(
+        "log",
+        Function::new(ctx.clone(), |ctx: Ctx, level: String, text: String| {
+            let bridge = bridge(&ctx);
+            if bridge.replaying.get() {
+                return;
+            }
+            let level = match level.as_str() {
+                "error" => LogLevel::Error,
+                "warn" => LogLevel::Warn,
+                "info" => LogLevel::Info,
+                _ => LogLevel::Log,
+            };
+            if let Some(console) = &bridge.console {
+                console(level, truncate(&text, 8 << 10));
+            }
+        })?,
+    )?;
+    ctx.globals().set("__roomhost_native", native)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::empty_object;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    fn load(src: &str) -> Result<RoomJs, ScriptError> {
+        load_with(src, ScriptLimits::default())
+    }
+
+    fn load_with(src: &str, limits: ScriptLimits) -> Result<RoomJs, ScriptError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.js"), src).unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let source = ModuleSource::Disk {
+            root,
+            compiled: Arc::new(Mutex::new(BTreeMap::new())),
+        };
+        RoomJs::load(&Identity::new("t", "x"), source, "t.js", &limits, None)
+    }
+
+    fn conn() -> Conn {
+        Conn::new("alice", empty_object())
+    }
+
+    fn message(js: &RoomJs, payload: &str) -> Result<Called, CallError> {
+        js.call(
+            &conn(),
+            Hook::Message {
+                event: "e",
+                payload,
+            },
+            1_000,
+            7,
+        )
+    }
+
+    #[test]
+    fn hooks_run_and_effects_are_collected() {
+        let js = load(
+            r#"let n = 0;
+            export function onMessage(conn, event, payload) {
+              n += payload.by;
+              room.broadcast("count", {n, user: conn.user}, {except: conn.id});
+              return {n, topic: room.topic};
+            }"#,
+        )
+        .unwrap();
+        let called = message(&js, r#"{"by":2}"#).unwrap();
+        assert_eq!(called.response, r#"{"n":2,"topic":"t:x"}"#);
+        assert_eq!(called.effects.len(), 1);
+        assert!(
+            matches!(&called.effects[0], JsEffect::Broadcast { event, payload, except: Some(_) }
+            if event == "count" && payload == r#"{"n":2,"user":"alice"}"#)
+        );
+    }
+
+    #[test]
+    fn throws_become_script_errors_and_drop_effects() {
+        let js = load(
+            r#"export function onMessage(c, e, p) {
+              room.broadcast("x", {});
+              if (p.kind === "error") throw new Error("nope");
+              if (p.kind === "string") throw "plain";
+              if (p.kind === "type") null.x;
+              return {};
+            }"#,
+        )
+        .unwrap();
+        let err = message(&js, r#"{"kind":"error"}"#).unwrap_err();
+        assert!(
+            matches!(&err, CallError::Script { message, stack: Some(s) } if message == "nope" && s.contains("t.js")),
+            "{err:?}"
+        );
+        let err = message(&js, r#"{"kind":"string"}"#).unwrap_err();
+        assert_eq!(err.to_string(), "plain");
+        let err = message(&js, r#"{"kind":"type"}"#).unwrap_err();
+        assert!(err.to_string().starts_with("TypeError"), "{err}");
+        let ok = message(&js, "{}").unwrap();
+        assert_eq!(ok.effects.len(), 1, "effects of failed calls do not leak");
+    }
+
+    #[test]
+    fn time_and_randomness_are_deterministic() {
+        let src = r#"export function onMessage() {
+            return {now: Date.now(), d: new Date().getTime(), r: Math.random(), u: crypto.randomUUID()};
+        }"#;
+        let a = load(src).unwrap();
+        let b = load(src).unwrap();
+        let ra = message(&a, "{}").unwrap().response;
+        let rb = message(&b, "{}").unwrap().response;
+        assert_eq!(ra, rb);
+        assert!(ra.contains(r#""now":1000,"d":1000"#), "{ra}");
+        let other = a
+            .call(
+                &conn(),
+                Hook::Message {
+                    event: "e",
+                    payload: "{}",
+                },
+                1_000,
+                8,
+            )
+            .unwrap();
+        assert_ne!(other.response, ra, "another seed draws other numbers");
+    }
+
+    #[test]
+    fn runaway_scripts_hit_the_budget() {
+        let limits = ScriptLimits {
+            cpu_per_call: Duration::from_millis(20),
+            ..ScriptLimits::default()
+        };
+        let js = load_with(
+            r#"export function onMessage(c, e, p) {
+              if (p.spin) { while (true) {} }
+              if (p.catch) { for (;;) { try { while (true) {} } catch (e) {} } }
+              if (p.jobs) { const f = () => Promise.resolve().then(f); f(); }
+              return {};
+            }"#,
+            limits,
+        )
+        .unwrap();
+        for payload in [r#"{"spin":1}"#, r#"{"catch":1}"#, r#"{"jobs":1}"#] {
+            let started = Instant::now();
+            let err = message(&js, payload).unwrap_err();
+            assert!(
+                matches!(err, CallError::Fatal(Fatal::CpuBudget)),
+                "{payload}: {err:?}"
+            );
+            assert!(started.elapsed() < Duration::from_millis(500));
+        }
+    }
+
+    #[test]
+    fn memory_exhaustion_is_fatal() {
+        let limits = ScriptLimits {
+            memory: 8 << 20,
+            ..ScriptLimits::default()
+        };
+        let js = load_with(
+            r#"const keep = [];
+            export function onMessage() { for (;;) keep.push(new Array(100000).fill(1)); }"#,
+            limits,
+        )
+        .unwrap();
+        let err = message(&js, "{}").unwrap_err();
+        assert!(
+            matches!(err, CallError::Fatal(Fatal::OutOfMemory)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn deep_recursion_is_a_script_error() {
+        let js =
+            load("export function onMessage() { const f = (n) => f(n + 1) + 1; return f(0); }")
+                .unwrap();
+        let err = message(&js, "{}").unwrap_err();
+        assert!(matches!(err, CallError::Script { .. }), "{err:?}");
+        assert!(message(&js, "{}").is_err(), "room still answers");
+    }
+
+    #[test]
+    fn load_errors_are_located() {
+        let err = load("export function onMessage() {\n  return (;\n}")
+            .err()
+            .unwrap();
+        assert_eq!((err.file.as_str(), err.line), ("t.js", 2), "{err}");
+        let err = load("\n\nthrow new Error('top');\nexport function onMessage() {}")
+            .err()
+            .unwrap();
+        assert_eq!((err.line, err.message.as_str()), (3, "top"), "{err}");
+        let err = load("export const x = 1;").err().unwrap();
+        assert!(err.message.contains("onMessage"), "{err}");
+        let err = load("import x from '../evil.js'; export function onMessage() {}")
+            .err()
+            .unwrap();
+        assert!(err.message.contains("escapes"), "{err}");
+        let err = load("while (true) {} export function onMessage() {}")
+            .err()
+            .unwrap();
+        assert!(err.message.contains("CPU budget"), "{err}");
+    }
+
+    #[test]
+    fn snapshot_and_restore_round_trip_with_members() {
+        let src = r#"let items = [];
+            export function onJoin(conn) { return {n: room.connections().length}; }
+            export function onMessage(c, e, p) { items.push(p.v); return {}; }
+            export function snapshot() { return {items}; }
+            export function restore(s) { items = s.items; }"#;
+        let a = load(src).unwrap();
+        assert!(a.has_snapshot());
+        let alice = conn();
+        let joined = a.call(&alice, Hook::Join { params: "{}" }, 1, 1).unwrap();
+        assert_eq!(joined.response, r#"{"n":1}"#);
+        message(&a, r#"{"v":1}"#).unwrap();
+        let snap = a.snapshot().unwrap();
+        let b = load(src).unwrap();
+        b.restore(&snap, 5).unwrap();
+        assert_eq!(b.snapshot().unwrap(), snap);
+        assert!(snap.contains(r#""state":{"items":[1]}"#), "{snap}");
+        let bob = Conn::new("bob", empty_object());
+        let joined = b.call(&bob, Hook::Join { params: "{}" }, 1, 1).unwrap();
+        assert_eq!(joined.response, r#"{"n":2}"#, "restored members count");
+    }
+
+    #[test]
+    fn async_hooks_settle_within_the_event() {
+        let js = load(
+            r#"export async function onMessage(c, e, p) {
+              await null;
+              if (p.fail) throw new Error("async fail");
+              room.broadcast("later", {});
+              return {ok: true};
+            }"#,
+        )
+        .unwrap();
+        let called = message(&js, "{}").unwrap();
+        assert_eq!(called.response, r#"{"ok":true}"#);
+        assert_eq!(called.effects.len(), 1);
+        assert_eq!(
+            message(&js, r#"{"fail":1}"#).unwrap_err().to_string(),
+            "async fail"
+        );
+    }
+
+    #[test]
+    fn reserved_events_and_bad_payloads_throw() {
+        let js = load(
+            r#"export function onMessage(c, e, p) {
+              if (p.k === 1) room.broadcast("phx_reply", {});
+              if (p.k === 2) room.broadcast("", {});
+              if (p.k === 3) { const o = {}; o.o = o; room.broadcast("x", o); }
+              if (p.k === 4) return {big: 1n};
+              return {};
+            }"#,
+        )
+        .unwrap();
+        for k in 1..=4 {
+            let err = message(&js, &format!(r#"{{"k":{k}}}"#)).unwrap_err();
+            assert!(matches!(err, CallError::Script { .. }), "{k}: {err:?}");
+        }
+    }
+}

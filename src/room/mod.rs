@@ -1,0 +1,454 @@
+//! Rooms: one task per live topic that owns the topic's JavaScript context.
+//!
+//! - [`js`]: the QuickJS side (runtime, host functions, hook calls).
+//! - [`task`]: the room task's loop: mailbox, journal, output gate.
+//! - [`registry`]: topic → room slot, lazy start, supervision and restarts.
+//!
+//! Everything outside talks to a room through its mailbox ([`Command`]) and
+//! reads its [`RoomSlot`] (state, counters, console lines, hub).
+
+pub mod js;
+pub mod registry;
+pub mod task;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::conn::Conn;
+use crate::hub::{Channel, ChannelId, Hub};
+use crate::protocol::Ref;
+use crate::scripts::ScriptError;
+use crate::store::MemoryJournal;
+use crate::topic::{Topic, TopicError};
+pub use js::LogLevel;
+
+/// Why a room could not do what was asked. The `Display` text is the
+/// `reason` clients see.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum RoomError {
+    #[error(transparent)]
+    InvalidTopic(#[from] TopicError),
+    #[error("unknown room kind")]
+    UnknownKind,
+    #[error("script error: {0}")]
+    Script(ScriptError),
+    /// Restart intensity exceeded; an admin must reset the room.
+    #[error("room failed: {0}")]
+    Failed(String),
+    /// The room died while handling the request.
+    #[error("room crashed")]
+    Crashed,
+    /// The script refused (threw); the text is its message.
+    #[error("{0}")]
+    Refused(String),
+    #[error("server shutting down")]
+    ShuttingDown,
+    #[error("no such room")]
+    NotFound,
+}
+
+/// Where the answer to a command goes.
+#[derive(Debug)]
+pub enum ReplyTo {
+    /// A Phoenix channel: a `phx_reply` with this ref, queued behind the
+    /// broadcasts the command caused.
+    Channel {
+        channel: Arc<Channel>,
+        msg_ref: Option<Ref>,
+    },
+    /// A Rust caller (library API, HTTP): the response JSON or the error.
+    Caller(oneshot::Sender<Result<String, RoomError>>),
+}
+
+/// Why a channel left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// `phx_leave` from the client.
+    Left,
+    /// The connection closed.
+    Disconnect,
+    /// The same connection joined the topic again.
+    Rejoin,
+    /// The member's channel died with the previous room generation.
+    Crash,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl LeaveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Left => "leave",
+            LeaveReason::Disconnect => "disconnect",
+            LeaveReason::Rejoin => "rejoin",
+            LeaveReason::Crash => "crash",
+            LeaveReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What a room's mailbox carries.
+#[derive(Debug)]
+pub enum Command {
+    /// A channel asks to join; answered with the `onJoin` result.
+    Join {
+        channel: Arc<Channel>,
+        params: Box<RawValue>,
+        msg_ref: Option<Ref>,
+    },
+    Message {
+        conn: Conn,
+        event: String,
+        payload: Box<RawValue>,
+        reply: ReplyTo,
+    },
+    /// A channel leaves; `reply` is the `phx_leave` ref if the client asked.
+    Leave {
+        channel: ChannelId,
+        conn_id: Arc<str>,
+        reason: LeaveReason,
+        reply: Option<Ref>,
+    },
+    /// The room's state as `snapshot()` returns it (for admin and tests).
+    Inspect(oneshot::Sender<Result<String, RoomError>>),
+}
+
+/// Lifecycle state, as the admin API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomState {
+    Starting,
+    Running,
+    Restarting,
+    Stopped,
+    Failed,
+}
+
+/// One `console.*` line kept for the dashboard.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConsoleLine {
+    pub at: i64,
+    pub generation: u64,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// Console lines kept per room.
+pub const CONSOLE_LINES: usize = 100;
+
+/// A registered topic: survives its task's crashes and restarts.
+pub struct RoomSlot {
+    pub topic: Topic,
+    /// Channels joined to the room; drained by the supervisor on a crash.
+    pub hub: Hub,
+    status: Mutex<SlotStatus>,
+    /// Generation and state, for waiters (kill answers once the room runs).
+    watch: watch::Sender<(u64, RoomState)>,
+    /// The mailbox's receiving end. A tokio mutex held by the running task
+    /// for its whole life: when the task dies the lock is released and the
+    /// next generation takes over the queued commands.
+    pub(crate) mailbox_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Command>>>,
+    pub stats: RoomStats,
+    console: Mutex<VecDeque<ConsoleLine>>,
+    /// The store of durability `off`, kept here so it outlives the task.
+    pub(crate) memory: Option<Arc<Mutex<MemoryJournal>>>,
+}
+
+/// Counters the room task updates and the admin API reads.
+#[derive(Default)]
+pub struct RoomStats {
+    pub events_in: AtomicU64,
+    pub js_memory: AtomicU64,
+    pub journal_bytes: AtomicU64,
+    /// Highest seq whose outputs were released. After a crash, journaled
+    /// events above it were never acknowledged and are discarded.
+    pub released_seq: AtomicU64,
+}
+
+struct SlotStatus {
+    state: RoomState,
+    generation: u64,
+    restarts: u64,
+    started_at: i64,
+    crashes: VecDeque<Instant>,
+    last_error: Option<String>,
+    /// Code version the running generation executes.
+    version: String,
+    /// Whether the kind exports snapshot/restore (journal compaction).
+    compacts: bool,
+    /// The sending end handed to channels; `None` once failed or stopped.
+    mailbox: Option<mpsc::Sender<Command>>,
+    abort: Option<tokio::task::AbortHandle>,
+}
+
+/// A room's public description (admin API).
+#[derive(Clone, Debug, Serialize)]
+pub struct RoomInfo {
+    pub topic: String,
+    pub kind: String,
+    pub state: RoomState,
+    pub generation: u64,
+    pub restarts: u64,
+    pub channels: usize,
+    pub users: usize,
+    pub events_in: u64,
+    pub started_at: i64,
+    pub js_memory: u64,
+    pub journal_bytes: u64,
+    pub version: String,
+    /// False when the script has no snapshot()/restore(): its journal is
+    /// replayed from the start and never compacted.
+    pub compacts: bool,
+    pub last_error: Option<String>,
+}
+
+impl RoomSlot {
+    pub(crate) fn new(
+        topic: Topic,
+        mailbox: mpsc::Sender<Command>,
+        rx: mpsc::Receiver<Command>,
+        memory: Option<Arc<Mutex<MemoryJournal>>>,
+    ) -> RoomSlot {
+        RoomSlot {
+            topic,
+            hub: Hub::default(),
+            status: Mutex::new(SlotStatus {
+                state: RoomState::Starting,
+                generation: 0,
+                restarts: 0,
+                started_at: now_ms(),
+                crashes: VecDeque::new(),
+                last_error: None,
+                version: String::new(),
+                compacts: true,
+                mailbox: Some(mailbox),
+                abort: None,
+            }),
+            watch: watch::channel((0, RoomState::Starting)).0,
+            mailbox_rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            stats: RoomStats::default(),
+            console: Mutex::new(VecDeque::new()),
+            memory,
+        }
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, SlotStatus> {
+        // Never held across an await; every update is a plain field write, so
+        // a poisoned lock still holds consistent data.
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The mailbox to send commands to, or why there is none.
+    pub fn mailbox(&self) -> Result<mpsc::Sender<Command>, RoomError> {
+        let status = self.status();
+        match (&status.mailbox, status.state) {
+            (Some(tx), _) => Ok(tx.clone()),
+            (None, RoomState::Failed) => Err(RoomError::Failed(
+                status
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "crashed too often".into()),
+            )),
+            (None, _) => Err(RoomError::NotFound),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.status().generation
+    }
+
+    pub fn state(&self) -> RoomState {
+        self.status().state
+    }
+
+    pub fn info(&self) -> RoomInfo {
+        let s = self.status();
+        RoomInfo {
+            topic: self.topic.to_string(),
+            kind: self.topic.kind().to_string(),
+            state: s.state,
+            generation: s.generation,
+            restarts: s.restarts,
+            channels: self.hub.len(),
+            users: self.hub.users(),
+            events_in: self.stats.events_in.load(Ordering::Relaxed),
+            started_at: s.started_at,
+            js_memory: self.stats.js_memory.load(Ordering::Relaxed),
+            journal_bytes: self.stats.journal_bytes.load(Ordering::Relaxed),
+            version: s.version.clone(),
+            compacts: s.compacts,
+            last_error: s.last_error.clone(),
+        }
+    }
+
+    pub fn console_lines(&self) -> Vec<ConsoleLine> {
+        self.console
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn push_console(&self, line: ConsoleLine) {
+        let mut lines = self.console.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.len() == CONSOLE_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// Waits until generation `after` has been replaced by a running one.
+    pub async fn wait_running_after(&self, after: u64) -> Result<u64, RoomError> {
+        let mut rx = self.watch.subscribe();
+        let (generation, state) = *rx
+            .wait_for(|(g, s)| (*g > after && *s == RoomState::Running) || *s == RoomState::Failed)
+            .await
+            .map_err(|_| RoomError::NotFound)?;
+        if state == RoomState::Failed {
+            return Err(self.mailbox().err().unwrap_or(RoomError::Crashed));
+        }
+        Ok(generation)
+    }
+
+    fn publish_state(&self, status: &SlotStatus) {
+        self.watch.send_replace((status.generation, status.state));
+    }
+
+    /// Aborts the running task: exactly what a crash does.
+    pub fn abort(&self) -> bool {
+        match &self.status().abort {
+            Some(handle) => {
+                handle.abort();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl RoomSlot {
+    /// A new generation begins starting; returns its number.
+    pub(crate) fn begin_generation(&self) -> u64 {
+        let mut s = self.status();
+        s.generation += 1;
+        s.state = if s.generation == 1 {
+            RoomState::Starting
+        } else {
+            RoomState::Restarting
+        };
+        s.abort = None;
+        self.publish_state(&s);
+        s.generation
+    }
+
+    pub(crate) fn set_abort(&self, abort: tokio::task::AbortHandle) {
+        self.status().abort = Some(abort);
+    }
+
+    pub(crate) fn set_running(&self, generation: u64, version: &str, compacts: bool) {
+        let mut s = self.status();
+        s.state = RoomState::Running;
+        s.generation = generation;
+        s.started_at = now_ms();
+        s.version = version.to_string();
+        s.compacts = compacts;
+        self.publish_state(&s);
+    }
+
+    pub(crate) fn mark_stopped(&self) {
+        let mut s = self.status();
+        s.state = RoomState::Stopped;
+        s.abort = None;
+        self.publish_state(&s);
+    }
+
+    /// Records a crash. Returns the backoff before the restart, or `None`
+    /// when the restart intensity is exceeded and the room is now failed.
+    pub(crate) fn record_crash(
+        &self,
+        reason: &str,
+        max_restarts: usize,
+        window: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        let mut s = self.status();
+        let now = Instant::now();
+        s.crashes.push_back(now);
+        while s
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            s.crashes.pop_front();
+        }
+        s.last_error = Some(reason.to_string());
+        s.abort = None;
+        if s.crashes.len() > max_restarts {
+            s.state = RoomState::Failed;
+            s.mailbox = None;
+            s.last_error = Some(format!(
+                "crashed {} times within {:?}; last: {reason}. An admin must reset it.",
+                s.crashes.len(),
+                window
+            ));
+            self.publish_state(&s);
+            return None;
+        }
+        s.restarts += 1;
+        s.state = RoomState::Restarting;
+        self.publish_state(&s);
+        // 0, 50, 100, 200 ... ms, capped at 2 s.
+        let n = s.crashes.len() as u32;
+        let backoff = match n {
+            0 | 1 => 0,
+            n => (25u64 << (n - 1).min(10)).min(2000),
+        };
+        Some(std::time::Duration::from_millis(backoff))
+    }
+
+    /// Brings a failed room back: a fresh mailbox and no crash history.
+    pub(crate) async fn revive(&self, mailbox_capacity: usize) -> bool {
+        let (tx, rx) = mpsc::channel(mailbox_capacity.max(1));
+        {
+            let mut s = self.status();
+            if s.state != RoomState::Failed {
+                return false;
+            }
+            s.crashes.clear();
+            s.state = RoomState::Starting;
+            s.mailbox = Some(tx);
+            self.publish_state(&s);
+        }
+        *self.mailbox_rx.lock().await = rx;
+        true
+    }
+
+    /// Under the registry lock: whether nobody can send to this room any
+    /// more, in which case it is marked stopped.
+    pub(crate) fn stop_if_unreachable(&self, mailbox: &mpsc::Receiver<Command>) -> bool {
+        let mut s = self.status();
+        let only_ours = s.mailbox.as_ref().is_none_or(|tx| tx.strong_count() == 1);
+        if !(only_ours && mailbox.is_empty()) {
+            return false;
+        }
+        s.mailbox = None;
+        s.state = RoomState::Stopped;
+        s.abort = None;
+        self.publish_state(&s);
+        true
+    }
+}

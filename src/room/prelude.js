@@ -1,0 +1,187 @@
+// roomhost prelude: evaluated in every room context before the kind's script.
+//
+// It turns the host's native functions (strings in, strings out) into the
+// documented globals (`room`, `console`), makes time and randomness
+// deterministic per event, and exposes one dispatcher, `__roomhost`, that the
+// host calls for every hook. Nothing here is visible to scripts except the
+// documented globals and the (non-enumerable) dispatcher.
+const native = globalThis.__roomhost_native;
+delete globalThis.__roomhost_native;
+
+// --- Deterministic time and randomness -----------------------------------
+// Inside a hook, Date.now() / new Date() return the event's recorded time and
+// Math.random() draws from the event's recorded seed, so replaying the
+// journal rebuilds the same state.
+let clock = Date.now();
+const RealDate = Date;
+function RoomDate(...args) {
+  if (!new.target) return new RealDate(clock).toString();
+  return Reflect.construct(RealDate, args.length === 0 ? [clock] : args, new.target);
+}
+RoomDate.prototype = RealDate.prototype;
+RoomDate.now = () => clock;
+RoomDate.parse = RealDate.parse;
+RoomDate.UTC = RealDate.UTC;
+Object.defineProperty(RealDate.prototype, "constructor", { value: RoomDate });
+globalThis.Date = RoomDate;
+
+// sfc32, seeded per event from two 32-bit halves.
+let a = 0, b = 0, c = 0, d = 1;
+function next() {
+  a |= 0; b |= 0; c |= 0; d |= 0;
+  const t = (((a + b) | 0) + d) | 0;
+  d = (d + 1) | 0;
+  a = b ^ (b >>> 9);
+  b = (c + (c << 3)) | 0;
+  c = (c << 21) | (c >>> 11);
+  c = (c + t) | 0;
+  return t >>> 0;
+}
+function seed(hi, lo) {
+  a = hi; b = lo; c = hi ^ 0x9e3779b9; d = lo ^ 0x85ebca6b;
+  for (let i = 0; i < 12; i++) next();
+}
+seed((Math.random() * 2 ** 32) >>> 0, (Math.random() * 2 ** 32) >>> 0);
+Math.random = () => next() / 4294967296;
+const hex = (n) => n.toString(16).padStart(8, "0");
+globalThis.crypto = Object.freeze({
+  randomUUID() {
+    const w = [next(), next(), next(), next()];
+    w[1] = (w[1] & 0xffff0fff) | 0x4000;
+    w[2] = (w[2] & 0x3fffffff) | 0x80000000;
+    const h = w.map(hex).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  },
+  getRandomValues(array) {
+    if (!ArrayBuffer.isView(array)) throw new TypeError("getRandomValues needs a typed array");
+    const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = next() & 0xff;
+    return array;
+  },
+});
+
+// --- console -> host log --------------------------------------------------
+function show(v) {
+  if (typeof v === "string") return v;
+  if (v instanceof Error) return v.stack ? `${v.name}: ${v.message}\n${v.stack}` : String(v);
+  try {
+    const s = JSON.stringify(v);
+    return s === undefined ? String(v) : s;
+  } catch {
+    return String(v);
+  }
+}
+const log = (level) => (...args) => native.log(level, args.map(show).join(" "));
+globalThis.console = Object.freeze({
+  log: log("log"), info: log("info"), warn: log("warn"), error: log("error"), debug: log("log"),
+});
+
+// --- room -----------------------------------------------------------------
+const members = new Map(); // conn id -> frozen conn object, in join order
+const identity = JSON.parse(native.identity());
+const RESERVED = new Set(["presence_state", "presence_diff", "room_info", "room_reloaded", "script_error"]);
+function eventName(event) {
+  if (typeof event !== "string" || event.length === 0 || event.length > 255)
+    throw new TypeError("event must be a non-empty string of at most 255 characters");
+  if (event.startsWith("phx_") || RESERVED.has(event))
+    throw new TypeError(`event name "${event}" is reserved by the host`);
+  return event;
+}
+function payloadJson(payload) {
+  const json = JSON.stringify(payload === undefined ? {} : payload);
+  if (json === undefined) throw new TypeError("payload must be JSON-serializable");
+  return json;
+}
+const room = Object.freeze({
+  topic: identity.topic,
+  kind: identity.kind,
+  name: identity.name,
+  get generation() { return native.generation(); },
+  broadcast(event, payload, options) {
+    const except = options?.except;
+    native.broadcast(eventName(event), payloadJson(payload), except == null ? null : String(except));
+  },
+  push(connId, event, payload) {
+    native.push(String(connId), eventName(event), payloadJson(payload));
+  },
+  connections() { return Array.from(members.values()); },
+  presence() { return JSON.parse(native.presence()); },
+});
+Object.defineProperty(globalThis, "room", { value: room, enumerable: true });
+
+// --- the host's entry points ----------------------------------------------
+let hooks = null;
+let settled = null;
+function makeConn(id, user, metaJson) {
+  return Object.freeze({ id, user, meta: Object.freeze(JSON.parse(metaJson)) });
+}
+function reply(value) {
+  if (value !== null && typeof value === "object" && typeof value.then === "function") {
+    // An async hook: the host runs pending jobs, then asks `settle()`.
+    settled = { done: false };
+    value.then(
+      (v) => { settled = { done: true, ok: true, value: v }; },
+      (e) => { settled = { done: true, ok: false, error: e }; },
+    );
+    return undefined;
+  }
+  const json = JSON.stringify(value === undefined ? {} : value);
+  if (json === undefined) throw new TypeError("hook result must be JSON-serializable");
+  return json;
+}
+Object.defineProperty(globalThis, "__roomhost", {
+  enumerable: false,
+  value: Object.freeze({
+    bind(namespace) {
+      if (typeof namespace.onMessage !== "function")
+        throw new TypeError("a room script must export function onMessage(conn, event, payload)");
+      for (const name of ["onJoin", "onLeave", "snapshot", "restore"]) {
+        if (namespace[name] !== undefined && typeof namespace[name] !== "function")
+          throw new TypeError(`export ${name} must be a function`);
+      }
+      if ((namespace.snapshot === undefined) !== (namespace.restore === undefined))
+        throw new TypeError("export both snapshot() and restore(state), or neither");
+      hooks = namespace;
+      return typeof hooks.snapshot === "function";
+    },
+    at(time, hi, lo) { clock = time; seed(hi, lo); },
+    call(hook, id, user, metaJson, arg1, arg2) {
+      const conn = members.get(id) ?? makeConn(id, user, metaJson);
+      switch (hook) {
+        case "join":
+          members.set(id, conn);
+          return reply(hooks.onJoin ? hooks.onJoin(conn, JSON.parse(arg1)) : undefined);
+        case "message":
+          return reply(hooks.onMessage(conn, arg1, JSON.parse(arg2)));
+        case "leave":
+          members.delete(id);
+          return reply(hooks.onLeave ? hooks.onLeave(conn, arg1) : undefined);
+        case "drop":
+          // A leave whose onLeave threw: membership still changes.
+          members.delete(id);
+          return "{}";
+        default:
+          throw new Error(`unknown hook ${hook}`);
+      }
+    },
+    settle() {
+      const s = settled;
+      settled = null;
+      if (!s || !s.done) throw new Error("async hook did not settle within its event");
+      if (!s.ok) throw s.error;
+      return reply(s.value);
+    },
+    snapshot() {
+      const state = { members: Array.from(members.values(), (c) => [c.id, c.user, JSON.stringify(c.meta)]) };
+      const json = hooks.snapshot ? JSON.stringify(hooks.snapshot()) : undefined;
+      return JSON.stringify(state).slice(0, -1) + `,"state":${json ?? "null"}}`;
+    },
+    restore(json) {
+      const saved = JSON.parse(json);
+      members.clear();
+      for (const [id, user, meta] of saved.members) members.set(id, makeConn(id, user, meta));
+      if (saved.state !== null && hooks.restore) hooks.restore(saved.state);
+    },
+    members() { return JSON.stringify(Array.from(members.keys())); },
+  }),
+});

@@ -1,0 +1,933 @@
+//! The room task: the only owner of a room's JavaScript context and store.
+//!
+//! It drains its mailbox in batches. Each event runs its hook; a successful
+//! event is framed into the journal batch and its outputs (reply, broadcasts,
+//! pushes) wait in the *output gate* until the event is durable. After a
+//! batch the records are written, and — with durability `strict` — one
+//! fdatasync runs on a blocking thread while the next events are handled;
+//! whatever arrived meanwhile is covered by the next fsync (group commit).
+//!
+//! A hook that throws leaves no trace: its outputs are dropped, it is not
+//! journaled, and the context is rebuilt from the store (snapshot + journal).
+//! CPU or memory exhaustion is fatal: the task ends and the supervisor
+//! restarts the room from its durable state.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::sleep_until;
+
+use super::js::{CallError, ConsoleSink, Hook, Identity, JsEffect, RoomJs};
+use super::{Command, ConsoleLine, LeaveReason, ReplyTo, RoomError, RoomSlot, now_ms};
+use crate::config::Durability;
+use crate::conn::Conn;
+use crate::host::Shared;
+use crate::hub::{Broadcast, Channel, ChannelId, Outbound};
+use crate::protocol::{self, Ref, Status};
+use crate::scripts::{CompiledKind, ModuleSource};
+use crate::store::{ConnRecord, Event, EventKind, Recovered, Snapshot, Store};
+
+/// Commands handled per batch before outputs are released.
+const BATCH: usize = 128;
+/// With durability `relaxed`, how long written records may wait for fsync.
+const RELAXED_SYNC: Duration = Duration::from_millis(10);
+/// A rollback this far behind the last snapshot takes a new one, so later
+/// rollbacks replay little.
+const ROLLBACK_SNAPSHOT_AFTER: u64 = 64;
+
+/// How a room task ended.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    /// Idle stop or shutdown; the slot is already updated.
+    Stopped,
+    /// The room must be restarted from its durable state.
+    Crashed(String),
+}
+
+/// An output waiting in the gate.
+#[derive(Debug)]
+enum Effect {
+    Reply {
+        to: ReplyTo,
+        result: Result<String, String>,
+    },
+    Broadcast {
+        event: String,
+        payload: String,
+        except: Option<String>,
+    },
+    Push {
+        conn_id: String,
+        event: String,
+        payload: String,
+    },
+    /// A join succeeded: the channel starts receiving broadcasts.
+    Subscribe(Arc<Channel>),
+    /// A join was refused: the connection forgets the channel.
+    Refused(Arc<Channel>),
+    /// A channel left: stop sending to it; `close` sends `phx_close` first.
+    Unsubscribe { channel: ChannelId, close: bool },
+}
+
+struct Member {
+    conn: Conn,
+    /// `None` for members rebuilt by replay whose channel died with an
+    /// earlier generation.
+    channel: Option<Arc<Channel>>,
+}
+
+pub(crate) struct Room {
+    shared: Arc<Shared>,
+    slot: Arc<RoomSlot>,
+    generation: u64,
+    kind: Arc<CompiledKind>,
+    js: RoomJs,
+    store: Store,
+    durability: Durability,
+    members: HashMap<Arc<str>, Member>,
+    /// Seq of the last journaled event.
+    seq: u64,
+    /// Seq of the last event known durable (outputs up to it are released).
+    durable: u64,
+    /// Time of the last event; event times never go backwards.
+    last_at: i64,
+    /// Framed records not yet written, and the seq of the first.
+    batch: Vec<u8>,
+    batch_first: u64,
+    gate: VecDeque<(u64, Effect)>,
+    /// The fsync in flight, resolving to the seq it covers.
+    commit: Option<JoinHandle<io::Result<u64>>>,
+    /// Relaxed mode: when written records must be fsynced.
+    sync_due: Option<Instant>,
+    snapshot_write: Option<JoinHandle<io::Result<()>>>,
+    /// A snapshot taken but not yet written: its events are not released.
+    pending_snapshot: Option<(u64, Vec<u8>)>,
+    unsnapshotted: u64,
+    unsnapshotted_since: Option<Instant>,
+    last_activity: Instant,
+    stats_at: Instant,
+}
+
+/// Runs generation `generation` of the room in `slot` until it stops or dies.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    slot: Arc<RoomSlot>,
+    generation: u64,
+    keep_upto: Option<u64>,
+) -> Exit {
+    let mut mailbox = slot.mailbox_rx.clone().lock_owned().await;
+    shared.room_starts.fetch_add(1, Ordering::Relaxed);
+    let mut room = match Room::start(shared, slot, generation, keep_upto) {
+        Ok(room) => room,
+        Err(why) => return Exit::Crashed(why),
+    };
+    match room.serve(&mut mailbox).await {
+        Ok(exit) => exit,
+        Err(why) => Exit::Crashed(why),
+    }
+}
+
+impl Room {
+    fn start(
+        shared: Arc<Shared>,
+        slot: Arc<RoomSlot>,
+        generation: u64,
+        keep_upto: Option<u64>,
+    ) -> Result<Room, String> {
+        let topic = slot.topic.clone();
+        let kind = shared
+            .scripts
+            .kind(topic.kind())
+            .map_err(|e| e.to_string())?;
+        let durability = shared.config.durability;
+        let mut store = match (&slot.memory, durability) {
+            (Some(memory), Durability::Off) => Store::Memory(memory.clone()),
+            _ => Store::disk(&shared.config.data_dir, &topic),
+        };
+        let recovered = store
+            .recover(keep_upto)
+            .map_err(|e| format!("reading the journal: {e}"))?;
+        for repair in &recovered.repairs {
+            tracing::warn!(topic = %topic, generation, repair = %repair, "journal repaired");
+        }
+        let js = load_js(&shared, &slot, &kind, generation)?;
+        let replayed = replay(&js, &recovered, &topic)?;
+        let now = Instant::now();
+        let mut room = Room {
+            generation,
+            kind,
+            js,
+            durability,
+            members: replayed
+                .members
+                .into_iter()
+                .map(|conn| {
+                    (
+                        conn.id.clone(),
+                        Member {
+                            conn,
+                            channel: None,
+                        },
+                    )
+                })
+                .collect(),
+            seq: recovered.last_seq,
+            durable: recovered.last_seq,
+            last_at: replayed.last_at,
+            batch: Vec::new(),
+            batch_first: 0,
+            gate: VecDeque::new(),
+            commit: None,
+            sync_due: None,
+            snapshot_write: None,
+            pending_snapshot: None,
+            unsnapshotted: recovered.events.len() as u64,
+            unsnapshotted_since: (!recovered.events.is_empty()).then_some(now),
+            last_activity: now,
+            stats_at: now,
+            store,
+            shared,
+            slot,
+        };
+        room.slot
+            .stats
+            .released_seq
+            .store(room.seq, Ordering::Relaxed);
+        // Members whose channels died with the previous generation leave now,
+        // so the script's own bookkeeping sees them go.
+        let ghosts: Vec<Arc<str>> = room.members.keys().cloned().collect();
+        for id in ghosts {
+            room.leave(&id, None, LeaveReason::Crash, None)
+                .map_err(|f| f.to_string())?;
+        }
+        room.after_batch()?;
+        room.slot
+            .set_running(generation, &room.kind.version, room.kind.has_snapshot);
+        tracing::info!(topic = %room.slot.topic, generation, seq = room.seq, version = %room.kind.version, "room running");
+        Ok(room)
+    }
+
+    async fn serve(&mut self, mailbox: &mut mpsc::Receiver<Command>) -> Result<Exit, String> {
+        let mut commands = Vec::with_capacity(BATCH);
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            let idle_at = self.last_activity + self.shared.config.idle_timeout;
+            let snapshot_at = self
+                .unsnapshotted_since
+                .map(|t| t + self.shared.config.snapshot_every);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.shut_down().await?;
+                    return Ok(Exit::Stopped);
+                }
+                done = join(&mut self.commit), if self.commit.is_some() => {
+                    self.commit = None;
+                    let covered = done.map_err(|e| format!("journal sync failed: {e}"))?;
+                    self.durable = self.durable.max(covered);
+                    self.release();
+                    self.start_commit();
+                }
+                done = join(&mut self.snapshot_write), if self.snapshot_write.is_some() => {
+                    self.snapshot_write = None;
+                    if let Err(e) = done {
+                        tracing::error!(topic = %self.slot.topic, error = %e, "writing a snapshot failed; the journal still holds every event");
+                    }
+                    self.refresh_stats(true);
+                }
+                n = mailbox.recv_many(&mut commands, BATCH) => {
+                    if n == 0 {
+                        return Ok(Exit::Stopped);
+                    }
+                    self.last_activity = Instant::now();
+                    for command in commands.drain(..) {
+                        self.handle(command).map_err(|f| f.to_string())?;
+                    }
+                    self.after_batch()?;
+                }
+                _ = sleep_until(self.sync_due.unwrap_or(idle_at).into()), if self.sync_due.is_some() => {
+                    self.sync_due = None;
+                    self.start_commit();
+                }
+                _ = sleep_until(snapshot_at.unwrap_or(idle_at).into()), if snapshot_at.is_some() => {
+                    self.take_snapshot()?;
+                    self.unsnapshotted_since = None;
+                }
+                _ = sleep_until(idle_at.into()), if self.members.is_empty() => {
+                    if self.try_idle_stop(mailbox).await? {
+                        return Ok(Exit::Stopped);
+                    }
+                    self.last_activity = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Writes the batch, then starts an fsync (strict) or releases at once.
+    fn after_batch(&mut self) -> Result<(), String> {
+        self.flush_batch()?;
+        match self.durability {
+            Durability::Strict => self.start_commit(),
+            Durability::Relaxed | Durability::Off => {
+                self.durable = self.seq;
+                self.release();
+                if self.durability == Durability::Relaxed && self.sync_due.is_none() {
+                    self.sync_due = Some(Instant::now() + RELAXED_SYNC);
+                }
+            }
+        }
+        if self.unsnapshotted >= self.shared.config.snapshot_every_events {
+            self.take_snapshot()?;
+        }
+        self.refresh_stats(false);
+        Ok(())
+    }
+
+    fn handle(&mut self, command: Command) -> Result<(), CallFatal> {
+        self.slot.stats.events_in.fetch_add(1, Ordering::Relaxed);
+        match command {
+            Command::Join {
+                channel,
+                params,
+                msg_ref,
+            } => self.join(channel, &params, msg_ref),
+            Command::Message {
+                conn,
+                event,
+                payload,
+                reply,
+            } => {
+                if let ReplyTo::Channel { channel, .. } = &reply {
+                    let member = self.members.get(&channel.conn.id);
+                    if member.is_none_or(|m| m.channel.as_ref().is_none_or(|c| c.id != channel.id))
+                    {
+                        self.gate_now(Effect::Reply {
+                            to: reply,
+                            result: Err("unmatched topic".into()),
+                        });
+                        return Ok(());
+                    }
+                }
+                let hook = Hook::Message {
+                    event: &event,
+                    payload: payload.get(),
+                };
+                let result =
+                    self.run_event(EventKind::Message, &conn, Some(&event), &payload, hook)?;
+                self.gate_now(Effect::Reply { to: reply, result });
+                Ok(())
+            }
+            Command::Leave {
+                channel,
+                conn_id,
+                reason,
+                reply,
+            } => self.leave(&conn_id, Some(channel), reason, reply),
+            Command::Inspect(reply) => {
+                let state = match self.js.snapshot() {
+                    Ok(state) => Ok(state),
+                    Err(CallError::Script { message, .. }) => {
+                        Err(RoomError::Refused(format!("snapshot() threw: {message}")))
+                    }
+                    Err(CallError::Fatal(f)) => {
+                        let _ = reply.send(Err(RoomError::Crashed));
+                        return Err(CallFatal(f.to_string()));
+                    }
+                };
+                let _ = reply.send(state);
+                Ok(())
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        channel: Arc<Channel>,
+        params: &RawValue,
+        msg_ref: Option<Ref>,
+    ) -> Result<(), CallFatal> {
+        let conn = channel.conn.clone();
+        if self.members.contains_key(&conn.id) {
+            self.leave(&conn.id, None, LeaveReason::Rejoin, None)?;
+        }
+        let hook = Hook::Join {
+            params: params.get(),
+        };
+        let result = self.run_event(EventKind::Join, &conn, None, params, hook)?;
+        let joined = result.is_ok();
+        let to = ReplyTo::Channel {
+            channel: channel.clone(),
+            msg_ref,
+        };
+        self.gate_now(Effect::Reply { to, result });
+        if joined {
+            self.members.insert(
+                conn.id.clone(),
+                Member {
+                    conn,
+                    channel: Some(channel.clone()),
+                },
+            );
+            self.gate_now(Effect::Subscribe(channel));
+        } else {
+            self.gate_now(Effect::Refused(channel));
+        }
+        Ok(())
+    }
+
+    /// Removes a member: `onLeave` runs and is journaled; if it throws, the
+    /// membership change is journaled alone (a `drop` event).
+    fn leave(
+        &mut self,
+        conn_id: &str,
+        channel: Option<ChannelId>,
+        reason: LeaveReason,
+        reply: Option<Ref>,
+    ) -> Result<(), CallFatal> {
+        let Some(member) = self.members.get(conn_id) else {
+            return Ok(()); // already gone (e.g. a leave racing a crash)
+        };
+        let member_channel = member.channel.as_ref().map(|c| c.id);
+        if channel.is_some() && channel != member_channel {
+            return Ok(()); // a leave for an older channel of this connection
+        }
+        let Some(member) = self.members.remove(conn_id) else {
+            return Ok(());
+        };
+        let data =
+            RawValue::from_string(protocol::json_string(reason.as_str())).expect("a JSON string");
+        let hook = Hook::Leave {
+            reason: reason.as_str(),
+        };
+        if self
+            .run_event(EventKind::Leave, &member.conn, None, &data, hook)?
+            .is_err()
+        {
+            let empty = protocol::empty_object();
+            self.run_event(EventKind::Drop, &member.conn, None, &empty, Hook::Drop)?
+                .map_err(|e| CallFatal(format!("dropping a member failed: {e}")))?;
+        }
+        if let Some(channel) = member.channel {
+            if let Some(msg_ref) = reply {
+                let to = ReplyTo::Channel {
+                    channel: channel.clone(),
+                    msg_ref: Some(msg_ref),
+                };
+                self.gate_now(Effect::Reply {
+                    to,
+                    result: Ok("{}".into()),
+                });
+            }
+            let close = matches!(reason, LeaveReason::Left | LeaveReason::Shutdown);
+            self.gate_now(Effect::Unsubscribe {
+                channel: channel.id,
+                close,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs a hook as a journaled event. `Ok(Err(reason))` is a script error
+    /// (already rolled back); `Err` is fatal for the room.
+    fn run_event(
+        &mut self,
+        kind: EventKind,
+        conn: &Conn,
+        event: Option<&str>,
+        data: &RawValue,
+        hook: Hook,
+    ) -> Result<Result<String, String>, CallFatal> {
+        let at = now_ms().max(self.last_at);
+        let seed: u64 = rand::random();
+        match self.js.call(conn, hook, at, seed) {
+            Ok(called) => {
+                self.last_at = at;
+                self.seq += 1;
+                if self.batch.is_empty() {
+                    self.batch_first = self.seq;
+                }
+                Event {
+                    seq: self.seq,
+                    kind,
+                    at,
+                    seed,
+                    conn: ConnRecord {
+                        id: (&*conn.id).into(),
+                        user: (&*conn.user).into(),
+                        meta: &conn.meta,
+                    },
+                    event: event.map(Into::into),
+                    data,
+                }
+                .encode_into(&mut self.batch);
+                for effect in called.effects {
+                    let effect = match effect {
+                        JsEffect::Broadcast {
+                            event,
+                            payload,
+                            except,
+                        } => Effect::Broadcast {
+                            event,
+                            payload,
+                            except,
+                        },
+                        JsEffect::Push {
+                            conn_id,
+                            event,
+                            payload,
+                        } => Effect::Push {
+                            conn_id,
+                            event,
+                            payload,
+                        },
+                    };
+                    self.gate.push_back((self.seq, effect));
+                }
+                self.unsnapshotted += 1;
+                self.unsnapshotted_since.get_or_insert_with(Instant::now);
+                Ok(Ok(called.response))
+            }
+            Err(CallError::Script { message, stack }) => {
+                tracing::warn!(
+                    topic = %self.slot.topic,
+                    generation = self.generation,
+                    hook = ?kind,
+                    error = %message,
+                    stack = stack.as_deref().unwrap_or(""),
+                    "hook threw; rolling back"
+                );
+                self.slot.push_console(ConsoleLine {
+                    at: now_ms(),
+                    generation: self.generation,
+                    level: super::LogLevel::Error,
+                    message: format!(
+                        "{:?} threw: {message}{}",
+                        kind,
+                        stack.map(|s| format!("\n{s}")).unwrap_or_default()
+                    ),
+                });
+                self.rollback()?;
+                Ok(Err(message))
+            }
+            Err(CallError::Fatal(fatal)) => Err(CallFatal(fatal.to_string())),
+        }
+    }
+
+    /// Rebuilds the context from the store: the state before the failed call.
+    fn rollback(&mut self) -> Result<(), CallFatal> {
+        self.flush_batch().map_err(CallFatal)?;
+        let recovered = self
+            .store
+            .recover(None)
+            .map_err(|e| CallFatal(format!("reading the journal: {e}")))?;
+        let js =
+            load_js(&self.shared, &self.slot, &self.kind, self.generation).map_err(CallFatal)?;
+        replay(&js, &recovered, &self.slot.topic).map_err(CallFatal)?;
+        self.js = js;
+        if recovered.events.len() as u64 > ROLLBACK_SNAPSHOT_AFTER {
+            self.take_snapshot().map_err(CallFatal)?;
+        }
+        Ok(())
+    }
+
+    /// Queues an output behind every event journaled so far.
+    fn gate_now(&mut self, effect: Effect) {
+        self.gate.push_back((self.seq, effect));
+    }
+
+    fn flush_batch(&mut self) -> Result<(), String> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .append(&self.batch, self.batch_first)
+            .map_err(|e| format!("journal write failed: {e}"))?;
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Strict mode: starts an fsync if none runs and something is unsynced.
+    fn start_commit(&mut self) {
+        if self.commit.is_some() {
+            return;
+        }
+        if self.durability == Durability::Strict && self.durable >= self.seq {
+            self.release(); // e.g. error replies behind durable events
+            return;
+        }
+        if let Some(job) = self.store.sync_job() {
+            let covered = self.seq;
+            self.commit = Some(tokio::task::spawn_blocking(move || job().map(|()| covered)));
+        } else if self.durability == Durability::Strict {
+            self.durable = self.seq;
+            self.release();
+        }
+    }
+
+    /// Applies every gated output whose event is durable.
+    fn release(&mut self) {
+        while self
+            .gate
+            .front()
+            .is_some_and(|(seq, _)| *seq <= self.durable)
+        {
+            let Some((_, effect)) = self.gate.pop_front() else {
+                break;
+            };
+            self.apply(effect);
+        }
+        self.slot
+            .stats
+            .released_seq
+            .store(self.durable, Ordering::Relaxed);
+        self.write_pending_snapshot();
+    }
+
+    fn apply(&self, effect: Effect) {
+        let topic = self.slot.topic.as_str();
+        match effect {
+            Effect::Reply { to, result } => match to {
+                ReplyTo::Channel { channel, msg_ref } => {
+                    let frame = match &result {
+                        Ok(response) => protocol::encode_reply(
+                            channel.vsn,
+                            channel.join_ref.as_ref(),
+                            msg_ref.as_ref(),
+                            topic,
+                            Status::Ok,
+                            response,
+                        ),
+                        Err(reason) => protocol::encode_error_reply(
+                            channel.vsn,
+                            channel.join_ref.as_ref(),
+                            msg_ref.as_ref(),
+                            topic,
+                            reason,
+                        ),
+                    };
+                    channel.deliver_frame(frame.into());
+                }
+                ReplyTo::Caller(tx) => {
+                    let _ = tx.send(result.map_err(RoomError::Refused));
+                }
+            },
+            Effect::Broadcast {
+                event,
+                payload,
+                except,
+            } => {
+                let broadcast = Broadcast::new(topic, &event, &payload);
+                self.slot.hub.publish(&broadcast, except.as_deref());
+            }
+            Effect::Push {
+                conn_id,
+                event,
+                payload,
+            } => {
+                if let Some(channel) = self.slot.hub.find_conn(&conn_id) {
+                    channel.deliver_frame(channel.push_frame(&event, &payload));
+                }
+            }
+            Effect::Subscribe(channel) => {
+                let info = serde_json::json!({
+                    "topic": topic,
+                    "kind": self.slot.topic.kind(),
+                    "generation": self.generation,
+                    "version": self.kind.version,
+                });
+                channel.deliver_frame(channel.push_frame("room_info", &info.to_string()));
+                self.slot.hub.subscribe(channel);
+            }
+            Effect::Refused(channel) => {
+                channel.peer.deliver(Outbound::ChannelClosed(channel.id));
+            }
+            Effect::Unsubscribe { channel, close } => {
+                if let Some(channel) = self.slot.hub.unsubscribe(channel) {
+                    if close {
+                        channel.close_with("phx_close");
+                    } else {
+                        channel.peer.deliver(Outbound::ChannelClosed(channel.id));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a snapshot of the current state (if the kind supports it); the
+    /// file is written once every event it covers is released.
+    fn take_snapshot(&mut self) -> Result<(), String> {
+        if !self.kind.has_snapshot
+            || self.unsnapshotted == 0
+            || self.pending_snapshot.is_some()
+            || self.snapshot_write.is_some()
+        {
+            return Ok(());
+        }
+        self.flush_batch()?;
+        let room = match self.js.snapshot() {
+            Ok(room) => room,
+            Err(CallError::Fatal(f)) => return Err(f.to_string()),
+            Err(CallError::Script { message, .. }) => {
+                tracing::error!(topic = %self.slot.topic, error = %message, "snapshot() threw; keeping the journal");
+                return Ok(());
+            }
+        };
+        let room = RawValue::from_string(room).map_err(|e| format!("snapshot is not JSON: {e}"))?;
+        let bytes = Snapshot {
+            seq: self.seq,
+            at: self.last_at,
+            version: (&*self.kind.version).into(),
+            room: &room,
+        }
+        .encode();
+        self.store.rotate();
+        self.pending_snapshot = Some((self.seq, bytes));
+        self.unsnapshotted = 0;
+        self.unsnapshotted_since = None;
+        self.write_pending_snapshot();
+        Ok(())
+    }
+
+    fn write_pending_snapshot(&mut self) {
+        if self.snapshot_write.is_some() {
+            return;
+        }
+        let released = self.slot.stats.released_seq.load(Ordering::Relaxed);
+        if self
+            .pending_snapshot
+            .as_ref()
+            .is_none_or(|(seq, _)| *seq > released)
+        {
+            return;
+        }
+        if let Some((seq, bytes)) = self.pending_snapshot.take() {
+            let job = self.store.snapshot_job(seq, bytes);
+            self.snapshot_write = Some(tokio::task::spawn_blocking(job));
+        }
+    }
+
+    /// Makes everything durable and released, and waits for snapshot writes.
+    async fn settle(&mut self, snapshot: bool) -> Result<(), String> {
+        self.flush_batch()?;
+        if let Some(commit) = self.commit.take() {
+            let covered = join(&mut Some(commit))
+                .await
+                .map_err(|e| format!("journal sync failed: {e}"))?;
+            self.durable = self.durable.max(covered);
+        }
+        if let Some(job) = self.store.sync_job() {
+            tokio::task::spawn_blocking(job)
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("journal sync failed: {e}"))?;
+        }
+        self.durable = self.seq;
+        self.release();
+        if snapshot {
+            self.take_snapshot()?;
+        }
+        while self.snapshot_write.is_some() || self.pending_snapshot.is_some() {
+            self.write_pending_snapshot();
+            if let Err(e) = join(&mut self.snapshot_write).await {
+                tracing::error!(topic = %self.slot.topic, error = %e, "writing a snapshot failed");
+            }
+            self.snapshot_write = None;
+        }
+        self.refresh_stats(true);
+        Ok(())
+    }
+
+    async fn try_idle_stop(&mut self, mailbox: &mpsc::Receiver<Command>) -> Result<bool, String> {
+        self.settle(true).await?;
+        let stopped = self.shared.rooms.remove_if_unreachable(&self.slot, mailbox);
+        if stopped {
+            tracing::info!(topic = %self.slot.topic, generation = self.generation, "idle room stopped");
+        }
+        Ok(stopped)
+    }
+
+    async fn shut_down(&mut self) -> Result<(), String> {
+        let members: Vec<Arc<str>> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.channel.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in members {
+            self.leave(&id, None, LeaveReason::Shutdown, None)
+                .map_err(|f| f.to_string())?;
+        }
+        self.settle(true).await?;
+        self.slot.mark_stopped();
+        Ok(())
+    }
+
+    fn refresh_stats(&mut self, force: bool) {
+        if !force && self.stats_at.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.stats_at = Instant::now();
+        let stats = &self.slot.stats;
+        stats
+            .js_memory
+            .store(self.js.memory_used(), Ordering::Relaxed);
+        stats
+            .journal_bytes
+            .store(self.store.bytes(), Ordering::Relaxed);
+    }
+}
+
+/// A fatal error inside event handling, with its description.
+#[derive(Debug)]
+struct CallFatal(String);
+
+impl std::fmt::Display for CallFatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Awaits an optional blocking job; pending forever when there is none (the
+/// `select!` guards make sure it is only polled when set).
+async fn join<T>(job: &mut Option<JoinHandle<io::Result<T>>>) -> io::Result<T> {
+    match job {
+        Some(handle) => match handle.await {
+            Ok(result) => result,
+            Err(e) => Err(io::Error::other(e.to_string())),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+fn load_js(
+    shared: &Shared,
+    slot: &Arc<RoomSlot>,
+    kind: &Arc<CompiledKind>,
+    generation: u64,
+) -> Result<RoomJs, String> {
+    let topic = &slot.topic;
+    let identity = Identity::new(topic.kind(), topic.name());
+    let console_slot = slot.clone();
+    let console: ConsoleSink = Arc::new(move |level, message| {
+        let topic = console_slot.topic.as_str();
+        match level {
+            super::LogLevel::Error => {
+                tracing::error!(target: "roomhost::script", topic, generation, "{message}")
+            }
+            super::LogLevel::Warn => {
+                tracing::warn!(target: "roomhost::script", topic, generation, "{message}")
+            }
+            _ => tracing::info!(target: "roomhost::script", topic, generation, "{message}"),
+        }
+        console_slot.push_console(ConsoleLine {
+            at: now_ms(),
+            generation,
+            level,
+            message: message.to_string(),
+        });
+    });
+    let js = RoomJs::load(
+        &identity,
+        ModuleSource::Compiled(kind.clone()),
+        &kind.entry,
+        shared.scripts.limits(),
+        Some(console),
+    )
+    .map_err(|e| format!("script error: {e}"))?;
+    js.set_generation(generation);
+    Ok(js)
+}
+
+struct Replayed {
+    /// Members at the end of the journal, in no particular order.
+    members: Vec<Conn>,
+    last_at: i64,
+}
+
+#[derive(serde::Deserialize)]
+struct SnapshotMembers {
+    members: Vec<(String, String, String)>,
+}
+
+/// Restores the snapshot and replays the events after it, outputs suppressed.
+fn replay(
+    js: &RoomJs,
+    recovered: &Recovered,
+    topic: &crate::topic::Topic,
+) -> Result<Replayed, String> {
+    js.set_replaying(true);
+    let mut members: HashMap<Arc<str>, Conn> = HashMap::new();
+    let mut last_at = 0;
+    if let Some(bytes) = &recovered.snapshot {
+        let snapshot = Snapshot::decode(bytes).map_err(|e| format!("snapshot: {e}"))?;
+        js.restore(snapshot.room.get(), snapshot.at)
+            .map_err(|e| format!("restore() failed: {e}"))?;
+        let saved: SnapshotMembers = serde_json::from_str(snapshot.room.get())
+            .map_err(|e| format!("snapshot members: {e}"))?;
+        for (id, user, meta) in saved.members {
+            let meta = RawValue::from_string(meta).map_err(|e| format!("snapshot member: {e}"))?;
+            let conn = Conn {
+                id: id.into(),
+                user: user.into(),
+                meta: meta.into(),
+            };
+            members.insert(conn.id.clone(), conn);
+        }
+        last_at = snapshot.at;
+    }
+    for bytes in &recovered.events {
+        let event = Event::decode(bytes).map_err(|e| format!("journal record: {e}"))?;
+        let conn = Conn {
+            id: (&*event.conn.id).into(),
+            user: (&*event.conn.user).into(),
+            meta: event.conn.meta.to_owned().into(),
+        };
+        let reason: String;
+        let hook = match event.kind {
+            EventKind::Join => Hook::Join {
+                params: event.data.get(),
+            },
+            EventKind::Message => Hook::Message {
+                event: event.event.as_deref().unwrap_or(""),
+                payload: event.data.get(),
+            },
+            EventKind::Leave => {
+                reason = serde_json::from_str(event.data.get()).unwrap_or_default();
+                Hook::Leave { reason: &reason }
+            }
+            EventKind::Drop => Hook::Drop,
+        };
+        match js.call(&conn, hook, event.at, event.seed) {
+            Ok(_) => match event.kind {
+                EventKind::Join => {
+                    members.insert(conn.id.clone(), conn);
+                }
+                EventKind::Leave | EventKind::Drop => {
+                    members.remove(&conn.id);
+                }
+                EventKind::Message => {}
+            },
+            Err(CallError::Script { message, .. }) => {
+                // Only possible if the code changed while the server was down
+                // or the script is not deterministic.
+                tracing::warn!(topic = %topic, seq = event.seq, error = %message, "replayed event failed; skipped");
+                if matches!(event.kind, EventKind::Leave | EventKind::Drop) {
+                    members.remove(&conn.id);
+                }
+            }
+            Err(CallError::Fatal(f)) => return Err(format!("replaying seq {}: {f}", event.seq)),
+        }
+        last_at = last_at.max(event.at);
+    }
+    js.set_replaying(false);
+    Ok(Replayed {
+        members: members.into_values().collect(),
+        last_at,
+    })
+}

@@ -1,0 +1,191 @@
+//! The admin API (`/api/...`) and health check.
+//!
+//! Admin routes are served to loopback peers only, unless
+//! `ROOMHOST_ADMIN_TOKEN` is set; then every request needs
+//! `Authorization: Bearer <token>`, from anywhere.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::host::Shared;
+use crate::room::registry;
+use crate::room::{RoomError, RoomState, now_ms};
+use crate::store::disk::list_rooms;
+use crate::topic::Topic;
+
+/// Refuses admin requests that are neither from loopback (without a token
+/// configured) nor carry the admin token.
+pub(crate) async fn require_admin(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let allowed = match &shared.config.admin_token {
+        Some(token) => request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
+        None => request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback()),
+    };
+    if allowed {
+        return next.run(request).await;
+    }
+    let reason = if shared.config.admin_token.is_some() {
+        "admin API: Authorization: Bearer <ROOMHOST_ADMIN_TOKEN> required"
+    } else {
+        "admin API: loopback clients only (set ROOMHOST_ADMIN_TOKEN to allow others)"
+    };
+    (StatusCode::FORBIDDEN, Json(json!({ "reason": reason }))).into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An error answer: status code and `{"reason"}`.
+pub(crate) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "reason": self.1 }))).into_response()
+    }
+}
+
+impl From<RoomError> for ApiError {
+    fn from(e: RoomError) -> Self {
+        let status = match &e {
+            RoomError::InvalidTopic(_) | RoomError::Refused(_) => StatusCode::BAD_REQUEST,
+            RoomError::UnknownKind | RoomError::NotFound => StatusCode::NOT_FOUND,
+            RoomError::Script(_) | RoomError::Failed(_) | RoomError::Crashed => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            RoomError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn topic(text: &str) -> Result<Topic, ApiError> {
+    Topic::parse(text).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// Stopped rooms with durable state, described like live ones.
+fn stopped_rooms(shared: &Shared) -> Vec<serde_json::Value> {
+    list_rooms(&shared.config.data_dir)
+        .into_iter()
+        .filter(|(topic, _)| Topic::parse(topic).is_ok_and(|t| shared.rooms.get(&t).is_none()))
+        .map(|(topic, bytes)| {
+            let kind = topic.split(':').next().unwrap_or_default().to_string();
+            json!({
+                "topic": topic, "kind": kind, "state": RoomState::Stopped,
+                "generation": 0, "restarts": 0, "channels": 0, "users": 0, "events_in": 0,
+                "started_at": null, "js_memory": 0, "journal_bytes": bytes, "version": null,
+                "compacts": null, "last_error": null,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let live: Vec<serde_json::Value> = shared
+        .rooms
+        .list()
+        .iter()
+        .map(|slot| json!(slot.info()))
+        .collect();
+    let running = live.len();
+    let mut rooms = live;
+    rooms.extend(stopped_rooms(&shared));
+    Json(json!({
+        "rooms": rooms,
+        "totals": {
+            "rooms": running,
+            "connections": shared.connections.load(Ordering::Relaxed),
+            "messages_per_sec": shared.messages_per_sec.load(Ordering::Relaxed),
+            "messages_in": shared.messages_in.load(Ordering::Relaxed),
+            "room_starts": shared.room_starts.load(Ordering::Relaxed),
+            "at": now_ms(),
+        }
+    }))
+}
+
+pub(crate) async fn show(
+    State(shared): State<Arc<Shared>>,
+    Path(text): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let topic = topic(&text)?;
+    if let Some(slot) = shared.rooms.get(&topic) {
+        return Ok(Json(json!(slot.info())));
+    }
+    stopped_rooms(&shared)
+        .into_iter()
+        .find(|r| r["topic"] == topic.as_str())
+        .map(Json)
+        .ok_or(ApiError(StatusCode::NOT_FOUND, "no such room".into()))
+}
+
+pub(crate) async fn console(
+    State(shared): State<Arc<Shared>>,
+    Path(text): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let topic = topic(&text)?;
+    let slot = shared.rooms.get(&topic).ok_or(RoomError::NotFound)?;
+    Ok(Json(json!({ "lines": slot.console_lines() })))
+}
+
+/// The room's JS state via `snapshot()` (starts a stopped room).
+pub(crate) async fn state(
+    State(shared): State<Arc<Shared>>,
+    Path(text): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let topic = topic(&text)?;
+    let host_room = crate::host::room_handle(&shared, topic)?;
+    Ok(Json(host_room.state().await?))
+}
+
+pub(crate) async fn kill(
+    State(shared): State<Arc<Shared>>,
+    Path(text): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let topic = topic(&text)?;
+    let generation = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        registry::kill(&shared, &topic),
+    )
+    .await
+    .map_err(|_| {
+        ApiError(
+            StatusCode::GATEWAY_TIMEOUT,
+            "room did not restart within 30 s".into(),
+        )
+    })??;
+    Ok(Json(
+        json!({ "topic": topic.as_str(), "generation": generation }),
+    ))
+}
+
+pub(crate) async fn reset(
+    State(shared): State<Arc<Shared>>,
+    Path(text): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let topic = topic(&text)?;
+    let state = registry::reset(&shared, &topic).await?;
+    Ok(Json(json!({ "topic": topic.as_str(), "state": state })))
+}
+
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}

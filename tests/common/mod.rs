@@ -1,0 +1,354 @@
+//! Test support: an in-process server on an ephemeral loopback port and a
+//! small Phoenix V2 client over tokio-tungstenite.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use roomhost::{Config, Durability, Host};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for any one expected frame.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub host: Host,
+    pub rooms: tempfile::TempDir,
+    pub data: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The repository's rooms-js, copied into a temp dir with extra kinds.
+pub fn rooms_dir(extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("rooms-js");
+    copy_dir(&repo, dir.path());
+    for (name, source) in extra {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, source).unwrap();
+    }
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A config for tests: temp dirs filled in by `start`.
+pub fn test_config() -> Config {
+    Config {
+        durability: Durability::Strict,
+        ..Config::default()
+    }
+}
+
+impl Server {
+    pub async fn start(extra: &[(&str, &str)], config: Config) -> Server {
+        let rooms = rooms_dir(extra);
+        let data = tempfile::tempdir().unwrap();
+        Self::start_in(rooms, data, config).await
+    }
+
+    pub async fn start_in(
+        rooms: tempfile::TempDir,
+        data: tempfile::TempDir,
+        mut config: Config,
+    ) -> Server {
+        config.scripts_dir = rooms.path().to_path_buf();
+        config.data_dir = data.path().to_path_buf();
+        let host = Host::builder().config(config).build().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving_host = host.clone();
+        let serving = tokio::spawn(async move {
+            serving_host
+                .serve(listener, async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Server {
+            addr,
+            host,
+            rooms,
+            data,
+            stop: Some(stop),
+            serving: Some(serving),
+        }
+    }
+
+    /// Graceful shutdown; returns the directories for a restart.
+    pub async fn stop(mut self) -> (tempfile::TempDir, tempfile::TempDir) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            tokio::time::timeout(Duration::from_secs(30), serving)
+                .await
+                .expect("server stops")
+                .unwrap();
+        }
+        let rooms = std::mem::replace(&mut self.rooms, tempfile::tempdir().unwrap());
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap());
+        (rooms, data)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn scripts(&self) -> PathBuf {
+        self.rooms.path().to_path_buf()
+    }
+
+    pub async fn client(&self, user: &str) -> Client {
+        Client::connect(self.addr, &format!("vsn=2.0.0&user={user}")).await
+    }
+
+    pub async fn kill(&self, topic: &str) -> Value {
+        http(self.addr, "POST", &format!("/api/rooms/{topic}/kill"), None)
+            .await
+            .1
+    }
+
+    pub async fn api(&self, path: &str) -> Value {
+        http(self.addr, "GET", path, None).await.1
+    }
+}
+
+/// A minimal HTTP/1.1 client: (status, JSON body or the text as a string).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let (content_type, body) = body.unwrap_or(("application/json", ""));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(40), stream.read_to_end(&mut response))
+        .await
+        .expect("HTTP response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, value)
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_ref: u64,
+    /// Frames read while waiting for something else.
+    pending: VecDeque<Value>,
+    /// The close frame the server sent, if any.
+    pub closed: Option<(u16, String)>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, query: &str) -> Client {
+        let url = format!("ws://{addr}/socket/websocket?{query}");
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Client {
+            ws,
+            next_ref: 0,
+            pending: VecDeque::new(),
+            closed: None,
+        }
+    }
+
+    pub fn next_ref(&mut self) -> String {
+        self.next_ref += 1;
+        self.next_ref.to_string()
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws.send(Message::binary(bytes)).await.unwrap();
+    }
+
+    /// Sends a V2 frame; returns its ref.
+    pub async fn push(
+        &mut self,
+        join_ref: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> String {
+        let r = self.next_ref();
+        let frame = json!([join_ref, r, topic, event, payload]);
+        self.send_text(&frame.to_string()).await;
+        r
+    }
+
+    /// Joins; returns (join_ref, reply payload `{status, response}`).
+    pub async fn join(&mut self, topic: &str, params: Value) -> (String, Value) {
+        let r = self.next_ref();
+        let frame = json!([r, r, topic, "phx_join", params]);
+        self.send_text(&frame.to_string()).await;
+        let reply = self.reply(&r).await;
+        (r, reply)
+    }
+
+    /// Joins and asserts ok; returns (join_ref, response).
+    pub async fn join_ok(&mut self, topic: &str) -> (String, Value) {
+        let (jr, reply) = self.join(topic, json!({})).await;
+        assert_eq!(reply["status"], "ok", "join {topic}: {reply}");
+        (jr, reply["response"].clone())
+    }
+
+    /// Pushes and waits for the reply payload.
+    pub async fn call(
+        &mut self,
+        join_ref: &str,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> Value {
+        let r = self.push(Some(join_ref), topic, event, payload).await;
+        self.reply(&r).await
+    }
+
+    /// The next frame, as JSON; `None` once the server closed.
+    pub async fn next(&mut self) -> Option<Value> {
+        if let Some(v) = self.pending.pop_front() {
+            return Some(v);
+        }
+        self.read().await
+    }
+
+    async fn read(&mut self) -> Option<Value> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame within the wait")?;
+            match msg {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+                Ok(Message::Close(frame)) => {
+                    self.closed = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                    return None;
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits for a frame matching `pred`, keeping the others for later.
+    pub async fn until(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        if let Some(at) = self.pending.iter().position(&mut pred) {
+            return self.pending.remove(at).unwrap();
+        }
+        loop {
+            let v = self.read().await.expect("connection open");
+            if pred(&v) {
+                return v;
+            }
+            self.pending.push_back(v);
+        }
+    }
+
+    /// The `phx_reply` payload for `r`.
+    pub async fn reply(&mut self, r: &str) -> Value {
+        let frame = self.until(|v| v[3] == "phx_reply" && v[1] == r).await;
+        frame[4].clone()
+    }
+
+    /// The next push or broadcast of `event` on `topic`.
+    pub async fn event(&mut self, topic: &str, event: &str) -> Value {
+        self.until(|v| v[2] == topic && v[3] == event).await
+    }
+
+    /// Reads until the server closes; returns the close frame (code, reason).
+    pub async fn closed(&mut self) -> Option<(u16, String)> {
+        while self.read().await.is_some() {}
+        self.closed.clone()
+    }
+
+    /// Whether no frame matching `pred` arrives within `quiet` (others are
+    /// kept for later).
+    pub async fn none_within(
+        &mut self,
+        quiet: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> bool {
+        if self.pending.iter().any(&mut pred) {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + quiet;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next()).await;
+            let Ok(Some(Ok(Message::Text(t)))) = next else {
+                return next.is_err();
+            };
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if pred(&v) {
+                return false;
+            }
+            self.pending.push_back(v);
+        }
+    }
+
+    /// Forgets frames read so far but not yet consumed.
+    pub fn clear(&mut self) {
+        self.pending.clear();
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
