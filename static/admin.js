@@ -57,7 +57,13 @@ async function api(path, { method = "GET" } = {}) {
   const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
   try {
     const resp = await fetch(path, { method, headers, signal: controller.signal, cache: "no-store" });
-    if (!resp.ok) throw new HttpError(resp.status, (await resp.text()).slice(0, 300));
+    if (!resp.ok) {
+      // The server answers errors as {"reason": "..."}.
+      const body = await resp.text();
+      let reason = body;
+      try { reason = JSON.parse(body).reason ?? body; } catch { /* plain text */ }
+      throw new HttpError(resp.status, String(reason).slice(0, 300));
+    }
     return await resp.json();
   } catch (error) {
     if (error.name === "AbortError") throw new Error("the server did not answer in time");
@@ -129,6 +135,7 @@ function createRow(topic) {
     const cell = document.createElement(column === "topic" ? "th" : "td");
     if (column === "topic") cell.scope = "row";
     if (NUMERIC.has(column)) cell.className = "num";
+    cell.dataset.col = column;
     cells[column] = cell;
     tr.append(cell);
   }
@@ -157,6 +164,13 @@ function updateRow(row, room) {
   c.events_in.textContent = num(room.events_in);
   c.js_memory.textContent = formatBytes(room.js_memory);
   c.journal_bytes.textContent = formatBytes(room.journal_bytes);
+  if (room.compacts === false) {
+    // DESIGN: a script without snapshot/restore never compacts its journal.
+    const warning = document.createElement("span");
+    warning.className = "warn-text";
+    warning.textContent = "never compacted (no snapshot/restore)";
+    c.journal_bytes.append(warning);
+  }
   c.version.textContent = room.version === null || room.version === undefined ? "–" : `v${room.version}`;
   const scriptError = describeScriptError(room.script_error);
   c.error.textContent = scriptError || (room.last_error ? `last crash: ${room.last_error}` : "");

@@ -272,7 +272,8 @@ async function killRoom() {
     if (resp.status === 401 || resp.status === 403) {
       view.notify(dom.notices, { key: "kill", kind: "error", text: "Killing a room is an admin action: this server wants the admin token. Open the dashboard with ?token=… in this tab first." });
     } else if (!resp.ok) {
-      view.notify(dom.notices, { key: "kill", kind: "error", text: `Kill failed: HTTP ${resp.status}`, detail: (await resp.text()).slice(0, 200) });
+      const body = await resp.json().catch(() => ({}));
+      view.notify(dom.notices, { key: "kill", kind: "error", text: `Kill failed: ${body.reason || `HTTP ${resp.status}`}` });
     } else {
       const body = await resp.json().catch(() => ({}));
       view.notify(dom.notices, { key: "kill", kind: "info", text: `Killed ${topic}; generation ${body.generation ?? "?"} is running.`, timeoutMs: 6000 });

@@ -80,3 +80,18 @@ export async function screenshot(page, name) {
   await page.screenshot({ path: file, fullPage: false });
   return file;
 }
+
+/**
+ * Runs `body`; if it throws, saves a "<name>-FAILED-<n>" screenshot of each
+ * page still open before rethrowing, to see what the user would have seen.
+ */
+export async function screenshotsOnFailure(name, pages, body) {
+  try {
+    return await body();
+  } catch (error) {
+    for (const [i, page] of pages().entries()) {
+      if (!page.isClosed()) await screenshot(page, `${name}-FAILED-${i + 1}`).catch(() => {});
+    }
+    throw error;
+  }
+}
