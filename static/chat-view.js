@@ -80,6 +80,10 @@ export function summarizePresence(entries) {
 export function renderPeople(listEl, countEl, people, me) {
   const tabs = people.reduce((sum, p) => sum + p.tabs, 0);
   countEl.textContent = people.length ? `${people.length} ${people.length === 1 ? "user" : "users"} · ${tabs} ${tabs === 1 ? "tab" : "tabs"}` : "";
+  if (people.length === 0) {
+    listEl.replaceChildren(el("li", "muted", "Waiting for the list of who is here…"));
+    return;
+  }
   listEl.replaceChildren(...people.map((p) => {
     const item = el("li", "person");
     item.dataset.user = p.user;
