@@ -89,6 +89,7 @@ function enterRoom(topic, { updateUrl = true } = {}) {
       current.error = null;
       typing.sent = false;
       view.dismiss(dom.notices, "join-error");
+      renderRecent(rememberRoom(topic));
       current.log.merge(reply && reply.messages);
       renderLog({ stick: true });
       renderStatus();
@@ -109,7 +110,7 @@ function enterRoom(topic, { updateUrl = true } = {}) {
   dom.roomInput.value = topic;
   document.title = `${topic} · roomhost`;
   if (updateUrl && topicFromLocation() !== topic) history.pushState({ topic }, "", urlForTopic(topic));
-  renderRecent(rememberRoom(topic));
+  renderRecent(recentRooms());
   renderLog({ stick: true });
   renderPresence();
   renderStatus();
@@ -171,6 +172,7 @@ function showComposerError(text) {
 
 function sendMessage() {
   const text = dom.input.value.trim();
+  if (room.state === "refused") return showComposerError(`not sent: you are not in ${room.topic} (${room.error})`);
   if (!text) return showComposerError("message is blank");
   if (text.length > MAX_TEXT) return showComposerError(`message is too long (at most ${MAX_TEXT} characters)`);
   showComposerError("");
@@ -232,15 +234,18 @@ function renderStatus() {
   document.body.dataset.conn = conn;
   document.body.dataset.roomState = room ? room.state : "";
   dom.status.dataset.state = conn === "connected" && room && room.state !== "joined" ? "joining" : conn;
-  const roomState = !room ? "" : room.state === "refused" ? `refused (${room.error})` : room.state === "joined" ? "in" : `${room.state}`;
-  dom.statusRoomState.textContent = roomState;
+  dom.statusRoomState.textContent = !room ? "" : room.state === "joined" ? "in" : room.state;
+  dom.statusRoomState.title = room && room.error ? room.error : "";
   dom.statusRoom.textContent = room ? room.topic : "";
   dom.statusGeneration.textContent = room && room.generation !== null ? String(room.generation) : "–";
   dom.statusVersion.textContent = room && room.version !== null && room.version !== undefined ? `v${room.version}` : "–";
   dom.statusTransport.hidden = socket.transportName !== "longpoll";
   dom.statusTransport.textContent = "long-poll";
   dom.kill.setAttribute("aria-label", room ? `Kill room ${room.topic} (simulates a crash)` : "Kill room");
-  dom.send.disabled = !room;
+  dom.send.disabled = !room || room.state === "refused";
+  dom.empty.textContent = room && room.state === "refused"
+    ? `You are not in ${room.topic}: ${room.error}.`
+    : "No messages yet. Say hello!";
 }
 
 function renderRecent(list) {
@@ -368,4 +373,7 @@ const requested = parseTopic(topicFromLocation() || DEFAULT_TOPIC);
 if (requested.error) showFieldError(dom.roomError, `The address names an invalid room. ${requested.error}`);
 socket.connect();
 enterRoom(requested.topic || DEFAULT_TOPIC, { updateUrl: false });
-if (topicFromLocation() !== room.topic) history.replaceState({ topic: room.topic }, "", urlForTopic(room.topic));
+// Show the canonical address (readable colon, the room actually joined).
+if (`${location.pathname}${location.search}` !== urlForTopic(room.topic)) {
+  history.replaceState({ topic: room.topic }, "", `${urlForTopic(room.topic)}${location.hash}`);
+}

@@ -22,7 +22,10 @@ export async function launchBrowser() {
 export async function userContext(browser, handle, { width = 1100, height = 720 } = {}) {
   const context = await browser.newContext({ viewport: { width, height } });
   context.setDefaultTimeout(TIMEOUT_MS);
-  await context.addInitScript((name) => localStorage.setItem("roomhost.handle", name), handle);
+  // Only the first page sets it, so a handle changed in the UI survives reloads.
+  await context.addInitScript((name) => {
+    if (!localStorage.getItem("roomhost.handle")) localStorage.setItem("roomhost.handle", name);
+  }, handle);
   return context;
 }
 
