@@ -4,7 +4,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startRoomhost, api } from "../js/support/roomhost.js";
+import { startRoomhost, api, needs } from "../js/support/roomhost.js";
 import { launchBrowser, userContext, watchProblems, waitForText, screenshot, screenshotsOnFailure } from "./support/browser.js";
 
 const TOKEN = "e2e-secret-token";
@@ -26,7 +26,7 @@ test("the API refuses requests without the token", async () => {
   assert.equal(ok.status, 200);
 });
 
-test("a wrong token is explained; the right one (from ?token= or the field) works", async () => {
+test("a wrong token is explained; the right one (from ?token= or the field) works", needs("admin-page"), async () => {
   const pages = [];
   await screenshotsOnFailure("g-admin-token", () => pages, async () => {
     const page = watchProblems(await (await userContext(browser, "admin")).newPage());

@@ -3,7 +3,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startRoomhost } from "../js/support/roomhost.js";
+import { startRoomhost, skippedFeatures } from "../js/support/roomhost.js";
 import {
   launchBrowser, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, waitJoined,
   screenshot, screenshotsOnFailure, watchProblems,
@@ -22,7 +22,7 @@ after(async () => {
   if (server) await server.stop();
 });
 
-test("kill from the dashboard: tabs show the restart notice and rejoin with history and presence", async () => {
+test("kill from the dashboard: tabs show the restart notice and rejoin with history and presence", async (t) => {
   const pages = [];
   await screenshotsOnFailure("c-kill", () => pages, async () => {
     const alice = await openChat(await userContext(browser, "alice"), server, TOPIC);
@@ -64,6 +64,10 @@ test("kill from the dashboard: tabs show the restart notice and rejoin with hist
     for (const page of pages) assert.deepEqual(page.problems, []);
 
     // Presence is back once the tabs have rejoined (needs server presence).
-    for (const page of tabs) await waitForText(page, "#people-count", "2 users · 2 tabs");
+    if (skippedFeatures.has("presence")) {
+      t.diagnostic("presence check skipped: waits on server presence (ROOMHOST_TEST_SKIP)");
+    } else {
+      for (const page of tabs) await waitForText(page, "#people-count", "2 users · 2 tabs");
+    }
   });
 });

@@ -3,7 +3,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startRoomhost } from "../js/support/roomhost.js";
+import { startRoomhost, needs } from "../js/support/roomhost.js";
 import { launchBrowser, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, screenshot } from "./support/browser.js";
 
 const TOPIC = "chat:e2e-longpoll";
@@ -19,7 +19,7 @@ after(async () => {
   if (server) await server.stop();
 });
 
-test("a long-poll tab and a WebSocket tab exchange messages and see each other", async () => {
+test("a long-poll tab and a WebSocket tab exchange messages and see each other", needs("longpoll", "presence"), async () => {
   const poller = await openChat(await userContext(browser, "poller"), server, TOPIC, "&transport=longpoll");
   const socketTab = await openChat(await userContext(browser, "socketeer"), server, TOPIC);
   assert.equal(await poller.isVisible("#status-transport"), true, "the status says long-poll");

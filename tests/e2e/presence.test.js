@@ -3,7 +3,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startRoomhost } from "../js/support/roomhost.js";
+import { startRoomhost, needs } from "../js/support/roomhost.js";
 import { launchBrowser, userContext, openChat, send, waitForText, screenshot } from "./support/browser.js";
 
 const TOPIC = "chat:e2e-presence";
@@ -19,7 +19,7 @@ after(async () => {
   if (server) await server.stop();
 });
 
-test("presence shows 2 users and 3 tabs; typing shows and clears", async () => {
+test("presence shows 2 users and 3 tabs; typing shows and clears", needs("presence"), async () => {
   const aliceContext = await userContext(browser, "alice");
   const alice1 = await openChat(aliceContext, server, TOPIC);
   const alice2 = await openChat(aliceContext, server, TOPIC);

@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { startRoomhost, copyRoomsDir } from "../js/support/roomhost.js";
+import { startRoomhost, copyRoomsDir, needs } from "../js/support/roomhost.js";
 import { launchBrowser, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, screenshot } from "./support/browser.js";
 
 const TOPIC = "chat:e2e-reload";
@@ -52,7 +52,7 @@ export function onMessage(conn, event, payload) {
   throw new Error("cannot find `export function onMessage` in rooms-js/chat.js to wrap");
 }
 
-test("editing chat.js on disk reloads every tab's room in place", async () => {
+test("editing chat.js on disk reloads every tab's room in place", needs("reload"), async () => {
   const alice = await openChat(await userContext(browser, "alice"), server, TOPIC);
   const bob = await openChat(await userContext(browser, "bob"), server, TOPIC);
   const tabs = [alice, bob];
@@ -77,7 +77,7 @@ test("editing chat.js on disk reloads every tab's room in place", async () => {
   for (const page of tabs) assert.deepEqual(page.problems, []);
 });
 
-test("a syntax error in chat.js is reported to the tabs and the old code keeps running", async () => {
+test("a syntax error in chat.js is reported to the tabs and the old code keeps running", needs("reload"), async () => {
   const carol = await openChat(await userContext(browser, "carol"), server, TOPIC);
   const file = path.join(roomsDir, "chat.js");
   const good = fs.readFileSync(file, "utf8");

@@ -3,7 +3,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startRoomhost, api } from "./support/roomhost.js";
+import { startRoomhost, api, needs } from "./support/roomhost.js";
 import { connect, join, replyOf, closeAll } from "./support/phoenix-client.js";
 import { waitFor, within } from "./support/wait.js";
 
@@ -70,7 +70,7 @@ test("a blank message is refused with a reason", async () => {
   assert.match(reply.response.reason, /blank/);
 });
 
-test("after a join the server pushes room_info, then presence_state", async () => {
+test("after a join the server pushes room_info, then presence_state", needs("presence"), async () => {
   const socket = await open("erin");
   const { events } = await join(socket, "chat:js-info", { record: ["room_info", "presence_state"] });
   await waitFor(() => events.length >= 2, { what: "room_info and presence_state" });

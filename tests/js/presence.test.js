@@ -5,7 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { Presence } from "phoenix";
-import { startRoomhost } from "./support/roomhost.js";
+import { startRoomhost, needs } from "./support/roomhost.js";
 import { connect, join, replyOf, closeAll } from "./support/phoenix-client.js";
 import { waitFor } from "./support/wait.js";
 
@@ -35,7 +35,7 @@ const summary = (presence) => Object.fromEntries(
 );
 const metaCount = (presence) => presence.list((_, { metas }) => metas.length).reduce((a, b) => a + b, 0);
 
-test("two users, one with two tabs: list() gives 2 keys and 3 metas; leaves and meta updates sync", async () => {
+test("two users, one with two tabs: list() gives 2 keys and 3 metas; leaves and meta updates sync", needs("presence"), async () => {
   const alice1 = await joinWithPresence("alice");
   const alice2 = await joinWithPresence("alice");
   const bob = await joinWithPresence("bob");
@@ -75,7 +75,7 @@ test("two users, one with two tabs: list() gives 2 keys and 3 metas; leaves and 
     { what: "bob gone", timeoutMs: 5000 });
 });
 
-test("the server clears typing after 5 s without a refresh", async () => {
+test("the server clears typing after 5 s without a refresh", needs("presence"), async () => {
   const watcher = await joinWithPresence("walter");
   const typist = await joinWithPresence("tina");
   typist.channel.push("presence_update", { typing: true });
