@@ -15,7 +15,7 @@ export function onMessage(conn, event, payload) {
   if (event !== "new_msg") throw new Error(`unknown event "${event}"`);
   const text = String(payload.text ?? "").trim();
   if (text === "") throw new Error("message is blank");
-  if (text.length > MAX_TEXT) throw new Error(`message is longer than ${MAX_TEXT} characters`);
+  if ([...text].length > MAX_TEXT) throw new Error(`message is longer than ${MAX_TEXT} characters`);
   const msg = { id: nextId++, user: conn.user, text, at: Date.now() };
   messages.push(msg);
   if (messages.length > KEEP) messages = messages.slice(-KEEP);

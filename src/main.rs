@@ -32,6 +32,18 @@ enum Command {
         /// The script, e.g. rooms-js/chat.js.
         file: PathBuf,
     },
+    /// Print a room's durable state and a summary of its journal (read-only).
+    Inspect {
+        /// The room, e.g. chat:lobby.
+        topic: String,
+        #[arg(long, env = "ROOMHOST_ROOMS", default_value = "rooms-js")]
+        rooms: PathBuf,
+        #[arg(long, env = "ROOMHOST_DATA", default_value = "data")]
+        data: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -99,6 +111,12 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Check { file }) => check(&file),
+        Some(Command::Inspect {
+            topic,
+            rooms,
+            data,
+            json,
+        }) => inspect(&topic, &rooms, &data, json),
     };
     match result {
         Ok(code) => code,
@@ -180,4 +198,67 @@ fn check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn inspect(
+    topic: &str,
+    rooms: &std::path::Path,
+    data: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let topic = roomhost::topic::Topic::parse(topic)?;
+    let report = roomhost::room::inspect::inspect(rooms, data, &topic)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("room      {}  ({})", report.topic, report.dir);
+    match &report.snapshot {
+        Some(s) => println!(
+            "snapshot  seq {} at {} ms, code version {}, {} bytes",
+            s.seq, s.at, s.version, s.bytes
+        ),
+        None => println!("snapshot  none (every event is replayed from the journal)"),
+    }
+    let j = &report.journal;
+    let kinds: Vec<String> = j.by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    println!(
+        "journal   {} events after the snapshot{} (last seq {}), {} bytes on disk{}",
+        j.events,
+        j.first_seq
+            .map(|f| format!(", seq {f}.."))
+            .unwrap_or_default(),
+        j.last_seq,
+        j.bytes_on_disk,
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", kinds.join(", "))
+        }
+    );
+    for damage in &report.damage {
+        println!("damage    {damage} (repaired when the server next starts the room)");
+    }
+    let members: Vec<&str> = report
+        .members
+        .iter()
+        .map(|(_, user)| user.as_str())
+        .collect();
+    println!(
+        "members   {}",
+        if members.is_empty() {
+            "none".to_string()
+        } else {
+            members.join(", ")
+        }
+    );
+    match (&report.state, &report.error) {
+        (Some(state), _) => println!(
+            "state     {}",
+            serde_json::to_string_pretty(&state["state"])?
+        ),
+        (None, Some(e)) => println!("state     unavailable: {e}"),
+        (None, None) => println!("state     unavailable"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

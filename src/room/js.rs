@@ -14,7 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rquickjs::{
     CatchResultExt, CaughtError, Context, Ctx, Function, JsLifetime, Module, Object, Runtime,
@@ -122,10 +122,11 @@ pub enum CallError {
     Fatal(#[from] Fatal),
 }
 
-/// Per-call CPU deadline, checked by the interrupt handler.
+/// Per-call CPU deadline, checked by the interrupt handler. Measured in CPU
+/// time of the thread running the JS, so a busy machine (or a descheduled
+/// worker) never makes a well-behaved hook look like a runaway one.
 struct Budget {
-    epoch: Instant,
-    /// Deadline in nanoseconds since `epoch`; `u64::MAX` while idle.
+    /// Deadline in thread CPU nanoseconds; `u64::MAX` while idle.
     deadline: AtomicU64,
     /// Set when the handler interrupted JS, so the error can be told apart
     /// from an ordinary exception.
@@ -135,14 +136,13 @@ struct Budget {
 impl Budget {
     fn new() -> Budget {
         Budget {
-            epoch: Instant::now(),
             deadline: AtomicU64::new(u64::MAX),
             fired: AtomicBool::new(false),
         }
     }
 
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        thread_cpu_nanos()
     }
 
     fn arm(&self, budget: Duration) {
@@ -365,6 +365,21 @@ impl RoomJs {
     }
 }
 
+/// CPU time consumed by the calling thread.
+fn thread_cpu_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
+    // every Linux kernel supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn bridge<'a>(ctx: &'a Ctx<'_>) -> rquickjs::runtime::UserDataGuard<'a, Bridge> {
     ctx.userdata::<Bridge>()
         .expect("the bridge is stored before any JS runs")
@@ -529,6 +544,7 @@ mod tests {
     use crate::protocol::empty_object;
     use std::collections::BTreeMap;
     use std::sync::Mutex;
+    use std::time::Instant;
 
     fn load(src: &str) -> Result<RoomJs, ScriptError> {
         load_with(src, ScriptLimits::default())

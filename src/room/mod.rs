@@ -7,6 +7,7 @@
 //! Everything outside talks to a room through its mailbox ([`Command`]) and
 //! reads its [`RoomSlot`] (state, counters, console lines, hub).
 
+pub mod inspect;
 pub mod js;
 pub mod registry;
 pub mod task;

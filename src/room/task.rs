@@ -844,10 +844,10 @@ fn load_js(
     Ok(js)
 }
 
-struct Replayed {
+pub(crate) struct Replayed {
     /// Members at the end of the journal, in no particular order.
-    members: Vec<Conn>,
-    last_at: i64,
+    pub members: Vec<Conn>,
+    pub last_at: i64,
 }
 
 #[derive(serde::Deserialize)]
@@ -856,7 +856,7 @@ struct SnapshotMembers {
 }
 
 /// Restores the snapshot and replays the events after it, outputs suppressed.
-fn replay(
+pub(crate) fn replay(
     js: &RoomJs,
     recovered: &Recovered,
     topic: &crate::topic::Topic,

@@ -25,6 +25,9 @@ pub struct DiskJournal {
     /// The room directory (or a new segment's entry in it) is not yet synced.
     dir_dirty: bool,
     bytes: u64,
+    /// Inspecting a room another process may be serving: report damage,
+    /// repair nothing.
+    read_only: bool,
 }
 
 impl DiskJournal {
@@ -35,7 +38,20 @@ impl DiskJournal {
             dirty: Vec::new(),
             dir_dirty: false,
             bytes: 0,
+            read_only: false,
         }
+    }
+
+    /// A journal that is only read (`roomhost inspect`).
+    pub fn read_only(dir: PathBuf) -> DiskJournal {
+        DiskJournal {
+            read_only: true,
+            ..DiskJournal::new(dir)
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn bytes(&self) -> u64 {
@@ -123,8 +139,9 @@ impl DiskJournal {
                     out.repairs.push(format!(
                         "snapshot {seq} is corrupt ({why}); using the previous one"
                     ));
-                    let aside = path.with_extension("snap.corrupt");
-                    fs::rename(&path, aside)?;
+                    if !self.read_only {
+                        fs::rename(&path, path.with_extension("snap.corrupt"))?;
+                    }
                 }
             }
         }
@@ -178,9 +195,11 @@ impl DiskJournal {
                     "{}: dropped {dropped} bytes from offset {offset} ({why})",
                     path.display()
                 ));
-                let file = OpenOptions::new().write(true).open(&path)?;
-                file.set_len(offset as u64)?;
-                file.sync_all()?;
+                if !self.read_only {
+                    let file = OpenOptions::new().write(true).open(&path)?;
+                    file.set_len(offset as u64)?;
+                    file.sync_all()?;
+                }
                 stop_at = Some(i + 1);
                 break;
             }
@@ -200,7 +219,7 @@ impl DiskJournal {
         out.last_seq = last;
         // Keep appending to the newest surviving segment.
         let kept = stop_at.map_or(segments.len(), |n| n);
-        if let Some(&start) = segments[..kept].last() {
+        if let Some(&start) = segments[..kept].last().filter(|_| !self.read_only) {
             let file = OpenOptions::new()
                 .append(true)
                 .open(self.dir.join(paths::segment_name(start)))?;

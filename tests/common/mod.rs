@@ -221,6 +221,20 @@ impl Client {
         self.ws.send(Message::binary(bytes)).await.unwrap();
     }
 
+    /// Sends a V2 frame; `None` if the connection is gone.
+    pub async fn try_push(
+        &mut self,
+        join_ref: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> Option<String> {
+        let r = self.next_ref();
+        let frame = json!([join_ref, r, topic, event, payload]);
+        self.ws.send(Message::text(frame.to_string())).await.ok()?;
+        Some(r)
+    }
+
     /// Sends a V2 frame; returns its ref.
     pub async fn push(
         &mut self,
@@ -351,4 +365,100 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// The real `roomhost` binary, started on an ephemeral port.
+pub struct Binary {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    /// Everything the server logged (stderr), collected in the background.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Binary {
+    pub async fn start(rooms: &Path, data: &Path, extra: &[&str]) -> Binary {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomhost"))
+            .arg("serve")
+            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .arg("--rooms")
+            .arg(rooms)
+            .arg("--data")
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the roomhost binary starts");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .expect("the server prints its address")
+            .unwrap()
+            .expect("a line on stdout");
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+        Binary { child, addr, log }
+    }
+
+    pub async fn client(&self, user: &str) -> Client {
+        Client::connect(self.addr, &format!("vsn=2.0.0&user={user}")).await
+    }
+
+    pub async fn api(&self, path: &str) -> Value {
+        http(self.addr, "GET", path, None).await.1
+    }
+
+    /// SIGKILL: no chance to flush or snapshot.
+    pub async fn kill_9(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc_kill(pid, 15) };
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the log mentions `needle` within a few seconds (stderr is
+    /// read in the background).
+    pub async fn logged(&self, needle: &str) -> bool {
+        for _ in 0..50 {
+            if self.log().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
