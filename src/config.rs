@@ -82,6 +82,9 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Channels one connection may have joined at once.
     pub max_channels_per_conn: usize,
+    /// A presence meta's `typing: true` clears itself after this long without
+    /// a refresh.
+    pub typing_timeout: Duration,
     /// Threads that run room JavaScript (0 = one per CPU).
     pub js_threads: usize,
     /// `Authorization: Bearer` token for the admin API; without it the admin
@@ -106,6 +109,7 @@ impl Default for Config {
             mailbox_capacity: 1024,
             max_frame_bytes: 64 << 10,
             max_channels_per_conn: 100,
+            typing_timeout: crate::presence::TYPING_TIMEOUT,
             js_threads: 0,
             admin_token: None,
         }

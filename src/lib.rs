@@ -20,6 +20,7 @@ pub mod config;
 pub mod conn;
 mod host;
 pub mod hub;
+pub mod presence;
 pub mod protocol;
 pub mod room;
 pub mod scripts;

@@ -29,6 +29,7 @@ use crate::config::Durability;
 use crate::conn::Conn;
 use crate::host::Shared;
 use crate::hub::{Broadcast, Channel, ChannelId, Outbound};
+use crate::presence::Presence;
 use crate::protocol::{self, Ref, Status};
 use crate::scripts::{CompiledKind, ModuleSource};
 use crate::store::{ConnRecord, Event, EventKind, Recovered, Snapshot, Store};
@@ -69,6 +70,12 @@ enum Effect {
     },
     /// A join succeeded: the channel starts receiving broadcasts.
     Subscribe(Arc<Channel>),
+    /// A host push to one channel (e.g. `presence_state`).
+    ChannelPush {
+        channel: Arc<Channel>,
+        event: &'static str,
+        payload: String,
+    },
     /// A join was refused: the connection forgets the channel.
     Refused(Arc<Channel>),
     /// A channel left: stop sending to it; `close` sends `phx_close` first.
@@ -91,6 +98,9 @@ pub(crate) struct Room {
     store: Store,
     durability: Durability,
     members: HashMap<Arc<str>, Member>,
+    presence: Presence,
+    /// The JS side's copy of the presence (`room.presence()`) is stale.
+    presence_dirty: bool,
     /// Seq of the last journaled event.
     seq: u64,
     /// Seq of the last event known durable (outputs up to it are released).
@@ -177,6 +187,10 @@ impl Room {
                     )
                 })
                 .collect(),
+            presence: replayed
+                .presence
+                .with_typing_timeout(shared.config.typing_timeout),
+            presence_dirty: true,
             seq: recovered.last_seq,
             durable: recovered.last_seq,
             last_at: replayed.last_at,
@@ -221,6 +235,7 @@ impl Room {
             let snapshot_at = self
                 .unsnapshotted_since
                 .map(|t| t + self.shared.config.snapshot_every);
+            let presence_at = self.presence.next_deadline();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -259,6 +274,12 @@ impl Room {
                     self.take_snapshot()?;
                     self.unsnapshotted_since = None;
                 }
+                _ = sleep_until(presence_at.unwrap_or(idle_at).into()), if presence_at.is_some() => {
+                    self.presence.expire_typing(Instant::now());
+                    self.presence_changed();
+                    self.flush_presence();
+                    self.release();
+                }
                 _ = sleep_until(idle_at.into()), if self.members.is_empty() => {
                     if self.try_idle_stop(mailbox).await? {
                         return Ok(Exit::Stopped);
@@ -271,6 +292,7 @@ impl Room {
 
     /// Writes the batch, then starts an fsync (strict) or releases at once.
     fn after_batch(&mut self) -> Result<(), String> {
+        self.flush_presence();
         self.flush_batch()?;
         match self.durability {
             Durability::Strict => self.start_commit(),
@@ -303,6 +325,21 @@ impl Room {
                 payload,
                 reply,
             } => {
+                if event == "presence_update" {
+                    let result = match &reply {
+                        ReplyTo::Channel { channel, .. } if self.is_member(channel) => self
+                            .presence
+                            .update(&conn, payload.get(), Instant::now())
+                            .map(|()| "{}".to_string())
+                            .map_err(|e| e.to_string()),
+                        _ => Err("presence_update needs a joined channel".to_string()),
+                    };
+                    if result.is_ok() {
+                        self.presence_changed();
+                    }
+                    self.gate_now(Effect::Reply { to: reply, result });
+                    return Ok(());
+                }
                 if let ReplyTo::Channel { channel, .. } = &reply {
                     let member = self.members.get(&channel.conn.id);
                     if member.is_none_or(|m| m.channel.as_ref().is_none_or(|c| c.id != channel.id))
@@ -318,8 +355,9 @@ impl Room {
                     event: &event,
                     payload: payload.get(),
                 };
+                let at = self.next_at();
                 let result =
-                    self.run_event(EventKind::Message, &conn, Some(&event), &payload, hook)?;
+                    self.run_event(at, EventKind::Message, &conn, Some(&event), &payload, hook)?;
                 self.gate_now(Effect::Reply { to: reply, result });
                 Ok(())
             }
@@ -356,11 +394,17 @@ impl Room {
         if self.members.contains_key(&conn.id) {
             self.leave(&conn.id, None, LeaveReason::Rejoin, None)?;
         }
+        let at = self.next_at();
+        self.presence.join(&conn, (self.seq + 1).to_string(), at);
+        self.presence_changed();
         let hook = Hook::Join {
             params: params.get(),
         };
-        let result = self.run_event(EventKind::Join, &conn, None, params, hook)?;
+        let result = self.run_event(at, EventKind::Join, &conn, None, params, hook)?;
         let joined = result.is_ok();
+        if !joined {
+            self.presence.leave(&conn);
+        }
         let to = ReplyTo::Channel {
             channel: channel.clone(),
             msg_ref,
@@ -374,7 +418,12 @@ impl Room {
                     channel: Some(channel.clone()),
                 },
             );
-            self.gate_now(Effect::Subscribe(channel));
+            self.gate_now(Effect::Subscribe(channel.clone()));
+            self.gate_now(Effect::ChannelPush {
+                channel,
+                event: "presence_state",
+                payload: self.presence.state_json(),
+            });
         } else {
             self.gate_now(Effect::Refused(channel));
         }
@@ -400,17 +449,21 @@ impl Room {
         let Some(member) = self.members.remove(conn_id) else {
             return Ok(());
         };
+        self.presence.leave(&member.conn);
+        self.presence_changed();
         let data =
             RawValue::from_string(protocol::json_string(reason.as_str())).expect("a JSON string");
         let hook = Hook::Leave {
             reason: reason.as_str(),
         };
+        let at = self.next_at();
         if self
-            .run_event(EventKind::Leave, &member.conn, None, &data, hook)?
+            .run_event(at, EventKind::Leave, &member.conn, None, &data, hook)?
             .is_err()
         {
             let empty = protocol::empty_object();
-            self.run_event(EventKind::Drop, &member.conn, None, &empty, Hook::Drop)?
+            let at = self.next_at();
+            self.run_event(at, EventKind::Drop, &member.conn, None, &empty, Hook::Drop)?
                 .map_err(|e| CallFatal(format!("dropping a member failed: {e}")))?;
         }
         if let Some(channel) = member.channel {
@@ -437,14 +490,18 @@ impl Room {
     /// (already rolled back); `Err` is fatal for the room.
     fn run_event(
         &mut self,
+        at: i64,
         kind: EventKind,
         conn: &Conn,
         event: Option<&str>,
         data: &RawValue,
         hook: Hook,
     ) -> Result<Result<String, String>, CallFatal> {
-        let at = now_ms().max(self.last_at);
         let seed: u64 = rand::random();
+        if self.presence_dirty {
+            self.js.set_presence(self.presence.state_json());
+            self.presence_dirty = false;
+        }
         match self.js.call(conn, hook, at, seed) {
             Ok(called) => {
                 self.last_at = at;
@@ -534,6 +591,33 @@ impl Room {
             self.take_snapshot().map_err(CallFatal)?;
         }
         Ok(())
+    }
+
+    /// The time of the next event: now, but never before the last one.
+    fn next_at(&self) -> i64 {
+        now_ms().max(self.last_at)
+    }
+
+    fn is_member(&self, channel: &Channel) -> bool {
+        self.members
+            .get(&channel.conn.id)
+            .and_then(|m| m.channel.as_ref())
+            .is_some_and(|c| c.id == channel.id)
+    }
+
+    fn presence_changed(&mut self) {
+        self.presence_dirty = true;
+    }
+
+    /// Queues the presence changes since the last diff as one broadcast.
+    fn flush_presence(&mut self) {
+        if let Some(diff) = self.presence.take_diff() {
+            self.gate_now(Effect::Broadcast {
+                event: "presence_diff".into(),
+                payload: diff,
+                except: None,
+            });
+        }
     }
 
     /// Queues an output behind every event journaled so far.
@@ -643,6 +727,13 @@ impl Room {
                 });
                 channel.deliver_frame(channel.push_frame("room_info", &info.to_string()));
                 self.slot.hub.subscribe(channel);
+            }
+            Effect::ChannelPush {
+                channel,
+                event,
+                payload,
+            } => {
+                channel.deliver_frame(channel.push_frame(event, &payload));
             }
             Effect::Refused(channel) => {
                 channel.peer.deliver(Outbound::ChannelClosed(channel.id));
@@ -847,6 +938,8 @@ fn load_js(
 pub(crate) struct Replayed {
     /// Members at the end of the journal, in no particular order.
     pub members: Vec<Conn>,
+    /// Their presence (without meta updates, which are not journaled).
+    pub presence: Presence,
     pub last_at: i64,
 }
 
@@ -863,6 +956,7 @@ pub(crate) fn replay(
 ) -> Result<Replayed, String> {
     js.set_replaying(true);
     let mut members: HashMap<Arc<str>, Conn> = HashMap::new();
+    let mut presence = Presence::default();
     let mut last_at = 0;
     if let Some(bytes) = &recovered.snapshot {
         let snapshot = Snapshot::decode(bytes).map_err(|e| format!("snapshot: {e}"))?;
@@ -870,13 +964,14 @@ pub(crate) fn replay(
             .map_err(|e| format!("restore() failed: {e}"))?;
         let saved: SnapshotMembers = serde_json::from_str(snapshot.room.get())
             .map_err(|e| format!("snapshot members: {e}"))?;
-        for (id, user, meta) in saved.members {
+        for (i, (id, user, meta)) in saved.members.into_iter().enumerate() {
             let meta = RawValue::from_string(meta).map_err(|e| format!("snapshot member: {e}"))?;
             let conn = Conn {
                 id: id.into(),
                 user: user.into(),
                 meta: meta.into(),
             };
+            presence.join(&conn, format!("s{}-{i}", snapshot.seq), snapshot.at);
             members.insert(conn.id.clone(), conn);
         }
         last_at = snapshot.at;
@@ -903,6 +998,16 @@ pub(crate) fn replay(
             }
             EventKind::Drop => Hook::Drop,
         };
+        match event.kind {
+            EventKind::Join => presence.join(&conn, event.seq.to_string(), event.at),
+            EventKind::Leave | EventKind::Drop => {
+                presence.leave(&conn);
+            }
+            EventKind::Message => {}
+        }
+        if event.kind != EventKind::Message {
+            js.set_presence(presence.state_json());
+        }
         match js.call(&conn, hook, event.at, event.seed) {
             Ok(_) => match event.kind {
                 EventKind::Join => {
@@ -917,8 +1022,14 @@ pub(crate) fn replay(
                 // Only possible if the code changed while the server was down
                 // or the script is not deterministic.
                 tracing::warn!(topic = %topic, seq = event.seq, error = %message, "replayed event failed; skipped");
-                if matches!(event.kind, EventKind::Leave | EventKind::Drop) {
-                    members.remove(&conn.id);
+                match event.kind {
+                    EventKind::Leave | EventKind::Drop => {
+                        members.remove(&conn.id);
+                    }
+                    EventKind::Join => {
+                        presence.leave(&conn);
+                    }
+                    EventKind::Message => {}
                 }
             }
             Err(CallError::Fatal(f)) => return Err(format!("replaying seq {}: {f}", event.seq)),
@@ -926,8 +1037,10 @@ pub(crate) fn replay(
         last_at = last_at.max(event.at);
     }
     js.set_replaying(false);
+    presence.take_diff();
     Ok(Replayed {
         members: members.into_values().collect(),
+        presence,
         last_at,
     })
 }
