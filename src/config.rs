@@ -85,6 +85,8 @@ pub struct Config {
     /// A presence meta's `typing: true` clears itself after this long without
     /// a refresh.
     pub typing_timeout: Duration,
+    /// Watch the scripts directory and reload changed kinds in place.
+    pub watch_scripts: bool,
     /// Threads that run room JavaScript (0 = one per CPU).
     pub js_threads: usize,
     /// `Authorization: Bearer` token for the admin API; without it the admin
@@ -110,6 +112,7 @@ impl Default for Config {
             max_frame_bytes: 64 << 10,
             max_channels_per_conn: 100,
             typing_timeout: crate::presence::TYPING_TIMEOUT,
+            watch_scripts: true,
             js_threads: 0,
             admin_token: None,
         }

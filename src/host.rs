@@ -67,6 +67,8 @@ impl Drop for JsRuntime {
 pub struct Host {
     pub(crate) shared: Arc<Shared>,
     _js_runtime: Arc<JsRuntime>,
+    /// The scripts watcher (hot reload), if enabled.
+    _watcher: Option<Arc<crate::reload::Watcher>>,
 }
 
 /// Why a host could not be built.
@@ -74,6 +76,8 @@ pub struct Host {
 pub enum BuildError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("watching scripts: {0}")]
+    Watch(String),
 }
 
 /// Builds a [`Host`]; every setting has the default of [`Config`].
@@ -134,9 +138,17 @@ impl HostBuilder {
             messages_per_sec: AtomicU64::new(0),
         });
         runtime.spawn(measure_rates(Arc::downgrade(&shared)));
+        let watcher = if shared.config.watch_scripts {
+            Some(Arc::new(
+                crate::reload::watch(&shared).map_err(BuildError::Watch)?,
+            ))
+        } else {
+            None
+        };
         Ok(Host {
             shared,
             _js_runtime: Arc::new(JsRuntime(Some(runtime))),
+            _watcher: watcher,
         })
     }
 }

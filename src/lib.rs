@@ -22,6 +22,7 @@ mod host;
 pub mod hub;
 pub mod presence;
 pub mod protocol;
+mod reload;
 pub mod room;
 pub mod scripts;
 pub mod store;

@@ -400,7 +400,12 @@ async fn rooms_are_isolated() {
     let (_, _) = b.join_ok("chat:two").await;
     a.call(&ja, "chat:one", "new_msg", json!({"text": "only one"}))
         .await;
-    let anything = |v: &Value| v[3] != "room_info";
+    // b's own join brings room_info and presence; nothing else may arrive.
+    let anything = |v: &Value| {
+        v[2] != "chat:two"
+            || !["room_info", "presence_state", "presence_diff"]
+                .contains(&v[3].as_str().unwrap_or(""))
+    };
     assert!(b.none_within(Duration::from_millis(300), anything).await);
     server.kill("chat:one").await;
     assert!(

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::conn::Conn;
 use crate::hub::{Channel, ChannelId, Hub};
 use crate::protocol::Ref;
-use crate::scripts::ScriptError;
+use crate::scripts::{CompiledKind, ScriptError};
 use crate::store::MemoryJournal;
 use crate::topic::{Topic, TopicError};
 pub use js::LogLevel;
@@ -37,6 +37,9 @@ pub enum RoomError {
     InvalidTopic(#[from] TopicError),
     #[error("unknown room kind")]
     UnknownKind,
+    /// The kind's script was deleted; rooms already running keep going.
+    #[error("room kind removed")]
+    KindRemoved,
     #[error("script error: {0}")]
     Script(ScriptError),
     /// Restart intensity exceeded; an admin must reset the room.
@@ -118,6 +121,10 @@ pub enum Command {
     },
     /// The room's state as `snapshot()` returns it (for admin and tests).
     Inspect(oneshot::Sender<Result<String, RoomError>>),
+    /// Switch to a new version of the kind's code, keeping the state.
+    Reload(Arc<CompiledKind>),
+    /// A new version of the kind's code failed its checks: tell the channels.
+    ScriptError(ScriptError),
 }
 
 /// Lifecycle state, as the admin API shows it.
@@ -207,6 +214,9 @@ pub struct RoomInfo {
     /// replayed from the start and never compacted.
     pub compacts: bool,
     pub last_error: Option<String>,
+    /// The kind's newest compile error while it is unfixed (the room keeps
+    /// running the previous version).
+    pub script_error: Option<ScriptError>,
 }
 
 impl RoomSlot {
@@ -285,6 +295,7 @@ impl RoomSlot {
             version: s.version.clone(),
             compacts: s.compacts,
             last_error: s.last_error.clone(),
+            script_error: None,
         }
     }
 
@@ -369,6 +380,10 @@ impl RoomSlot {
         s.version = version.to_string();
         s.compacts = compacts;
         self.publish_state(&s);
+    }
+
+    pub(crate) fn set_last_error(&self, error: String) {
+        self.status().last_error = Some(error);
     }
 
     pub(crate) fn mark_stopped(&self) {

@@ -17,6 +17,7 @@ use crate::config::Durability;
 use crate::host::Shared;
 use crate::hub::Outbound;
 use crate::protocol;
+use crate::scripts::KindError;
 use crate::store::MemoryJournal;
 use crate::topic::Topic;
 
@@ -81,10 +82,14 @@ pub(crate) fn open(
         return Ok((slot, mailbox));
     }
     // Compile outside the registry lock; it is cached per kind.
-    shared.scripts.kind(topic.kind()).map_err(|e| match e {
-        crate::scripts::KindError::Unknown => RoomError::UnknownKind,
-        crate::scripts::KindError::Script(e) => RoomError::Script(e),
-    })?;
+    shared
+        .scripts
+        .kind_for_new_room(topic.kind())
+        .map_err(|e| match e {
+            KindError::Unknown => RoomError::UnknownKind,
+            KindError::Removed => RoomError::KindRemoved,
+            KindError::Script(e) => RoomError::Script(e),
+        })?;
     let mut map = shared.rooms.map();
     if let Some(slot) = map.get(topic) {
         let mailbox = slot.mailbox()?;
@@ -228,7 +233,7 @@ async fn refuse_queued(slot: &RoomSlot) {
             Command::Inspect(tx) => {
                 let _ = tx.send(Err(error.clone()));
             }
-            Command::Leave { .. } => {}
+            Command::Leave { .. } | Command::Reload(_) | Command::ScriptError(_) => {}
         }
     }
 }

@@ -31,7 +31,7 @@ use crate::host::Shared;
 use crate::hub::{Broadcast, Channel, ChannelId, Outbound};
 use crate::presence::Presence;
 use crate::protocol::{self, Ref, Status};
-use crate::scripts::{CompiledKind, ModuleSource};
+use crate::scripts::{CompiledKind, ModuleSource, ScriptError};
 use crate::store::{ConnRecord, Event, EventKind, Recovered, Snapshot, Store};
 
 /// Commands handled per batch before outputs are released.
@@ -122,6 +122,8 @@ pub(crate) struct Room {
     unsnapshotted_since: Option<Instant>,
     last_activity: Instant,
     stats_at: Instant,
+    /// A new version of the code to switch to after the current batch.
+    pending_reload: Option<Arc<CompiledKind>>,
 }
 
 /// Runs generation `generation` of the room in `slot` until it stops or dies.
@@ -205,6 +207,7 @@ impl Room {
             unsnapshotted_since: (!recovered.events.is_empty()).then_some(now),
             last_activity: now,
             stats_at: now,
+            pending_reload: None,
             store,
             shared,
             slot,
@@ -265,6 +268,9 @@ impl Room {
                         self.handle(command).map_err(|f| f.to_string())?;
                     }
                     self.after_batch()?;
+                    if let Some(kind) = self.pending_reload.take() {
+                        self.reload(kind).await?;
+                    }
                 }
                 _ = sleep_until(self.sync_due.unwrap_or(idle_at).into()), if self.sync_due.is_some() => {
                     self.sync_due = None;
@@ -367,6 +373,14 @@ impl Room {
                 reason,
                 reply,
             } => self.leave(&conn_id, Some(channel), reason, reply),
+            Command::Reload(kind) => {
+                self.pending_reload = Some(kind);
+                Ok(())
+            }
+            Command::ScriptError(error) => {
+                self.report_script_error(&error);
+                Ok(())
+            }
             Command::Inspect(reply) => {
                 let state = match self.js.snapshot() {
                     Ok(state) => Ok(state),
@@ -591,6 +605,97 @@ impl Room {
             self.take_snapshot().map_err(CallFatal)?;
         }
         Ok(())
+    }
+
+    /// Switches to a new version of the kind's code in place: `snapshot()` on
+    /// the old code, `restore()` on the new (or, for kinds without those, a
+    /// replay of the journal with the new code). Channels stay joined and get
+    /// `room_reloaded`; the journal gets a snapshot at the switch so replay
+    /// never mixes versions. If the new code fails, the old one stays.
+    async fn reload(&mut self, kind: Arc<CompiledKind>) -> Result<(), String> {
+        if kind.version == self.kind.version {
+            return Ok(());
+        }
+        self.settle(false).await?;
+        let generation = self.generation + 1;
+        match self.switch_to(&kind, generation) {
+            Ok(js) => {
+                self.js = js;
+                self.kind = kind;
+                self.generation = generation;
+                self.presence_dirty = true;
+                self.slot
+                    .set_running(generation, &self.kind.version, self.kind.has_snapshot);
+                self.unsnapshotted = self.unsnapshotted.max(1);
+                self.take_snapshot()?;
+                let payload = serde_json::json!({
+                    "version": self.kind.version,
+                    "generation": generation,
+                });
+                self.gate_now(Effect::Broadcast {
+                    event: "room_reloaded".into(),
+                    payload: payload.to_string(),
+                    except: None,
+                });
+                tracing::info!(topic = %self.slot.topic, generation, version = %self.kind.version, "room reloaded");
+            }
+            Err(error) => {
+                tracing::error!(topic = %self.slot.topic, error = %error, "new code refused; keeping the running version");
+                self.slot.set_last_error(format!("reload failed: {error}"));
+                self.report_script_error(&error);
+            }
+        }
+        self.release();
+        Ok(())
+    }
+
+    fn switch_to(
+        &mut self,
+        kind: &Arc<CompiledKind>,
+        generation: u64,
+    ) -> Result<RoomJs, ScriptError> {
+        let js = load_js_checked(&self.shared, &self.slot, kind, generation)?;
+        let at_entry = |message: String| ScriptError::from_js(&kind.entry, &message, None);
+        if self.kind.has_snapshot && kind.has_snapshot {
+            let state = self.js.snapshot().map_err(|e| {
+                ScriptError::from_js(
+                    &self.kind.entry,
+                    &format!("snapshot() in the running code threw: {e}"),
+                    None,
+                )
+            })?;
+            js.restore(&state, self.last_at).map_err(|e| match e {
+                CallError::Script { message, stack } => ScriptError::from_js(
+                    &kind.entry,
+                    &format!("restore() threw: {message}"),
+                    stack.as_deref(),
+                ),
+                CallError::Fatal(f) => at_entry(format!("restore(): {f}")),
+            })?;
+        } else {
+            let recovered = self
+                .store
+                .recover(None)
+                .map_err(|e| at_entry(format!("reading the journal: {e}")))?;
+            replay(&js, &recovered, &self.slot.topic).map_err(at_entry)?;
+        }
+        Ok(js)
+    }
+
+    /// Tells every channel that the kind's new code was refused.
+    fn report_script_error(&mut self, error: &ScriptError) {
+        let payload = serde_json::json!({
+            "kind": self.slot.topic.kind(),
+            "file": error.file,
+            "line": error.line,
+            "column": error.column,
+            "message": error.message,
+        });
+        self.gate_now(Effect::Broadcast {
+            event: "script_error".into(),
+            payload: payload.to_string(),
+            except: None,
+        });
     }
 
     /// The time of the next event: now, but never before the last one.
@@ -902,6 +1007,15 @@ fn load_js(
     kind: &Arc<CompiledKind>,
     generation: u64,
 ) -> Result<RoomJs, String> {
+    load_js_checked(shared, slot, kind, generation).map_err(|e| format!("script error: {e}"))
+}
+
+fn load_js_checked(
+    shared: &Shared,
+    slot: &Arc<RoomSlot>,
+    kind: &Arc<CompiledKind>,
+    generation: u64,
+) -> Result<RoomJs, ScriptError> {
     let topic = &slot.topic;
     let identity = Identity::new(topic.kind(), topic.name());
     let console_slot = slot.clone();
@@ -929,8 +1043,7 @@ fn load_js(
         &kind.entry,
         shared.scripts.limits(),
         Some(console),
-    )
-    .map_err(|e| format!("script error: {e}"))?;
+    )?;
     js.set_generation(generation);
     Ok(js)
 }

@@ -68,7 +68,9 @@ impl From<RoomError> for ApiError {
     fn from(e: RoomError) -> Self {
         let status = match &e {
             RoomError::InvalidTopic(_) | RoomError::Refused(_) => StatusCode::BAD_REQUEST,
-            RoomError::UnknownKind | RoomError::NotFound => StatusCode::NOT_FOUND,
+            RoomError::UnknownKind | RoomError::KindRemoved | RoomError::NotFound => {
+                StatusCode::NOT_FOUND
+            }
             RoomError::Script(_) | RoomError::Failed(_) | RoomError::Crashed => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -93,10 +95,17 @@ fn stopped_rooms(shared: &Shared) -> Vec<serde_json::Value> {
                 "topic": topic, "kind": kind, "state": RoomState::Stopped,
                 "generation": 0, "restarts": 0, "channels": 0, "users": 0, "events_in": 0,
                 "started_at": null, "js_memory": 0, "journal_bytes": bytes, "version": null,
-                "compacts": null, "last_error": null,
+                "compacts": null, "last_error": null, "script_error": null,
             })
         })
         .collect()
+}
+
+/// A live room's description, with its kind's pending script error.
+fn room_json(shared: &Shared, slot: &crate::room::RoomSlot) -> serde_json::Value {
+    let mut info = slot.info();
+    info.script_error = shared.scripts.error(slot.topic.kind());
+    json!(info)
 }
 
 pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
@@ -104,7 +113,7 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Json<serde_json::
         .rooms
         .list()
         .iter()
-        .map(|slot| json!(slot.info()))
+        .map(|slot| room_json(&shared, slot))
         .collect();
     let running = live.len();
     let mut rooms = live;
@@ -128,7 +137,7 @@ pub(crate) async fn show(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let topic = topic(&text)?;
     if let Some(slot) = shared.rooms.get(&topic) {
-        return Ok(Json(json!(slot.info())));
+        return Ok(Json(room_json(&shared, &slot)));
     }
     stopped_rooms(&shared)
         .into_iter()
@@ -188,4 +197,9 @@ pub(crate) async fn reset(
 
 pub(crate) async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Every room kind: version serving, pending script error, removed.
+pub(crate) async fn kinds(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    Json(json!({ "kinds": shared.scripts.list() }))
 }

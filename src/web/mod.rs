@@ -17,6 +17,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let admin = Router::new()
         .route("/admin", get(assets::admin))
         .route("/api/rooms", get(api::list))
+        .route("/api/kinds", get(api::kinds))
         .route("/api/rooms/{topic}", get(api::show))
         .route("/api/rooms/{topic}/console", get(api::console))
         .route("/api/rooms/{topic}/state", get(api::state))

@@ -1,13 +1,13 @@
-//! Room kinds on disk: resolving `rooms-js/<kind>.js`, compiling each kind
-//! (with its imports) once to QuickJS bytecode, and the module loader that
-//! keeps every import inside `rooms-js/`.
+//! Compiling room scripts: the module resolver and loader that keep every
+//! import inside the scripts directory, and `compile_file`, which evaluates a
+//! kind in a scratch runtime and keeps the bytecode of its module graph.
 //!
 //! Compiling a kind means evaluating it in a scratch runtime with the same
 //! limits as a room: syntax errors, top-level exceptions and bad exports are
 //! found before any room runs the code. Rooms then load the bytecode, which is
 //! cheaper than parsing the source again for every room.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,6 @@ use rquickjs::{Ctx, Module, WriteOptions};
 
 use crate::config::ScriptLimits;
 use crate::room::js::{Identity, RoomJs};
-use crate::topic::is_valid_kind;
 
 /// A script problem with its location, as `file:line:col: message`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -84,6 +83,10 @@ fn parse_frame(frame: &str) -> Option<(String, u32, u32)> {
 pub enum KindError {
     #[error("unknown room kind")]
     Unknown,
+    /// The kind's file was deleted: live rooms keep their code, new rooms
+    /// cannot start.
+    #[error("room kind removed")]
+    Removed,
     #[error("script error: {0}")]
     Script(ScriptError),
 }
@@ -98,6 +101,8 @@ pub struct CompiledKind {
     pub entry: String,
     /// Bytecode by module name (path relative to the scripts directory).
     pub modules: BTreeMap<String, Vec<u8>>,
+    /// CRC32C of each module's source, to notice edits.
+    pub sources: BTreeMap<String, u32>,
     /// Whether the kind exports `snapshot`/`restore`.
     pub has_snapshot: bool,
 }
@@ -233,72 +238,6 @@ impl Loader for ScriptLoader {
     }
 }
 
-/// The scripts directory and the compiled kinds, shared by every room.
-#[derive(Clone)]
-pub struct Scripts {
-    inner: Arc<ScriptsInner>,
-}
-
-struct ScriptsInner {
-    /// Canonical path of the scripts directory.
-    root: PathBuf,
-    limits: ScriptLimits,
-    /// Compiled kinds by name. A std mutex held across a compile (~1 ms) so
-    /// a kind is compiled once even when many rooms start at the same time.
-    kinds: Mutex<HashMap<String, Arc<CompiledKind>>>,
-}
-
-impl Scripts {
-    pub fn new(dir: &Path, limits: ScriptLimits) -> std::io::Result<Scripts> {
-        let root = dir.canonicalize().map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("scripts directory {}: {e}", dir.display()),
-            )
-        })?;
-        Ok(Scripts {
-            inner: Arc::new(ScriptsInner {
-                root,
-                limits,
-                kinds: Mutex::new(HashMap::new()),
-            }),
-        })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.inner.root
-    }
-
-    pub fn limits(&self) -> &ScriptLimits {
-        &self.inner.limits
-    }
-
-    /// The compiled kind, compiling it on first use.
-    pub fn kind(&self, kind: &str) -> Result<Arc<CompiledKind>, KindError> {
-        let mut kinds = self.inner.kinds.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(compiled) = kinds.get(kind) {
-            return Ok(compiled.clone());
-        }
-        let compiled = Arc::new(self.compile(kind)?);
-        kinds.insert(kind.to_string(), compiled.clone());
-        Ok(compiled)
-    }
-
-    /// Compiles `<kind>.js` from disk without caching it.
-    pub fn compile(&self, kind: &str) -> Result<CompiledKind, KindError> {
-        if !is_valid_kind(kind) || !self.inner.root.join(format!("{kind}.js")).is_file() {
-            return Err(KindError::Unknown);
-        }
-        compile_file(
-            &self.inner.root,
-            &format!("{kind}.js"),
-            kind,
-            &self.inner.limits,
-        )
-        .map_err(KindError::Script)
-    }
-}
-
 /// Compiles and evaluates `entry` (relative to `root`) in a scratch runtime.
 pub fn compile_file(
     root: &Path,
@@ -325,6 +264,10 @@ pub fn compile_file(
         kind: kind.to_string(),
         version: format!("{digest:08x}"),
         entry: entry.to_string(),
+        sources: modules
+            .iter()
+            .map(|(k, (_, crc))| (k.clone(), *crc))
+            .collect(),
         modules: modules
             .into_iter()
             .map(|(k, (bytes, _))| (k, bytes))

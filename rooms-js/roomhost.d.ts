@@ -1,0 +1,76 @@
+// Type definitions for roomhost room scripts (rooms-js/<kind>.js).
+// Editors that read jsconfig.json (VS Code, WebStorm, Zed...) pick these up
+// for every script in this directory: `room.` and the hooks autocomplete.
+
+/** The connection behind an event: one browser tab (or HTTP client). */
+interface Conn {
+  /** Unique per connection; stable across the tab's rejoins. */
+  readonly id: string;
+  /** The user: the `user` connect param or a signed token's subject. */
+  readonly user: string;
+  /** Transport facts, e.g. `{ transport: "websocket" }`. */
+  readonly meta: Readonly<Record<string, unknown>>;
+}
+
+/** One tab's presence entry (Phoenix.Presence shape). */
+interface PresenceMeta {
+  phx_ref: string;
+  /** Milliseconds since the epoch. */
+  online_at: number;
+  phx_ref_prev?: string;
+  /** Fields the client set with `presence_update`, e.g. `typing`. */
+  [field: string]: unknown;
+}
+
+/** `{ user: { metas: [...] } }`, one meta per tab. */
+type PresenceState = Record<string, { metas: PresenceMeta[] }>;
+
+/** Why a channel left, as `onLeave` receives it. */
+type LeaveReason = "leave" | "disconnect" | "rejoin" | "crash" | "shutdown";
+
+/** Any JSON value a hook may return or a payload may hold. */
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+interface Room {
+  /** `kind:name`, e.g. `chat:lobby`. */
+  readonly topic: string;
+  readonly kind: string;
+  readonly name: string;
+  /** Counts the room's (re)starts and code reloads. */
+  readonly generation: number;
+  /** Pushes `event` to every joined channel, or all but connection `except`.
+   *  Event names `phx_*` and the host's own events are reserved. */
+  broadcast(event: string, payload?: unknown, options?: { except?: string }): void;
+  /** Pushes `event` to one connection's channel. */
+  push(connId: string, event: string, payload?: unknown): void;
+  /** The channels joined now. */
+  connections(): Conn[];
+  /** Who is here, with one meta per tab. */
+  presence(): PresenceState;
+}
+
+/** The room this script instance runs. */
+declare const room: Room;
+
+/** Deterministic inside a hook: the event's recorded seed. */
+declare const crypto: {
+  randomUUID(): string;
+  getRandomValues<T extends ArrayBufferView>(array: T): T;
+};
+
+/**
+ * Hooks a kind exports (only `onMessage` is required):
+ *
+ * ```js
+ * export function onJoin(conn, params) { return { ...reply } }   // throw → join refused
+ * export function onMessage(conn, event, payload) { return {} }  // throw → error reply
+ * export function onLeave(conn, reason) {}
+ * export function snapshot() { return state }                    // JSON-serializable
+ * export function restore(state) {}
+ * ```
+ */
+type OnJoin = (conn: Conn, params: Record<string, Json>) => unknown;
+type OnMessage = (conn: Conn, event: string, payload: Record<string, Json>) => unknown;
+type OnLeave = (conn: Conn, reason: LeaveReason) => void;
+type Snapshot = () => Json;
+type Restore = (state: any) => void;
