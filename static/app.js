@@ -140,8 +140,9 @@ function onScriptError(err) {
   const where = [err.file, err.line, err.column].filter((x) => x !== undefined && x !== null).join(":");
   view.notify(dom.notices, {
     key: "script-error", kind: "error",
-    text: `Script error${err.kind ? ` in ${err.kind}` : ""}: ${err.message ?? "unknown error"}`,
-    detail: where || undefined,
+    text: `Script error${err.kind ? ` in the ${err.kind} code` : ""}: ${err.message ?? "unknown error"}`,
+    // The host refuses broken code and keeps the previous version running.
+    detail: `${where ? `${where} — ` : ""}the room keeps running its previous code`,
   });
 }
 

@@ -64,7 +64,7 @@ test("editing chat.js on disk reloads every tab's room in place", needs("reload"
   fs.writeFileSync(file, withPrefix(fs.readFileSync(file, "utf8")));
 
   for (const page of tabs) {
-    await waitForText(page, ".notice-reload", /^room code reloaded \(v.+\)$/, 20000);
+    await waitForText(page, ".notice-reload .notice-text", /^room code reloaded \(v.+\)$/, 20000);
     await page.waitForFunction((before) => document.querySelector("#status-version").textContent !== before, versionBefore);
   }
   await send(bob, "written by v2");
