@@ -174,7 +174,7 @@ function updateRow(row, room) {
   c.version.textContent = room.version === null || room.version === undefined ? "–" : `v${room.version}`;
   const scriptError = describeScriptError(room.script_error);
   c.error.textContent = scriptError || (room.last_error ? `last crash: ${room.last_error}` : "");
-  c.error.className = scriptError ? "error-cell" : "error-cell muted";
+  c.error.className = scriptError || room.state === "failed" ? "error-cell" : "error-cell muted";
   const startedAt = typeof room.started_at === "number" ? new Date(room.started_at < 1e12 ? room.started_at * 1000 : room.started_at) : null;
   row.tr.title = startedAt ? `generation started ${startedAt.toLocaleString()}` : "";
   row.resetButton.hidden = room.state !== "failed";

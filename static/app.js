@@ -70,6 +70,7 @@ function enterRoom(topic, { updateUrl = true } = {}) {
     current.state = "rejoining";
     typing.sent = false;
     renderStatus();
+    renderPresence();
   });
   channel.onClose(() => {
     if (!mine() || current.leaving) return;
@@ -93,6 +94,7 @@ function enterRoom(topic, { updateUrl = true } = {}) {
       current.log.merge(reply && reply.messages);
       renderLog({ stick: true });
       renderStatus();
+      renderPresence();
     })
     .receive("error", (reply) => {
       if (!mine()) return;
@@ -100,6 +102,7 @@ function enterRoom(topic, { updateUrl = true } = {}) {
       current.error = (reply && reply.reason) || "join refused";
       view.notify(dom.notices, { key: "join-error", kind: "error", text: `Cannot join ${topic}: ${current.error}`, detail: "retrying in a moment" });
       renderStatus();
+      renderPresence();
     })
     .receive("timeout", () => {
       if (!mine()) return;
@@ -192,9 +195,13 @@ function sendMessage() {
 // ---- presence and typing -----------------------------------------------------
 
 function renderPresence() {
-  const entries = room ? room.presence.list((user, presence) => ({ user, metas: presence.metas })) : [];
+  // Outside the room the last list is out of date: dim it while rejoining,
+  // drop it when the join is refused.
+  const refused = room && room.state === "refused";
+  const entries = room && !refused ? room.presence.list((user, presence) => ({ user, metas: presence.metas })) : [];
   const people = view.summarizePresence(entries);
-  view.renderPeople(dom.people, dom.peopleCount, people, handle);
+  view.renderPeople(dom.people, dom.peopleCount, people, handle, refused ? "You are not in this room." : undefined);
+  dom.people.classList.toggle("stale", !!room && room.state !== "joined");
   dom.typing.textContent = view.typingSentence(people.filter((p) => p.typing && p.user !== handle).map((p) => p.user));
 }
 

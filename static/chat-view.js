@@ -77,11 +77,11 @@ export function summarizePresence(entries) {
   }).sort((a, b) => a.user.localeCompare(b.user));
 }
 
-export function renderPeople(listEl, countEl, people, me) {
+export function renderPeople(listEl, countEl, people, me, emptyText = "Waiting for the list of who is here…") {
   const tabs = people.reduce((sum, p) => sum + p.tabs, 0);
   countEl.textContent = people.length ? `${people.length} ${people.length === 1 ? "user" : "users"} · ${tabs} ${tabs === 1 ? "tab" : "tabs"}` : "";
   if (people.length === 0) {
-    listEl.replaceChildren(el("li", "muted", "Waiting for the list of who is here…"));
+    listEl.replaceChildren(el("li", "muted", emptyText));
     return;
   }
   listEl.replaceChildren(...people.map((p) => {

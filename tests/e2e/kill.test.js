@@ -71,3 +71,44 @@ test("kill from the dashboard: tabs show the restart notice and rejoin with hist
     }
   });
 });
+
+test("a room killed too often fails: tabs show why, the dashboard's reset brings it back", async () => {
+  const topic = "chat:e2e-failed";
+  const pages = [];
+  await screenshotsOnFailure("c-failed", () => pages, async () => {
+    const tab = await openChat(await userContext(browser, "patient"), server, topic);
+    const admin = watchProblems(await (await userContext(browser, "admin")).newPage());
+    pages.push(tab, admin);
+    await send(tab, "survives the reset");
+    await waitForMessageCount(tab, 1);
+    await admin.goto(`${server.url}/admin`);
+    const killButton = admin.getByRole("button", { name: `Kill ${topic}` });
+    await killButton.waitFor();
+
+    // The restart intensity (5 crashes in 10 s by default) marks it failed.
+    for (let i = 0; i < 8; i += 1) {
+      await admin.evaluate(() => { document.querySelector("#action-status").textContent = ""; });
+      await killButton.click();
+      await waitForText(admin, "#action-status", new RegExp(`^(Killed ${topic}:|Kill of ${topic} failed)`));
+      if ((await admin.textContent("#action-status")).startsWith("Kill of")) break;
+    }
+    await waitForText(admin, "#action-status", /room failed/);
+    await waitForText(admin, `tr[data-topic="${topic}"] .state`, "failed");
+    await waitForText(tab, ".notice-error", new RegExp(`Cannot join ${topic}: room failed`), 20000);
+    await waitForText(tab, "#status-room-state", /^refused$/);
+    await screenshot(tab, "c-failed-chat-tab");
+    await screenshot(admin, "c-failed-dashboard");
+
+    const resetButton = admin.getByRole("button", { name: `Reset ${topic}` });
+    await resetButton.click();
+    await waitForText(admin, "#action-status", new RegExp(`^Reset ${topic}: now \\w+`));
+    await waitForText(admin, `tr[data-topic="${topic}"] .state`, "running");
+    assert.equal(await resetButton.isHidden(), true, "reset is only offered for failed rooms");
+    // The tab keeps retrying its join (phoenix.js backoff, at most 10 s) and comes back.
+    await waitJoined(tab, 20000);
+    await waitForText(tab, ".notice-restart", /room restarted — generation \d+/);
+    assert.deepEqual(await messageTexts(tab), ["survives the reset"]);
+    assert.equal(await tab.locator(".notice-error").count(), 0, "the refusal notice is gone");
+    for (const page of pages) assert.deepEqual(page.problems, []);
+  });
+});

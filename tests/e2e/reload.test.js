@@ -7,7 +7,9 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { startRoomhost, copyRoomsDir, needs } from "../js/support/roomhost.js";
-import { launchBrowser, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, screenshot } from "./support/browser.js";
+import {
+  launchBrowser, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, screenshot, watchProblems,
+} from "./support/browser.js";
 
 const TOPIC = "chat:e2e-reload";
 let server;
@@ -86,6 +88,10 @@ test("a syntax error in chat.js is reported to the tabs and the old code keeps r
     await waitForText(carol, ".notice-error", /^Script error/, 20000);
     await waitForText(carol, ".notice-error .notice-detail", /chat\.js:\d+/);
     await screenshot(carol, "d-script-error");
+    const admin = watchProblems(await (await userContext(browser, "admin")).newPage());
+    await admin.goto(`${server.url}/admin`);
+    await waitForText(admin, `tr[data-topic="${TOPIC}"] td[data-col="error"]`, /chat\.js:\d+:\d+ SyntaxError/);
+    await screenshot(admin, "d-script-error-dashboard");
     await send(carol, "still works");
     await waitForText(carol, "#messages .msg-text", "still works");
   } finally {
