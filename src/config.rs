@@ -74,6 +74,14 @@ pub struct Config {
     pub restart_window: Duration,
     /// A WebSocket that sends no frame for this long is closed.
     pub heartbeat_timeout: Duration,
+    /// How long a long-poll GET is held open waiting for messages before it
+    /// answers 204 (Phoenix's `window_ms`).
+    pub longpoll_window: Duration,
+    /// A long-poll session with no request in flight for this long expires:
+    /// its channels leave. Must exceed `longpoll_window` plus a round trip.
+    pub longpoll_timeout: Duration,
+    /// How often a quiet SSE stream gets a keep-alive comment.
+    pub sse_keep_alive: Duration,
     /// Frames a connection may have queued before it counts as a slow consumer.
     pub outbound_queue: usize,
     /// Commands a room may have queued before senders wait.
@@ -107,6 +115,9 @@ impl Default for Config {
             max_restarts: 5,
             restart_window: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(60),
+            longpoll_window: Duration::from_secs(10),
+            longpoll_timeout: Duration::from_secs(20),
+            sse_keep_alive: Duration::from_secs(15),
             outbound_queue: 1024,
             mailbox_capacity: 1024,
             max_frame_bytes: 64 << 10,

@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     /// Messages received from clients, and the rate of the last second.
     pub messages_in: AtomicU64,
     pub messages_per_sec: AtomicU64,
+    /// Live long-poll sessions and the key that signs their tokens.
+    pub longpoll: crate::web::LongPollSessions,
 }
 
 /// Owns the JS runtime; shut down in the background when the last host
@@ -136,6 +138,7 @@ impl HostBuilder {
             next_channel: AtomicU64::new(1),
             messages_in: AtomicU64::new(0),
             messages_per_sec: AtomicU64::new(0),
+            longpoll: Default::default(),
         });
         runtime.spawn(measure_rates(Arc::downgrade(&shared)));
         let watcher = if shared.config.watch_scripts {

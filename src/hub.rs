@@ -8,6 +8,9 @@
 //!
 //! The [`Hub`] of a room outlives the room task, so that when the task dies the
 //! supervisor can still tell every channel (`phx_error`).
+//!
+//! A hub may also record its broadcasts into the topic's [`Feed`], once
+//! some SSE stream asked for one; rooms nobody streams pay nothing for it.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -16,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::Conn;
+use crate::feed::Feed;
 use crate::protocol::{self, Ref, Vsn};
 use crate::topic::Topic;
 
@@ -199,9 +203,17 @@ pub struct Hub {
     /// A std mutex: only the room task (and the supervisor once the task is
     /// dead) touches it, never across an `.await`, so it is uncontended.
     channels: Mutex<Vec<Arc<Channel>>>,
+    /// The topic's feed, set (once) when an SSE stream first listens.
+    feed: OnceLock<Arc<Feed>>,
 }
 
 impl Hub {
+    /// Records every later broadcast into `feed` as well. A hub keeps the
+    /// first feed it is given; the registry only ever hands it the topic's.
+    pub fn attach_feed(&self, feed: Arc<Feed>) {
+        let _ = self.feed.set(feed);
+    }
+
     pub fn subscribe(&self, channel: Arc<Channel>) {
         self.lock().push(channel);
     }
@@ -216,6 +228,9 @@ impl Hub {
     /// Sends a broadcast to every channel except those of `except` (a conn id).
     /// Returns the number of deliveries.
     pub fn publish(&self, broadcast: &Broadcast, except: Option<&str>) -> usize {
+        if let Some(feed) = self.feed.get() {
+            feed.record(broadcast.event, broadcast.payload);
+        }
         let channels = self.lock();
         let mut delivered = 0;
         for channel in channels.iter() {

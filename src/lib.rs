@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod feed;
 mod host;
 pub mod hub;
 pub mod presence;

@@ -75,6 +75,10 @@ struct ServeArgs {
     /// Threads that run room JavaScript (0 = one per CPU).
     #[arg(long, env = "ROOMHOST_JS_THREADS", default_value_t = 0)]
     js_threads: usize,
+    /// Seconds a long-poll session may go without a request before it
+    /// expires and its channels leave.
+    #[arg(long, env = "ROOMHOST_LONGPOLL_TIMEOUT", default_value_t = 20.0)]
+    longpoll_timeout: f64,
 }
 
 impl ServeArgs {
@@ -91,6 +95,7 @@ impl ServeArgs {
             snapshot_every_events: self.snapshot_events.max(1),
             snapshot_every: seconds(self.snapshot_secs, "snapshot-secs")?,
             js_threads: self.js_threads,
+            longpoll_timeout: seconds(self.longpoll_timeout, "longpoll-timeout")?,
             admin_token: std::env::var("ROOMHOST_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),

@@ -7,13 +7,14 @@
 //! `restart_window` mark the room failed until an admin resets it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::mpsc;
 
 use super::task::{self, Exit};
 use super::{Command, ReplyTo, RoomError, RoomSlot, RoomState};
 use crate::config::Durability;
+use crate::feed::Feed;
 use crate::host::Shared;
 use crate::hub::Outbound;
 use crate::protocol;
@@ -22,13 +23,17 @@ use crate::store::MemoryJournal;
 use crate::topic::Topic;
 
 /// Topic → slot, plus the in-memory journals of stopped rooms (durability
-/// `off`).
+/// `off`) and the feeds SSE streams listen to.
 #[derive(Default)]
 pub struct Rooms {
     /// A std mutex: held only for map operations and a slot status check,
     /// never across an await.
     map: Mutex<HashMap<Topic, Arc<RoomSlot>>>,
     parked: Mutex<HashMap<Topic, Arc<Mutex<MemoryJournal>>>>,
+    /// Topic → its feed while anything holds it (a slot's hub or a stream).
+    /// Always locked after `map`, so a feed and a new slot of its topic can
+    /// never miss each other.
+    feeds: Mutex<HashMap<Topic, Weak<Feed>>>,
 }
 
 impl Rooms {
@@ -38,6 +43,29 @@ impl Rooms {
 
     pub fn get(&self, topic: &Topic) -> Option<Arc<RoomSlot>> {
         self.map().get(topic).cloned()
+    }
+
+    /// The topic's feed, created if needed and attached to its room's hub
+    /// (now, or when the room next starts).
+    pub(crate) fn feed(&self, topic: &Topic) -> Arc<Feed> {
+        let map = self.map();
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(feed) = feeds.get(topic).and_then(Weak::upgrade) {
+            return feed;
+        }
+        feeds.retain(|_, feed| feed.strong_count() > 0);
+        let feed = Arc::new(Feed::default());
+        feeds.insert(topic.clone(), Arc::downgrade(&feed));
+        if let Some(slot) = map.get(topic) {
+            slot.hub.attach_feed(feed.clone());
+        }
+        feed
+    }
+
+    /// The topic's feed if something still holds it. Call with `map` locked.
+    fn live_feed(&self, topic: &Topic) -> Option<Arc<Feed>> {
+        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        feeds.get(topic).and_then(Weak::upgrade)
     }
 
     /// Every registered room, by topic.
@@ -106,6 +134,9 @@ pub(crate) fn open(
     });
     let (tx, rx) = mpsc::channel(shared.config.mailbox_capacity.max(1));
     let slot = Arc::new(RoomSlot::new(topic.clone(), tx.clone(), rx, memory));
+    if let Some(feed) = shared.rooms.live_feed(topic) {
+        slot.hub.attach_feed(feed);
+    }
     map.insert(topic.clone(), slot.clone());
     drop(map);
     spawn_supervisor(shared, slot.clone());

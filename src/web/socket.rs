@@ -1,39 +1,35 @@
 //! The Phoenix Channels WebSocket transport (`/socket/websocket`).
 //!
-//! One connection = two tasks. The reader (this module's `Reader`) decodes
-//! frames, answers heartbeats and malformed input itself, and forwards joins,
-//! pushes and leaves to room mailboxes — waiting when a mailbox is full,
-//! which is the back-pressure a flooding client feels. The writer drains the
-//! connection's bounded outbound queue in batches (many frames, one flush)
-//! and never blocks a room: rooms only `try_send`, and a client whose queue
-//! overflows is kicked as a slow consumer.
+//! One connection = two tasks. The reader decodes WebSocket messages and
+//! hands text frames to the connection's [`Channels`] (which answers
+//! heartbeats and malformed frames and forwards joins, pushes and leaves to
+//! room mailboxes). The writer drains the connection's bounded outbound
+//! queue in batches (many frames, one flush) and never blocks a room: rooms
+//! only `try_send`, and a client whose queue overflows is kicked as a slow
+//! consumer.
 //!
-//! The reader owns the channel table; the writer only removes entries when a
-//! room says a channel ended (`ChannelClosed`), so both share it behind a
-//! std mutex that is never held across an await.
+//! This module owns only the WebSocket I/O: reading, the idle (heartbeat)
+//! timeout, close codes and writing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{Conn, random_handle};
+use super::channels::{ChannelTable, Channels};
+use super::connect::{Transport, connect};
 use crate::host::Shared;
-use crate::hub::{Channel, Outbound, Peer};
-use crate::protocol::{self, Incoming, Ref, Status, Vsn};
-use crate::room::registry;
-use crate::room::{Command, LeaveReason, ReplyTo};
-use crate::topic::Topic;
+use crate::hub::{Outbound, Peer};
+use crate::protocol;
 
 /// Frames written per flush.
 const WRITE_BATCH: usize = 64;
@@ -41,70 +37,43 @@ const WRITE_BATCH: usize = 64;
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let vsn = match Vsn::from_param(params.get("vsn").map(String::as_str)) {
-        Ok(vsn) => vsn,
-        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    let (conn, vsn) = match connect(&shared, &params, &headers, Transport::WebSocket) {
+        Ok(connected) => connected,
+        Err(refusal) => return (refusal.status, refusal.reason).into_response(),
     };
-    let user = match user_param(params.get("user").map(String::as_str)) {
-        Ok(user) => user,
-        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
-    };
-    let meta = RawValue::from_string(r#"{"transport":"websocket"}"#.into()).expect("valid JSON");
-    let conn = Conn::new(user, meta);
     let limit = shared.config.max_frame_bytes;
     let tasks = shared.connection_tasks.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| tasks.track_future(serve(socket, shared, conn, vsn)))
+        .on_upgrade(move |socket| {
+            let peer = Peer::new(shared.config.outbound_queue);
+            let channels = Channels::new(shared.clone(), conn, vsn, peer.0.clone());
+            tasks.track_future(serve(socket, shared, channels, peer))
+        })
 }
 
-/// The `user` connect param: 1–64 printable characters, or a random handle.
-pub(crate) fn user_param(user: Option<&str>) -> Result<String, String> {
-    let Some(user) = user.map(str::trim).filter(|u| !u.is_empty()) else {
-        return Ok(random_handle());
-    };
-    if user.chars().count() > 64 || user.chars().any(char::is_control) {
-        return Err("invalid user: 1 to 64 printable characters".into());
-    }
-    Ok(user.to_string())
-}
-
-/// One joined channel, as the connection sees it.
-struct Joined {
-    channel: Arc<Channel>,
-    mailbox: mpsc::Sender<Command>,
-}
-
-type ChannelTable = Arc<Mutex<HashMap<String, Joined>>>;
-
-fn table(channels: &ChannelTable) -> std::sync::MutexGuard<'_, HashMap<String, Joined>> {
-    channels.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn serve(socket: WebSocket, shared: Arc<Shared>, conn: Conn, vsn: Vsn) {
+async fn serve(
+    socket: WebSocket,
+    shared: Arc<Shared>,
+    mut channels: Channels,
+    (peer, outbound): (Arc<Peer>, mpsc::Receiver<Outbound>),
+) {
     shared.connections.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(conn = %conn.id, user = %conn.user, "connected");
+    let conn_id = channels.conn().id.clone();
+    tracing::debug!(conn = %conn_id, user = %channels.conn().user, "connected");
     let (sink, stream) = socket.split();
-    let (peer, outbound) = Peer::new(shared.config.outbound_queue);
-    let channels: ChannelTable = Arc::default();
     let done = CancellationToken::new();
     let writer = tokio::spawn(write_loop(
         sink,
         outbound,
         peer.clone(),
-        channels.clone(),
+        channels.table(),
         done.clone(),
     ));
-    let mut reader = Reader {
-        shared: shared.clone(),
-        conn,
-        vsn,
-        peer: peer.clone(),
-        channels,
-    };
-    let close = reader.run(stream).await;
+    let close = read_loop(&shared, &peer, &mut channels, stream).await;
     if let Some((code, reason)) = close {
         let close = Outbound::Close {
             code,
@@ -113,296 +82,68 @@ async fn serve(socket: WebSocket, shared: Arc<Shared>, conn: Conn, vsn: Vsn) {
         let _ = tokio::time::timeout(Duration::from_secs(1), peer.send(close)).await;
     }
     done.cancel();
-    reader.leave_all().await;
+    channels.leave_all().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     shared.connections.fetch_sub(1, Ordering::Relaxed);
-    tracing::debug!(conn = %reader.conn.id, "disconnected");
-}
-
-struct Reader {
-    shared: Arc<Shared>,
-    conn: Conn,
-    vsn: Vsn,
-    peer: Arc<Peer>,
-    channels: ChannelTable,
+    tracing::debug!(conn = %conn_id, "disconnected");
 }
 
 /// What ends a connection from our side: a close code and reason.
 type Close = (u16, String);
 
-impl Reader {
-    async fn run(&mut self, mut stream: SplitStream<WebSocket>) -> Option<Close> {
-        let timeout = self.shared.config.heartbeat_timeout;
-        let kicked = self.peer.kicked().clone();
-        let closing = self.shared.close_connections.clone();
-        loop {
-            let next = tokio::select! {
-                biased;
-                _ = kicked.cancelled() => return None, // the writer says why
-                _ = closing.cancelled() => return Some((1001, "server shutting down".into())),
-                next = tokio::time::timeout(timeout, stream.next()) => next,
-            };
-            let message = match next {
-                Err(_) => return Some((1000, "heartbeat timeout".into())),
-                Ok(None) => return None,
-                Ok(Some(Err(e))) => {
-                    // tungstenite reports an oversized message as a capacity
-                    // error ("Message too long: N > max").
-                    let text = e.to_string();
-                    if text.contains("too long") || text.contains("Space limit") {
-                        return Some((
-                            1009,
-                            format!(
-                                "frame too large (limit {} bytes)",
-                                self.shared.config.max_frame_bytes
-                            ),
-                        ));
-                    }
-                    return None;
+/// Reads until the client goes away or we close; returns our close frame.
+async fn read_loop(
+    shared: &Shared,
+    peer: &Peer,
+    channels: &mut Channels,
+    mut stream: SplitStream<WebSocket>,
+) -> Option<Close> {
+    let timeout = shared.config.heartbeat_timeout;
+    let kicked = peer.kicked().clone();
+    let closing = shared.close_connections.clone();
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = kicked.cancelled() => return None, // the writer says why
+            _ = closing.cancelled() => return Some((1001, "server shutting down".into())),
+            next = tokio::time::timeout(timeout, stream.next()) => next,
+        };
+        let message = match next {
+            Err(_) => return Some((1000, "heartbeat timeout".into())),
+            Ok(None) => return None,
+            Ok(Some(Err(e))) => {
+                // tungstenite reports an oversized message as a capacity
+                // error ("Message too long: N > max").
+                let text = e.to_string();
+                if text.contains("too long") || text.contains("Space limit") {
+                    return Some((
+                        1009,
+                        format!(
+                            "frame too large (limit {} bytes)",
+                            shared.config.max_frame_bytes
+                        ),
+                    ));
                 }
-                Ok(Some(Ok(message))) => message,
-            };
-            let close = match message {
-                Message::Text(text) => {
-                    self.shared.messages_in.fetch_add(1, Ordering::Relaxed);
-                    self.on_text(text.as_str()).await
-                }
-                Message::Binary(bytes) => {
-                    let bad = protocol::decode_binary(&bytes);
-                    self.refuse(bad).await
-                }
-                Message::Close(_) => return None,
-                Message::Ping(_) | Message::Pong(_) => None,
-            };
-            if close.is_some() {
-                return close;
+                return None;
             }
-        }
-    }
-
-    async fn on_text(&mut self, text: &str) -> Option<Close> {
-        let message = match protocol::decode_text(self.vsn, text) {
-            Ok(message) => message,
-            Err(bad) => return self.refuse(bad).await,
+            Ok(Some(Ok(message))) => message,
         };
-        match (message.topic.as_str(), message.event.as_str()) {
-            ("phoenix", "heartbeat") => {
-                self.reply(&message, Status::Ok, "{}").await;
+        let handled = match message {
+            Message::Text(text) => {
+                shared.messages_in.fetch_add(1, Ordering::Relaxed);
+                channels.on_text(text.as_str()).await.map_err(|r| (1007, r))
             }
-            (_, "phx_join") => self.join(message).await,
-            (_, "phx_leave") => self.leave(message).await,
-            _ => self.push(message).await,
-        }
-        None
-    }
-
-    /// Answers a bad frame when we know its ref, or closes the connection.
-    async fn refuse(&mut self, bad: protocol::BadFrame) -> Option<Close> {
-        match bad.reply_to {
-            Some((join_ref, msg_ref, topic)) => {
-                let frame = protocol::encode_error_reply(
-                    self.vsn,
-                    join_ref.as_ref(),
-                    msg_ref.as_ref(),
-                    &topic,
-                    &bad.reason,
-                );
-                self.send(frame).await;
-                None
+            Message::Binary(bytes) => {
+                let bad = protocol::decode_binary(&bytes);
+                channels.refuse(bad).await.map_err(|r| (1003, r))
             }
-            None => {
-                let code = if bad.reason.starts_with("binary") {
-                    1003
-                } else {
-                    1007
-                };
-                Some((code, bad.reason))
-            }
+            Message::Close(_) => return None,
+            Message::Ping(_) | Message::Pong(_) => Ok(()),
+        };
+        if let Err(close) = handled {
+            return Some(close);
         }
     }
-
-    async fn join(&mut self, message: Incoming) {
-        let topic = match Topic::parse(&message.topic) {
-            Ok(topic) => topic,
-            Err(e) => return self.reply_error(&message, &e.to_string()).await,
-        };
-        let previous = table(&self.channels).remove(topic.as_str());
-        if let Some(old) = previous {
-            // A second join of the same topic replaces the first (Phoenix).
-            old.channel
-                .peer
-                .deliver(Outbound::Frame(close_frame(&old.channel)));
-            let _ = old
-                .mailbox
-                .send(Command::Leave {
-                    channel: old.channel.id,
-                    conn_id: self.conn.id.clone(),
-                    reason: LeaveReason::Rejoin,
-                    reply: None,
-                })
-                .await;
-        }
-        if table(&self.channels).len() >= self.shared.config.max_channels_per_conn {
-            return self.reply_error(&message, "too many channels joined").await;
-        }
-        let (_, mailbox) = match registry::open(&self.shared, &topic) {
-            Ok(room) => room,
-            Err(e) => return self.reply_error(&message, &e.to_string()).await,
-        };
-        let channel = Arc::new(Channel {
-            id: self.shared.next_channel.fetch_add(1, Ordering::Relaxed),
-            topic: topic.clone(),
-            conn: self.conn.clone(),
-            join_ref: message.join_ref.clone().or_else(|| message.msg_ref.clone()),
-            vsn: self.vsn,
-            peer: self.peer.clone(),
-        });
-        table(&self.channels).insert(
-            topic.as_str().to_string(),
-            Joined {
-                channel: channel.clone(),
-                mailbox: mailbox.clone(),
-            },
-        );
-        let join = Command::Join {
-            channel,
-            params: message.payload,
-            msg_ref: message.msg_ref.clone(),
-        };
-        if mailbox.send(join).await.is_err() {
-            table(&self.channels).remove(topic.as_str());
-            let frame = protocol::encode_error_reply(
-                self.vsn,
-                message.join_ref.as_ref(),
-                message.msg_ref.as_ref(),
-                topic.as_str(),
-                "room unavailable",
-            );
-            self.send(frame).await;
-        }
-    }
-
-    async fn leave(&mut self, message: Incoming) {
-        let joined = {
-            let mut channels = table(&self.channels);
-            match channels.get(&message.topic) {
-                Some(j) if is_current(&j.channel, message.join_ref.as_ref()) => {
-                    channels.remove(&message.topic)
-                }
-                _ => None,
-            }
-        };
-        let Some(joined) = joined else {
-            // Phoenix answers a leave of a topic it does not know with ok.
-            return self.reply(&message, Status::Ok, "{}").await;
-        };
-        let leave = Command::Leave {
-            channel: joined.channel.id,
-            conn_id: self.conn.id.clone(),
-            reason: LeaveReason::Left,
-            reply: message.msg_ref.clone(),
-        };
-        if joined.mailbox.send(leave).await.is_err() {
-            self.reply(&message, Status::Ok, "{}").await;
-        }
-    }
-
-    async fn push(&mut self, message: Incoming) {
-        let target = {
-            let channels = table(&self.channels);
-            channels.get(&message.topic).map(|j| {
-                (
-                    is_current(&j.channel, message.join_ref.as_ref()),
-                    j.channel.clone(),
-                    j.mailbox.clone(),
-                )
-            })
-        };
-        let Some((current, channel, mailbox)) = target else {
-            return self.reply_error(&message, "unmatched topic").await;
-        };
-        if !current {
-            return; // a message of an earlier join: dropped, as Phoenix does
-        }
-        let command = Command::Message {
-            conn: self.conn.clone(),
-            event: message.event,
-            payload: message.payload,
-            reply: ReplyTo::Channel {
-                channel,
-                msg_ref: message.msg_ref.clone(),
-            },
-        };
-        if mailbox.send(command).await.is_err() {
-            let frame = protocol::encode_error_reply(
-                self.vsn,
-                message.join_ref.as_ref(),
-                message.msg_ref.as_ref(),
-                &message.topic,
-                "room unavailable",
-            );
-            self.send(frame).await;
-        }
-    }
-
-    async fn reply(&self, message: &Incoming, status: Status, response: &str) {
-        let frame = protocol::encode_reply(
-            self.vsn,
-            message.join_ref.as_ref(),
-            message.msg_ref.as_ref(),
-            &message.topic,
-            status,
-            response,
-        );
-        self.send(frame).await;
-    }
-
-    async fn reply_error(&self, message: &Incoming, reason: &str) {
-        let frame = protocol::encode_error_reply(
-            self.vsn,
-            message.join_ref.as_ref(),
-            message.msg_ref.as_ref(),
-            &message.topic,
-            reason,
-        );
-        self.send(frame).await;
-    }
-
-    async fn send(&self, frame: String) {
-        self.peer.send(Outbound::Frame(frame.into())).await;
-    }
-
-    /// The connection is gone: every channel leaves its room.
-    async fn leave_all(&mut self) {
-        let joined: Vec<Joined> = table(&self.channels).drain().map(|(_, j)| j).collect();
-        for j in joined {
-            let leave = Command::Leave {
-                channel: j.channel.id,
-                conn_id: self.conn.id.clone(),
-                reason: LeaveReason::Disconnect,
-                reply: None,
-            };
-            let _ = j.mailbox.send(leave).await;
-        }
-    }
-}
-
-/// Whether a frame's join_ref addresses the channel's current join. V1
-/// clients may send none, which Phoenix accepts.
-fn is_current(channel: &Channel, join_ref: Option<&Ref>) -> bool {
-    join_ref.is_none_or(|r| channel.join_ref.as_ref() == Some(r))
-}
-
-fn close_frame(channel: &Channel) -> Utf8Bytes {
-    protocol::encode(
-        channel.vsn,
-        channel.join_ref.as_ref(),
-        channel.join_ref.as_ref(),
-        channel.topic.as_str(),
-        "phx_close",
-        "{}",
-    )
-    .into()
 }
 
 /// WebSocket close reasons are limited to 123 bytes.
@@ -474,9 +215,7 @@ async fn write_batch(
     for item in batch.drain(..) {
         match item {
             Outbound::Frame(frame) => sink.feed(Message::Text(frame)).await?,
-            Outbound::ChannelClosed(id) => {
-                table(channels).retain(|_, j| j.channel.id != id);
-            }
+            Outbound::ChannelClosed(id) => channels.forget(id),
             Outbound::Close { code, reason } => {
                 let frame = CloseFrame {
                     code,
@@ -494,15 +233,6 @@ async fn write_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn user_param_rules() {
-        assert_eq!(user_param(Some(" alice ")).unwrap(), "alice");
-        assert!(user_param(None).unwrap().contains('-'));
-        assert!(user_param(Some("")).unwrap().contains('-'));
-        assert!(user_param(Some("a\u{7}b")).is_err());
-        assert!(user_param(Some(&"x".repeat(65))).is_err());
-    }
 
     #[test]
     fn close_reasons_fit_the_limit() {
