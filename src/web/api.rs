@@ -51,6 +51,26 @@ pub(crate) async fn require_admin(
     (StatusCode::FORBIDDEN, Json(json!({ "reason": reason }))).into_response()
 }
 
+/// The dashboard page holds no data (it reads the API with the token), so
+/// it is served to loopback peers, and to anyone when an admin token is
+/// configured (the page then asks for it). Without a token, remote peers
+/// could not use it anyway.
+pub(crate) async fn admin_page_access(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let loopback = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+    if loopback || shared.config.admin_token.is_some() {
+        return next.run(request).await;
+    }
+    let reason = "dashboard: loopback clients only (set ROOMHOST_ADMIN_TOKEN to allow others)";
+    (StatusCode::FORBIDDEN, Json(json!({ "reason": reason }))).into_response()
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

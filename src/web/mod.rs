@@ -27,8 +27,13 @@ use futures_util::StreamExt;
 use crate::host::Shared;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let admin = Router::new()
+    let dashboard = Router::new()
         .route("/admin", get(assets::admin))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            api::admin_page_access,
+        ));
+    let admin = Router::new()
         .route("/api/rooms", get(api::list))
         .route("/api/kinds", get(api::kinds))
         .route("/api/rooms/{topic}", get(api::show))
@@ -51,6 +56,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/rooms/{topic}/events", get(sse::events))
         .route("/api/rooms/{topic}/messages", post(sse::post_message))
         .route("/healthz", get(api::healthz))
+        .merge(dashboard)
         .merge(admin)
         .with_state(shared)
 }
