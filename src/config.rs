@@ -100,6 +100,12 @@ pub struct Config {
     /// `Authorization: Bearer` token for the admin API; without it the admin
     /// API is served to loopback peers only.
     pub admin_token: Option<String>,
+    /// With a secret, every connection must present a token signed with it
+    /// (JWT HS256, see [`crate::auth`]) and its user is the token's `sub`.
+    pub auth_secret: Option<crate::auth::Secret>,
+    /// Origins besides the host's own that browser pages may connect from
+    /// (`https://app.example.com`), or `*` for any.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -126,6 +132,8 @@ impl Default for Config {
             watch_scripts: true,
             js_threads: 0,
             admin_token: None,
+            auth_secret: None,
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub messages_per_sec: AtomicU64,
     /// Live long-poll sessions and the key that signs their tokens.
     pub longpoll: crate::web::LongPollSessions,
+    /// This host's metrics registry (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Owns the JS runtime; shut down in the background when the last host
@@ -80,6 +82,8 @@ pub enum BuildError {
     Io(#[from] std::io::Error),
     #[error("watching scripts: {0}")]
     Watch(String),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Builds a [`Host`]; every setting has the default of [`Config`].
@@ -111,6 +115,9 @@ impl HostBuilder {
 
     pub async fn build(self) -> Result<Host, BuildError> {
         let config = self.config;
+        for origin in &config.allowed_origins {
+            crate::web::validate_allowed_origin(origin).map_err(BuildError::Config)?;
+        }
         let scripts = Scripts::new(&config.scripts_dir, config.script_limits.clone())?;
         if config.durability != Durability::Off {
             std::fs::create_dir_all(&config.data_dir)?;
@@ -139,6 +146,7 @@ impl HostBuilder {
             messages_in: AtomicU64::new(0),
             messages_per_sec: AtomicU64::new(0),
             longpoll: Default::default(),
+            metrics: crate::metrics::Metrics::new(),
         });
         runtime.spawn(measure_rates(Arc::downgrade(&shared)));
         let watcher = if shared.config.watch_scripts {

@@ -16,11 +16,13 @@
 //! # let _ = (app, reply); Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod feed;
 mod host;
 pub mod hub;
+pub mod metrics;
 pub mod presence;
 pub mod protocol;
 mod reload;

@@ -44,6 +44,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Mint a connection token (JWT HS256) for a user, signed with
+    /// ROOMHOST_SECRET or --secret-file; prints it to stdout.
+    Token {
+        /// The user id (the token's `sub`).
+        #[arg(long)]
+        user: String,
+        /// How long the token is valid: 90s, 15m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Read the secret from this file instead of ROOMHOST_SECRET.
+        #[arg(long, env = "ROOMHOST_SECRET_FILE")]
+        secret_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -79,6 +92,19 @@ struct ServeArgs {
     /// expires and its channels leave.
     #[arg(long, env = "ROOMHOST_LONGPOLL_TIMEOUT", default_value_t = 20.0)]
     longpoll_timeout: f64,
+    /// Require connection tokens signed with the secret in this file
+    /// (instead of the ROOMHOST_SECRET variable).
+    #[arg(long, env = "ROOMHOST_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+    /// Origins besides the server's own that browser pages may connect
+    /// from, comma-separated (https://app.example.com), or * for any.
+    #[arg(
+        long,
+        env = "ROOMHOST_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        num_args = 1..
+    )]
+    allowed_origins: Vec<String>,
 }
 
 impl ServeArgs {
@@ -99,6 +125,13 @@ impl ServeArgs {
             admin_token: std::env::var("ROOMHOST_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
+            auth_secret: secret(self.secret_file.as_deref())?,
+            allowed_origins: self
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
             ..Config::default()
         })
     }
@@ -122,6 +155,11 @@ fn main() -> ExitCode {
             data,
             json,
         }) => inspect(&topic, &rooms, &data, json),
+        Some(Command::Token {
+            user,
+            ttl,
+            secret_file,
+        }) => token(&user, &ttl, secret_file.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -130,6 +168,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The token secret: `--secret-file`, else `ROOMHOST_SECRET`, else none.
+fn secret(file: Option<&std::path::Path>) -> anyhow::Result<Option<roomhost::auth::Secret>> {
+    let from_env = std::env::var("ROOMHOST_SECRET")
+        .ok()
+        .and_then(roomhost::auth::Secret::new);
+    match file {
+        Some(_) if from_env.is_some() => {
+            anyhow::bail!("set ROOMHOST_SECRET or --secret-file, not both")
+        }
+        Some(path) => roomhost::auth::Secret::from_file(path)
+            .map(Some)
+            .with_context(|| format!("reading the secret from {}", path.display())),
+        None => Ok(from_env),
+    }
+}
+
+fn token(user: &str, ttl: &str, secret_file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let secret =
+        secret(secret_file)?.context("no secret: set ROOMHOST_SECRET or pass --secret-file")?;
+    let ttl = roomhost::auth::parse_ttl(ttl).map_err(|e| anyhow::anyhow!("--ttl {e}"))?;
+    let user = user.trim();
+    if user.is_empty() || user.chars().count() > 64 || user.chars().any(char::is_control) {
+        anyhow::bail!("--user must be 1 to 64 printable characters");
+    }
+    println!("{}", roomhost::auth::mint(&secret, user, ttl));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -147,7 +213,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         println!("roomhost listening on http://{local}");
-        tracing::info!(%local, rooms = %args.rooms.display(), data = %args.data.display(), durability = ?args.durability, "serving");
+        tracing::info!(%local, rooms = %args.rooms.display(), data = %args.data.display(), durability = ?args.durability, auth = host.config().auth_secret.is_some(), "serving");
         host.serve(listener, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -9,9 +9,10 @@
 
 use std::collections::HashMap;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::value::RawValue;
 
+use crate::auth::{self, AuthError};
 use crate::conn::{Conn, random_handle};
 use crate::host::Shared;
 use crate::protocol::Vsn;
@@ -27,6 +28,15 @@ pub(crate) enum Transport {
 }
 
 impl Transport {
+    /// The metrics label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::LongPoll => "longpoll",
+            Transport::Http => "http",
+        }
+    }
+
     fn meta(self) -> &'static str {
         match self {
             Transport::WebSocket => r#"{"transport":"websocket"}"#,
@@ -50,17 +60,92 @@ impl Refusal {
             reason: reason.into(),
         }
     }
+
+    fn forbidden(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status: StatusCode::FORBIDDEN,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The header phoenix.js's `LongPoll` carries its `authToken` in.
+const AUTH_TOKEN_HEADER: header::HeaderName =
+    header::HeaderName::from_static("x-phoenix-authtoken");
+
+/// The connection token a client presents, wherever it put it: the `token`
+/// connect param, Phoenix's `base64url.bearer.phx.<token>` WebSocket
+/// subprotocol, phoenix.js long-poll's `X-Phoenix-AuthToken` header, or
+/// `Authorization: Bearer`.
+fn presented_token(params: &HashMap<String, String>, headers: &HeaderMap) -> Option<String> {
+    let header = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+    };
+    params
+        .get("token")
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            header(header::SEC_WEBSOCKET_PROTOCOL)
+                .into_iter()
+                .find_map(auth::from_subprotocols)
+        })
+        .or_else(|| {
+            header(AUTH_TOKEN_HEADER)
+                .first()
+                .map(|t| t.trim().to_string())
+        })
+        .or_else(|| {
+            header(header::AUTHORIZATION)
+                .into_iter()
+                .find_map(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()))
+        })
+        .filter(|t| !t.is_empty())
+}
+
+/// The user a client may connect as: the token's `sub` when a secret is
+/// configured (the `user` param is then ignored), else the `user` param.
+fn authenticate(
+    shared: &Shared,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<String, Refusal> {
+    let Some(secret) = &shared.config.auth_secret else {
+        return user_param(params.get("user").map(String::as_str)).map_err(|reason| {
+            shared.metrics.refused("bad_request");
+            Refusal::bad_request(reason)
+        });
+    };
+    let verified = match presented_token(params, headers) {
+        Some(token) => auth::verify(secret, &token),
+        None => Err(AuthError::Missing),
+    };
+    verified.map(|claims| claims.user).map_err(|e| {
+        shared.metrics.auth_failed(e.label());
+        shared.metrics.refused("auth");
+        tracing::debug!(reason = %e, "connection refused: token");
+        Refusal::forbidden(e.to_string())
+    })
 }
 
 /// The identity of a client, from its connect params and request headers.
 /// Each call mints a new connection id.
 pub(crate) fn identify(
-    _shared: &Shared,
+    shared: &Shared,
     params: &HashMap<String, String>,
-    _headers: &HeaderMap,
+    headers: &HeaderMap,
     transport: Transport,
 ) -> Result<Conn, Refusal> {
-    let user = user_param(params.get("user").map(String::as_str)).map_err(Refusal::bad_request)?;
+    if let Err(reason) = super::origin::check(&shared.config.allowed_origins, headers) {
+        shared.metrics.refused("origin");
+        tracing::debug!(%reason, "connection refused: origin");
+        return Err(Refusal::forbidden(reason));
+    }
+    let user = authenticate(shared, params, headers)?;
     let meta = RawValue::from_string(transport.meta().to_string()).expect("valid JSON");
     Ok(Conn::new(user, meta))
 }
@@ -73,9 +158,11 @@ pub(crate) fn connect(
     headers: &HeaderMap,
     transport: Transport,
 ) -> Result<(Conn, Vsn), Refusal> {
-    let vsn =
-        Vsn::from_param(params.get("vsn").map(String::as_str)).map_err(Refusal::bad_request)?;
     let conn = identify(shared, params, headers, transport)?;
+    let vsn = Vsn::from_param(params.get("vsn").map(String::as_str)).map_err(|reason| {
+        shared.metrics.refused("bad_request");
+        Refusal::bad_request(reason)
+    })?;
     Ok((conn, vsn))
 }
 
@@ -101,6 +188,43 @@ mod tests {
         assert!(user_param(Some("")).unwrap().contains('-'));
         assert!(user_param(Some("a\u{7}b")).is_err());
         assert!(user_param(Some(&"x".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn tokens_are_found_wherever_clients_put_them() {
+        let params = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            h
+        };
+        let none = HeaderMap::new();
+        assert_eq!(presented_token(&params(&[]), &none), None);
+        assert_eq!(presented_token(&params(&[("token", " ")]), &none), None);
+        assert_eq!(
+            presented_token(
+                &params(&[("token", "p")]),
+                &headers(&[("authorization", "Bearer h")])
+            ),
+            Some("p".into()),
+            "the param first"
+        );
+        // "s" in base64url is "cw".
+        let protocols = headers(&[("sec-websocket-protocol", "phoenix, base64url.bearer.phx.cw")]);
+        assert_eq!(presented_token(&params(&[]), &protocols), Some("s".into()));
+        let longpoll = headers(&[("x-phoenix-authtoken", "x")]);
+        assert_eq!(presented_token(&params(&[]), &longpoll), Some("x".into()));
+        let bearer = headers(&[("authorization", "Bearer b ")]);
+        assert_eq!(presented_token(&params(&[]), &bearer), Some("b".into()));
+        let basic = headers(&[("authorization", "Basic YTpi")]);
+        assert_eq!(presented_token(&params(&[]), &basic), None);
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //! - `POST` with a token carries frames (`application/x-ndjson`, one frame a
 //!   line; a single frame otherwise): `{"status":200,"token":T}`.
 //! - `410`: the session is gone (expired, or the token is not ours): start a
-//!   new one. `403`: the connect checks refused the client.
+//!   new one. `403` (also the HTTP status): the connect checks (token,
+//!   origin, params) refused the client; `reason` says why.
 //!
 //! Protocol statuses travel in the JSON body with HTTP 200, as Phoenix sends
-//! them (a fetch of an HTTP 204 would have no body). Request errors that
+//! them (a fetch of an HTTP 204 would have no body), except the refusal 403,
+//! which is also the HTTP status. Request errors that
 //! Phoenix clients never cause — malformed frames, oversized batches, wrong
 //! content types — are real HTTP 400/413/415 with `{"status", "reason"}`.
 //!
@@ -40,7 +42,7 @@ use super::connect::{Transport, connect};
 use super::session_token::{SessionId, SessionTokens};
 use super::{BodyError, media_type, read_body};
 use crate::host::Shared;
-use crate::hub::{Frame, Outbound, Peer};
+use crate::hub::{Frame, Kick, Outbound, Peer};
 use crate::protocol::{self, Vsn};
 
 /// The header phoenix.js and roomhost's UI may carry the session token in;
@@ -73,11 +75,7 @@ impl Sessions {
         params: &HashMap<String, String>,
         headers: &HeaderMap,
     ) -> Option<Arc<Session>> {
-        let token = headers
-            .get(TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .or(params.get("token").map(String::as_str))
-            .filter(|t| !t.is_empty())?;
+        let token = named_session(params, headers)?;
         let id = self.tokens.verify(token)?;
         self.map().get(&id).cloned()
     }
@@ -162,15 +160,32 @@ pub(crate) async fn poll(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let has_token =
-        headers.contains_key(TOKEN_HEADER) || params.get("token").is_some_and(|t| !t.is_empty());
-    if !has_token {
+    if named_session(&params, &headers).is_none() {
         return open(&shared, &params, &headers);
     }
     match shared.longpoll.resume(&params, &headers) {
         Some(session) => listen(&shared, session).await,
         None => gone(),
     }
+}
+
+/// The session token a request names: the header, else the `token` param
+/// unless that is a connection token (a JWT: three dot-separated parts),
+/// which the first GET of a client using `params: {token}` carries.
+/// (phoenix.js appends the session token after the client's params, and
+/// the last `token` param wins.)
+fn named_session<'a>(
+    params: &'a HashMap<String, String>,
+    headers: &'a HeaderMap,
+) -> Option<&'a str> {
+    match headers.get(TOKEN_HEADER) {
+        Some(header) => header.to_str().ok(),
+        None => params
+            .get("token")
+            .map(String::as_str)
+            .filter(|t| t.matches('.').count() != 2),
+    }
+    .filter(|t| !t.is_empty())
 }
 
 /// Starts a session after the same connect checks as a WebSocket.
@@ -201,6 +216,9 @@ fn open(shared: &Arc<Shared>, params: &HashMap<String, String>, headers: &Header
     });
     shared.longpoll.map().insert(id, session.clone());
     shared.connections.fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .connection_opened(Transport::LongPoll.label());
     let token = session.token.clone();
     shared
         .connection_tasks
@@ -247,6 +265,9 @@ async fn listen(shared: &Shared, session: Arc<Session>) -> Response {
     }
     drop(outbound);
     if !frames.is_empty() {
+        shared
+            .metrics
+            .messages_out(Transport::LongPoll.label(), frames.len());
         let messages: Vec<&str> = frames.iter().map(|f| f.as_str()).collect();
         return Answer::status(200)
             .token(&session.token)
@@ -317,6 +338,9 @@ pub(crate) async fn publish(
     shared
         .messages_in
         .fetch_add(frames.len() as u64, Ordering::Relaxed);
+    shared
+        .metrics
+        .messages_in(Transport::LongPoll.label(), frames.len());
     let dispatch = async {
         let mut channels = session.channels.lock().await;
         for frame in frames {
@@ -391,6 +415,12 @@ async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
     tracing::debug!(conn = %channels.conn().id, reason = why, "long-poll session ended");
     channels.leave_all().await;
     shared.connections.fetch_sub(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .connection_closed(Transport::LongPoll.label());
+    if session.peer.kick_reason() == Some(Kick::SlowConsumer) {
+        shared.metrics.slow_consumer();
+    }
 }
 
 /// A poll that found nothing: 204, or 410 if the session ended meanwhile.
@@ -452,9 +482,11 @@ impl<'a> Answer<'a> {
 impl IntoResponse for Answer<'_> {
     fn into_response(self) -> Response {
         // Phoenix's statuses ride in the body of an HTTP 200; request errors
-        // are HTTP errors as well.
+        // are HTTP errors as well. A refused connect is an HTTP 403 like on
+        // every other transport (phoenix.js reads the body's status either
+        // way).
         let http = match self.status {
-            200 | 204 | 403 | 410 => StatusCode::OK,
+            200 | 204 | 410 => StatusCode::OK,
             other => StatusCode::from_u16(other).unwrap_or(StatusCode::BAD_REQUEST),
         };
         let token = self.token.and_then(|t| HeaderValue::from_str(t).ok());

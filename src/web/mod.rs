@@ -9,11 +9,14 @@ mod assets;
 mod channels;
 mod connect;
 mod longpoll;
+mod metrics;
+mod origin;
 mod session_token;
 mod socket;
 mod sse;
 
 pub(crate) use longpoll::Sessions as LongPollSessions;
+pub(crate) use origin::validate_allowed as validate_allowed_origin;
 
 use std::sync::Arc;
 
@@ -41,6 +44,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/rooms/{topic}/state", get(api::state))
         .route("/api/rooms/{topic}/kill", post(api::kill))
         .route("/api/rooms/{topic}/reset", post(api::reset))
+        .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             api::require_admin,

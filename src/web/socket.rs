@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::channels::{ChannelTable, Channels};
 use super::connect::{Transport, connect};
 use crate::host::Shared;
-use crate::hub::{Outbound, Peer};
+use crate::hub::{Kick, Outbound, Peer};
 use crate::protocol;
 
 /// Frames written per flush.
@@ -46,7 +46,10 @@ pub(crate) async fn upgrade(
     };
     let limit = shared.config.max_frame_bytes;
     let tasks = shared.connection_tasks.clone();
-    ws.max_message_size(limit)
+    // phoenix.js with `authToken` offers ["phoenix", "base64url.bearer.phx.…"];
+    // browsers fail the handshake unless one of them is answered.
+    ws.protocols(["phoenix"])
+        .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             let peer = Peer::new(shared.config.outbound_queue);
@@ -62,6 +65,9 @@ async fn serve(
     (peer, outbound): (Arc<Peer>, mpsc::Receiver<Outbound>),
 ) {
     shared.connections.fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .connection_opened(Transport::WebSocket.label());
     let conn_id = channels.conn().id.clone();
     tracing::debug!(conn = %conn_id, user = %channels.conn().user, "connected");
     let (sink, stream) = socket.split();
@@ -72,8 +78,12 @@ async fn serve(
         peer.clone(),
         channels.table(),
         done.clone(),
+        shared.clone(),
     ));
     let close = read_loop(&shared, &peer, &mut channels, stream).await;
+    if peer.kick_reason() == Some(Kick::SlowConsumer) {
+        shared.metrics.slow_consumer();
+    }
     if let Some((code, reason)) = close {
         let close = Outbound::Close {
             code,
@@ -85,6 +95,9 @@ async fn serve(
     channels.leave_all().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     shared.connections.fetch_sub(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .connection_closed(Transport::WebSocket.label());
     tracing::debug!(conn = %conn_id, "disconnected");
 }
 
@@ -131,6 +144,7 @@ async fn read_loop(
         let handled = match message {
             Message::Text(text) => {
                 shared.messages_in.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.messages_in(Transport::WebSocket.label(), 1);
                 channels.on_text(text.as_str()).await.map_err(|r| (1007, r))
             }
             Message::Binary(bytes) => {
@@ -161,6 +175,7 @@ async fn write_loop(
     peer: Arc<Peer>,
     channels: ChannelTable,
     done: CancellationToken,
+    shared: Arc<Shared>,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
@@ -187,8 +202,15 @@ async fn write_loop(
             written = write_batch(&mut sink, &mut batch, &channels) => written,
         };
         match written {
-            Ok(true) => {}
-            Ok(false) | Err(_) => return,
+            Ok((frames, open)) => {
+                shared
+                    .metrics
+                    .messages_out(Transport::WebSocket.label(), frames);
+                if !open {
+                    return;
+                }
+            }
+            Err(_) => return,
         }
     }
     // Kicked: say why if the socket still takes it (a slow consumer's
@@ -206,15 +228,20 @@ async fn write_loop(
     }
 }
 
-/// Feeds a batch and flushes once. `Ok(false)` after a close frame.
+/// Feeds a batch and flushes once. Returns the frames written and whether
+/// the socket is still open (`false` after a close frame).
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
     batch: &mut Vec<Outbound>,
     channels: &ChannelTable,
-) -> Result<bool, axum::Error> {
+) -> Result<(usize, bool), axum::Error> {
+    let mut frames = 0;
     for item in batch.drain(..) {
         match item {
-            Outbound::Frame(frame) => sink.feed(Message::Text(frame)).await?,
+            Outbound::Frame(frame) => {
+                sink.feed(Message::Text(frame)).await?;
+                frames += 1;
+            }
             Outbound::ChannelClosed(id) => channels.forget(id),
             Outbound::Close { code, reason } => {
                 let frame = CloseFrame {
@@ -222,12 +249,12 @@ async fn write_batch(
                     reason: reason.into(),
                 };
                 sink.send(Message::Close(Some(frame))).await?;
-                return Ok(false);
+                return Ok((frames, false));
             }
         }
     }
     sink.flush().await?;
-    Ok(true)
+    Ok((frames, true))
 }
 
 #[cfg(test)]

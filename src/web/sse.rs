@@ -105,6 +105,7 @@ pub(crate) async fn events(
     };
     tracing::debug!(topic = %topic, conn = %conn.id, user = %conn.user, "event stream opened");
     shared.connections.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.connection_opened(Transport::Http.label());
     let stream = Stream {
         wake,
         feed,
@@ -115,7 +116,7 @@ pub(crate) async fn events(
             tokio::time::interval_at(tokio::time::Instant::now() + every, every)
         },
         closing: shared.close_connections.clone(),
-        _open: Open(shared.clone()),
+        open: Open(shared.clone()),
     };
     let body = futures_util::stream::unfold(stream, |mut stream| async move {
         let chunk = stream.next_chunk().await?;
@@ -154,7 +155,8 @@ struct Stream {
     keep_alive: tokio::time::Interval,
     /// Ends the stream on shutdown (a graceful shutdown waits for bodies).
     closing: CancellationToken,
-    _open: Open,
+    /// Counts the stream among the connections; the host's metrics.
+    open: Open,
 }
 
 impl Stream {
@@ -172,7 +174,13 @@ impl Stream {
             }
             // A stream that fell behind the buffer (a slow reader) learns
             // it with a reset rather than holding events for it.
-            match self.feed.read_after(self.cursor, &mut self.pending) {
+            let queued = self.pending.len();
+            let read = self.feed.read_after(self.cursor, &mut self.pending);
+            self.open.0.metrics.messages_out(
+                Transport::Http.label(),
+                self.pending.len().saturating_sub(queued),
+            );
+            match read {
                 Ok(cursor) => self.cursor = cursor,
                 Err(Gap { last }) => {
                     let asked = self.cursor.to_string();
@@ -190,6 +198,7 @@ struct Open(Arc<Shared>);
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.connection_closed(Transport::Http.label());
     }
 }
 
@@ -255,6 +264,7 @@ pub(crate) async fn post_message(
     }
     let conn = identify(&shared, &params, &headers, Transport::Http)?;
     shared.messages_in.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.messages_in(Transport::Http.label(), 1);
     let room = room_handle(&shared, topic)?;
     let reply = tokio::time::timeout(POST_TIMEOUT, room.message_raw(conn, &event, payload))
         .await

@@ -208,6 +208,17 @@ impl Client {
         }
     }
 
+    /// A client over an already opened WebSocket (e.g. one connected with
+    /// extra handshake headers).
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client {
+            ws,
+            next_ref: 0,
+            pending: VecDeque::new(),
+            closed: None,
+        }
+    }
+
     pub fn next_ref(&mut self) -> String {
         self.next_ref += 1;
         self.next_ref.to_string()

@@ -236,9 +236,10 @@ async fn bad_long_poll_input_gets_documented_errors() {
     let addr = server.addr;
     let get = |path: String| async move { request(addr, "GET", &path, &[], b"").await };
 
-    // Refused at connect: 403 in the body, like Phoenix.
+    // Refused at connect: 403 in the body, like Phoenix, and as the HTTP
+    // status, like every transport.
     let refused = get("/socket/longpoll?vsn=9.0.0".into()).await;
-    assert_eq!(refused.status, 200);
+    assert_eq!(refused.status, 403);
     assert_eq!(refused.json()["status"], 403);
     assert!(
         refused.json()["reason"]
