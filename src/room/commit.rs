@@ -35,7 +35,14 @@ impl Room {
         }
         if let Some(job) = self.store.sync_job() {
             let covered = self.seq;
-            self.commit = Some(tokio::task::spawn_blocking(move || job().map(|()| covered)));
+            let events = self.seq.saturating_sub(self.durable);
+            let shared = self.shared.clone();
+            self.commit = Some(tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let synced = job();
+                shared.metrics.fsync(started.elapsed(), events);
+                synced.map(|()| covered)
+            }));
         } else if self.durability == Durability::Strict {
             self.durable = self.seq;
             self.release();

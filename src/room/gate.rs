@@ -74,7 +74,8 @@ impl Room {
                 except,
             } => {
                 let broadcast = Broadcast::new(topic, &event, &payload);
-                self.slot.hub.publish(&broadcast, except.as_deref());
+                let delivered = self.slot.hub.publish(&broadcast, except.as_deref());
+                self.shared.metrics.fanout(delivered);
             }
             Effect::Push {
                 conn_id,

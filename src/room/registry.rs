@@ -194,6 +194,7 @@ async fn supervise(shared: Arc<Shared>, slot: Arc<RoomSlot>) {
             },
         };
         tracing::warn!(topic = %topic, generation, reason = %reason, "room crashed");
+        shared.metrics.room_crashed(&reason);
         for channel in slot.hub.drain() {
             channel.close_with("phx_error");
         }
@@ -216,6 +217,7 @@ async fn supervise(shared: Arc<Shared>, slot: Arc<RoomSlot>) {
             refuse_queued(&slot).await;
             return;
         };
+        shared.metrics.room_restarted(&reason);
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shared.shutdown.cancelled() => {

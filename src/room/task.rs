@@ -110,6 +110,7 @@ pub(crate) async fn run(
 ) -> Exit {
     let mut mailbox = slot.mailbox_rx.clone().lock_owned().await;
     shared.room_starts.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.room_started();
     let mut room = match Room::start(shared, slot, generation, keep_upto) {
         Ok(room) => room,
         Err(why) => return Exit::Crashed(why),
@@ -199,6 +200,8 @@ impl Room {
                 .map_err(|f| f.to_string())?;
         }
         room.after_batch()?;
+        // The dashboard and /metrics see the room's memory from the start.
+        room.refresh_stats(true);
         room.slot
             .set_running(generation, &room.kind.version, room.kind.has_snapshot);
         tracing::info!(topic = %room.slot.topic, generation, seq = room.seq, version = %room.kind.version, "room running");
@@ -491,7 +494,12 @@ impl Room {
             self.js.set_presence(self.presence.state_json());
             self.presence_dirty = false;
         }
-        match self.js.call(conn, hook, at, seed) {
+        let started = Instant::now();
+        let called = self.js.call(conn, hook, at, seed);
+        self.shared
+            .metrics
+            .hook(self.slot.topic.kind(), kind.label(), started.elapsed());
+        match called {
             Ok(called) => {
                 self.last_at = at;
                 self.seq += 1;

@@ -37,6 +37,18 @@ pub enum EventKind {
     Drop,
 }
 
+impl EventKind {
+    /// The hook's name, as metrics label it.
+    pub fn label(self) -> &'static str {
+        match self {
+            EventKind::Join => "join",
+            EventKind::Message => "message",
+            EventKind::Leave => "leave",
+            EventKind::Drop => "drop",
+        }
+    }
+}
+
 /// The connection identity recorded with an event.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ConnRecord<'a> {

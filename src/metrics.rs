@@ -1,0 +1,430 @@
+//! The host's metrics, served at `GET /metrics` in the OpenMetrics text
+//! format (which Prometheus scrapes) by the `prometheus-client` crate.
+//!
+//! One registry per [`crate::Host`], no global statics: several hosts in one
+//! process keep separate numbers. Event counters are bumped where things
+//! happen (a connection opens, a room crashes, a journal fsync completes);
+//! gauges that describe the current state of the rooms (rooms by state,
+//! channels, JS memory) are computed when `/metrics` is scraped.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::room::RoomState;
+
+type Labels1 = [(&'static str, &'static str); 1];
+type HookLabels = [(&'static str, String); 2];
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Values of the `reason` label of crashes and restarts.
+const CRASH_REASONS: [&str; 6] = ["cpu", "memory", "killed", "panic", "storage", "other"];
+/// Values of the `transport` label.
+const TRANSPORTS: [&str; 3] = ["websocket", "longpoll", "http"];
+/// Values of the `reason` label of auth failures ([`crate::auth::AuthError::label`]).
+const AUTH_FAILURES: [&str; 7] = [
+    "missing",
+    "malformed",
+    "algorithm",
+    "signature",
+    "expired",
+    "not_yet_valid",
+    "subject",
+];
+
+/// How many rooms `roomhost_room_js_memory_bytes` lists (the largest ones).
+pub const JS_MEMORY_TOP_ROOMS: usize = 10;
+
+/// Every metric of one host.
+pub struct Metrics {
+    registry: Registry,
+    rooms: Family<Labels1, Gauge>,
+    room_starts: Counter,
+    room_crashes: Family<Labels1, Counter>,
+    room_restarts: Family<Labels1, Counter>,
+    channels: Gauge,
+    connections: Family<Labels1, Gauge>,
+    messages_in: Family<Labels1, Counter>,
+    messages_out: Family<Labels1, Counter>,
+    fanout: Counter,
+    hook_seconds: HistogramFamily<HookLabels>,
+    fsync_seconds: Histogram,
+    fsync_group: Histogram,
+    js_memory: Gauge,
+    js_memory_top: Family<[(&'static str, String); 1], Gauge>,
+    slow_consumers: Counter,
+    rate_limited: Counter,
+    auth_failures: Family<Labels1, Counter>,
+    refused: Family<Labels1, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("roomhost");
+        let m = Metrics {
+            rooms: Family::default(),
+            room_starts: Counter::default(),
+            room_crashes: Family::default(),
+            room_restarts: Family::default(),
+            channels: Gauge::default(),
+            connections: Family::default(),
+            messages_in: Family::default(),
+            messages_out: Family::default(),
+            fanout: Counter::default(),
+            hook_seconds: Family::new_with_constructor(latency_histogram),
+            fsync_seconds: latency_histogram(),
+            fsync_group: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            js_memory: Gauge::default(),
+            js_memory_top: Family::default(),
+            slow_consumers: Counter::default(),
+            rate_limited: Counter::default(),
+            auth_failures: Family::default(),
+            refused: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "rooms",
+            "Registered rooms by lifecycle state",
+            m.rooms.clone(),
+        );
+        registry.register(
+            "room_starts",
+            "Room tasks started (first starts and restarts)",
+            m.room_starts.clone(),
+        );
+        registry.register(
+            "room_crashes",
+            "Room crashes by reason",
+            m.room_crashes.clone(),
+        );
+        registry.register(
+            "room_restarts",
+            "Restarts scheduled after a crash, by the crash's reason",
+            m.room_restarts.clone(),
+        );
+        registry.register(
+            "channels",
+            "Channels joined to running rooms",
+            m.channels.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open client connections by transport",
+            m.connections.clone(),
+        );
+        registry.register(
+            "messages_in",
+            "Frames and posts received from clients, by transport",
+            m.messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Frames and events written to clients, by transport",
+            m.messages_out.clone(),
+        );
+        registry.register(
+            "fanout_deliveries",
+            "Broadcast frames queued to channels",
+            m.fanout.clone(),
+        );
+        registry.register_with_unit(
+            "hook_duration",
+            "Room hook call latency by room kind and hook",
+            Unit::Seconds,
+            m.hook_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "journal_fsync_duration",
+            "Journal fdatasync latency",
+            Unit::Seconds,
+            m.fsync_seconds.clone(),
+        );
+        registry.register(
+            "journal_fsync_group_events",
+            "Events made durable by one journal fsync (group commit size)",
+            m.fsync_group.clone(),
+        );
+        registry.register_with_unit(
+            "js_memory",
+            "QuickJS heap in use, summed over running rooms",
+            Unit::Bytes,
+            m.js_memory.clone(),
+        );
+        registry.register_with_unit(
+            "room_js_memory",
+            "QuickJS heap in use of the largest running rooms",
+            Unit::Bytes,
+            m.js_memory_top.clone(),
+        );
+        registry.register(
+            "slow_consumer_disconnects",
+            "Connections closed because their outbound queue overflowed",
+            m.slow_consumers.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Client messages refused by the rate limit",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Connections refused for a missing or invalid token, by reason",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connection attempts refused, by reason",
+            m.refused.clone(),
+        );
+        // Known label values start at zero, so every series exists from the
+        // first scrape (rate() and absent() need no special cases).
+        for reason in CRASH_REASONS {
+            let _ = m.room_crashes.get_or_create(&[("reason", reason)]);
+            let _ = m.room_restarts.get_or_create(&[("reason", reason)]);
+        }
+        for transport in TRANSPORTS {
+            let _ = m.connections.get_or_create(&[("transport", transport)]);
+            let _ = m.messages_in.get_or_create(&[("transport", transport)]);
+            let _ = m.messages_out.get_or_create(&[("transport", transport)]);
+        }
+        for reason in AUTH_FAILURES {
+            let _ = m.auth_failures.get_or_create(&[("reason", reason)]);
+        }
+        for reason in ["auth", "origin", "bad_request"] {
+            let _ = m.refused.get_or_create(&[("reason", reason)]);
+        }
+        Metrics { registry, ..m }
+    }
+
+    pub fn room_started(&self) {
+        self.room_starts.inc();
+    }
+
+    /// A room task ended abnormally; `reason` is its free-form crash text.
+    pub fn room_crashed(&self, reason: &str) {
+        self.room_crashes
+            .get_or_create(&[("reason", crash_reason(reason))])
+            .inc();
+    }
+
+    /// A crashed room is scheduled to restart.
+    pub fn room_restarted(&self, reason: &str) {
+        self.room_restarts
+            .get_or_create(&[("reason", crash_reason(reason))])
+            .inc();
+    }
+
+    pub fn connection_opened(&self, transport: &'static str) {
+        self.connections
+            .get_or_create(&[("transport", transport)])
+            .inc();
+    }
+
+    pub fn connection_closed(&self, transport: &'static str) {
+        self.connections
+            .get_or_create(&[("transport", transport)])
+            .dec();
+    }
+
+    pub fn messages_in(&self, transport: &'static str, n: usize) {
+        if n > 0 {
+            self.messages_in
+                .get_or_create(&[("transport", transport)])
+                .inc_by(n as u64);
+        }
+    }
+
+    pub fn messages_out(&self, transport: &'static str, n: usize) {
+        if n > 0 {
+            self.messages_out
+                .get_or_create(&[("transport", transport)])
+                .inc_by(n as u64);
+        }
+    }
+
+    pub fn fanout(&self, deliveries: usize) {
+        self.fanout.inc_by(deliveries as u64);
+    }
+
+    pub fn hook(&self, kind: &str, hook: &'static str, took: Duration) {
+        self.hook_seconds
+            .get_or_create(&[("kind", kind.to_string()), ("hook", hook.to_string())])
+            .observe(took.as_secs_f64());
+    }
+
+    /// One journal fsync: how long it took and how many events it covered.
+    pub fn fsync(&self, took: Duration, events: u64) {
+        self.fsync_seconds.observe(took.as_secs_f64());
+        self.fsync_group.observe(events as f64);
+    }
+
+    pub fn slow_consumer(&self) {
+        self.slow_consumers.inc();
+    }
+
+    /// A client message was refused by the rate limit.
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
+    }
+
+    /// A token was missing or invalid (`reason` is [`crate::auth::AuthError::label`]).
+    pub fn auth_failed(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    /// A connection attempt was refused: `auth`, `origin`, `bad_request`, or
+    /// a limit's name.
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// The current picture of the rooms, set just before encoding.
+    pub(crate) fn set_rooms(&self, rooms: &[RoomSample]) {
+        for state in [
+            RoomState::Starting,
+            RoomState::Running,
+            RoomState::Restarting,
+            RoomState::Stopped,
+            RoomState::Failed,
+        ] {
+            let n = rooms.iter().filter(|r| r.state == state).count();
+            self.rooms
+                .get_or_create(&[("state", state_label(state))])
+                .set(n as i64);
+        }
+        self.channels
+            .set(rooms.iter().map(|r| r.channels as i64).sum());
+        let mut running: Vec<&RoomSample> = rooms
+            .iter()
+            .filter(|r| r.state == RoomState::Running)
+            .collect();
+        let total: u64 = running.iter().map(|r| r.js_memory).sum();
+        self.js_memory.set(i64::try_from(total).unwrap_or(i64::MAX));
+        running.sort_by_key(|r| std::cmp::Reverse(r.js_memory));
+        self.js_memory_top.clear();
+        for room in running.iter().take(JS_MEMORY_TOP_ROOMS) {
+            self.js_memory_top
+                .get_or_create(&[("topic", room.topic.clone())])
+                .set(i64::try_from(room.js_memory).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// What `/metrics` needs to know about one registered room.
+pub(crate) struct RoomSample {
+    pub topic: String,
+    pub state: RoomState,
+    pub channels: usize,
+    pub js_memory: u64,
+}
+
+fn state_label(state: RoomState) -> &'static str {
+    match state {
+        RoomState::Starting => "starting",
+        RoomState::Running => "running",
+        RoomState::Restarting => "restarting",
+        RoomState::Stopped => "stopped",
+        RoomState::Failed => "failed",
+    }
+}
+
+/// A bounded label for a crash's free-form reason.
+pub fn crash_reason(reason: &str) -> &'static str {
+    if reason.contains("CPU budget") {
+        "cpu"
+    } else if reason.contains("out of memory") {
+        "memory"
+    } else if reason == "killed" {
+        "killed"
+    } else if reason.starts_with("panic") {
+        "panic"
+    } else if reason.contains("journal") || reason.contains("snapshot") {
+        "storage"
+    } else {
+        "other"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_reasons_are_bounded() {
+        assert_eq!(crash_reason("CPU budget exceeded"), "cpu");
+        assert_eq!(crash_reason("out of memory"), "memory");
+        assert_eq!(crash_reason("killed"), "killed");
+        assert_eq!(crash_reason("panic: oops"), "panic");
+        assert_eq!(crash_reason("journal sync failed: EIO"), "storage");
+        assert_eq!(crash_reason("anything else"), "other");
+    }
+
+    #[test]
+    fn metrics_encode_with_names_and_labels() {
+        let m = Metrics::new();
+        m.room_started();
+        m.room_crashed("killed");
+        m.connection_opened("websocket");
+        m.auth_failed("expired");
+        m.refused("auth");
+        m.rate_limited();
+        m.hook("chat", "message", Duration::from_millis(2));
+        m.fsync(Duration::from_millis(3), 4);
+        m.set_rooms(&[RoomSample {
+            topic: "chat:a".into(),
+            state: RoomState::Running,
+            channels: 2,
+            js_memory: 100_000,
+        }]);
+        let text = m.encode();
+        for line in [
+            "roomhost_room_starts_total 1",
+            "roomhost_room_crashes_total{reason=\"killed\"} 1",
+            "roomhost_connections{transport=\"websocket\"} 1",
+            "roomhost_auth_failures_total{reason=\"expired\"} 1",
+            "roomhost_connections_refused_total{reason=\"auth\"} 1",
+            "roomhost_rate_limited_total 1",
+            "roomhost_rooms{state=\"running\"} 1",
+            "roomhost_channels 2",
+            "roomhost_room_js_memory_bytes{topic=\"chat:a\"} 100000",
+            "roomhost_js_memory_bytes 100000",
+            "roomhost_journal_fsync_group_events_count 1",
+            "roomhost_hook_duration_seconds_count{kind=\"chat\",hook=\"message\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+        // Separate hosts keep separate numbers.
+        assert!(
+            Metrics::new()
+                .encode()
+                .contains("roomhost_room_starts_total 0")
+        );
+    }
+}

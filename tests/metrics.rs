@@ -1,0 +1,286 @@
+//! `GET /metrics`: the metric names, counters that move with traffic,
+//! separate registries per host, and the admin access rule it shares with
+//! `/api`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode, header};
+use common::{Server, WAIT, http, test_config};
+use serde_json::json;
+use tower::ServiceExt;
+
+/// Every metric family `/metrics` exposes (the `# TYPE` names).
+const FAMILIES: &[(&str, &str)] = &[
+    ("roomhost_rooms", "gauge"),
+    ("roomhost_room_starts", "counter"),
+    ("roomhost_room_crashes", "counter"),
+    ("roomhost_room_restarts", "counter"),
+    ("roomhost_channels", "gauge"),
+    ("roomhost_connections", "gauge"),
+    ("roomhost_messages_in", "counter"),
+    ("roomhost_messages_out", "counter"),
+    ("roomhost_fanout_deliveries", "counter"),
+    ("roomhost_hook_duration_seconds", "histogram"),
+    ("roomhost_journal_fsync_duration_seconds", "histogram"),
+    ("roomhost_journal_fsync_group_events", "histogram"),
+    ("roomhost_js_memory_bytes", "gauge"),
+    ("roomhost_room_js_memory_bytes", "gauge"),
+    ("roomhost_slow_consumer_disconnects", "counter"),
+    ("roomhost_rate_limited", "counter"),
+    ("roomhost_auth_failures", "counter"),
+    ("roomhost_connections_refused", "counter"),
+];
+
+async fn scrape(server: &Server) -> String {
+    let (status, body) = http(server.addr, "GET", "/metrics", None).await;
+    assert_eq!(status, 200, "{body}");
+    body.as_str().expect("text").to_string()
+}
+
+/// The value of the sample `name` (with its labels, exactly), or 0 if the
+/// sample is absent.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_named_typed_and_move_with_traffic() {
+    let server = Server::start(&[], test_config()).await;
+    let before = scrape(&server).await;
+    assert!(before.ends_with("# EOF\n"));
+    assert_eq!(sample(&before, "roomhost_room_starts_total"), 0.0);
+    // Series with known labels exist from the start, at zero.
+    for series in [
+        "roomhost_connections{transport=\"longpoll\"} 0",
+        "roomhost_room_crashes_total{reason=\"cpu\"} 0",
+        "roomhost_auth_failures_total{reason=\"expired\"} 0",
+        "roomhost_connections_refused_total{reason=\"origin\"} 0",
+        "roomhost_rooms{state=\"failed\"} 0",
+    ] {
+        assert!(before.contains(series), "{series} missing in\n{before}");
+    }
+
+    let mut alice = server.client("alice").await;
+    let mut bob = server.client("bob").await;
+    let (ja, _) = alice.join_ok("chat:metrics").await;
+    let (_jb, _) = bob.join_ok("chat:metrics").await;
+    // Both have seen bob's presence: the joins' broadcasts are all out.
+    alice
+        .until(|v| v[3] == "presence_diff" && v[4]["joins"]["bob"].is_object())
+        .await;
+    bob.until(|v| v[3] == "presence_diff" && v[4]["joins"]["bob"].is_object())
+        .await;
+    let fanout_before = sample(&scrape(&server).await, "roomhost_fanout_deliveries_total");
+    assert!(fanout_before >= 2.0, "presence diffs are broadcasts too");
+    const N: usize = 5;
+    for i in 0..N {
+        let reply = alice
+            .call(
+                &ja,
+                "chat:metrics",
+                "new_msg",
+                json!({"text": format!("m{i}")}),
+            )
+            .await;
+        assert_eq!(reply["status"], "ok");
+    }
+    for _ in 0..N {
+        bob.event("chat:metrics", "new_msg").await;
+    }
+
+    let text = scrape(&server).await;
+    for (family, kind) in FAMILIES {
+        assert!(
+            text.contains(&format!("# TYPE {family} {kind}\n")),
+            "{family} ({kind}) missing in\n{text}"
+        );
+    }
+    let ws = "{transport=\"websocket\"}";
+    assert_eq!(sample(&text, &format!("roomhost_connections{ws}")), 2.0);
+    assert_eq!(sample(&text, "roomhost_channels"), 2.0);
+    assert_eq!(sample(&text, "roomhost_rooms{state=\"running\"}"), 1.0);
+    assert_eq!(sample(&text, "roomhost_room_starts_total"), 1.0);
+    // 2 joins + N messages in; every reply and broadcast out.
+    assert!(sample(&text, &format!("roomhost_messages_in_total{ws}")) >= (2 + N) as f64);
+    assert!(sample(&text, &format!("roomhost_messages_out_total{ws}")) >= (2 + 3 * N) as f64);
+    // Each broadcast reaches both channels.
+    assert_eq!(
+        sample(&text, "roomhost_fanout_deliveries_total") - fanout_before,
+        (2 * N) as f64
+    );
+    let hooks = "roomhost_hook_duration_seconds_count{kind=\"chat\",hook=\"message\"}";
+    assert_eq!(sample(&text, hooks), N as f64);
+    let joins = "roomhost_hook_duration_seconds_count{kind=\"chat\",hook=\"join\"}";
+    assert_eq!(sample(&text, joins), 2.0);
+    // Strict durability: every event fsynced, in groups of at least one.
+    let fsyncs = sample(&text, "roomhost_journal_fsync_duration_seconds_count");
+    assert!(fsyncs >= 1.0, "{text}");
+    assert_eq!(
+        sample(&text, "roomhost_journal_fsync_group_events_count"),
+        fsyncs
+    );
+    assert!(sample(&text, "roomhost_journal_fsync_group_events_sum") >= (2 + N) as f64);
+    let memory = sample(
+        &text,
+        "roomhost_room_js_memory_bytes{topic=\"chat:metrics\"}",
+    );
+    assert!(memory > 0.0, "{text}");
+    assert_eq!(sample(&text, "roomhost_js_memory_bytes"), memory);
+
+    // A crash (an admin kill) and its restart.
+    server.kill("chat:metrics").await;
+    let text = scrape(&server).await;
+    assert_eq!(
+        sample(&text, "roomhost_room_crashes_total{reason=\"killed\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "roomhost_room_restarts_total{reason=\"killed\"}"),
+        1.0
+    );
+    assert_eq!(sample(&text, "roomhost_room_starts_total"), 2.0);
+
+    // Connections going away are counted down.
+    alice.close().await;
+    bob.close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = scrape(&server).await;
+        if sample(&text, &format!("roomhost_connections{ws}")) == 0.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_has_its_own_registry() {
+    let busy = Server::start(&[], test_config()).await;
+    let quiet = Server::start(&[], test_config()).await;
+    let mut client = busy.client("ann").await;
+    let (jr, _) = client.join_ok("chat:one").await;
+    client
+        .call(&jr, "chat:one", "new_msg", json!({"text": "hi"}))
+        .await;
+    let ws = "{transport=\"websocket\"}";
+    assert!(
+        sample(
+            &scrape(&busy).await,
+            &format!("roomhost_messages_in_total{ws}")
+        ) >= 2.0
+    );
+    let text = scrape(&quiet).await;
+    assert_eq!(
+        sample(&text, &format!("roomhost_messages_in_total{ws}")),
+        0.0
+    );
+    assert_eq!(sample(&text, "roomhost_room_starts_total"), 0.0);
+}
+
+/// A request as the router sees it from `peer`.
+async fn status_from(
+    router: axum::Router,
+    path: &str,
+    peer: &str,
+    bearer: Option<&str>,
+) -> StatusCode {
+    let peer: SocketAddr = peer.parse().unwrap();
+    let mut request = Request::builder().uri(path).extension(ConnectInfo(peer));
+    if let Some(token) = bearer {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = router
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    response.status()
+}
+
+/// The admin rule looks at the TCP peer's address: without an admin token,
+/// loopback peers only (all of 127.0.0.0/8 and ::1, so a server bound to
+/// 127.0.0.2 would not tell anything apart); with one, the bearer token from
+/// anywhere. A non-loopback peer cannot be produced on this machine's
+/// loopback interface, so the real router is driven in-process with the
+/// peer address a served connection would carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_api_follow_the_admin_rule() {
+    let open = Server::start(&[], test_config()).await;
+    for path in ["/metrics", "/api/rooms"] {
+        let router = || open.host.router();
+        assert_eq!(
+            status_from(router(), path, "192.0.2.7:5555", None).await,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            status_from(router(), path, "[2001:db8::1]:80", None).await,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            status_from(router(), path, "127.0.0.1:5555", None).await,
+            200,
+            "{path}"
+        );
+        assert_eq!(
+            status_from(router(), path, "127.0.0.2:5555", None).await,
+            200,
+            "{path}"
+        );
+        assert_eq!(
+            status_from(router(), path, "[::1]:5555", None).await,
+            200,
+            "{path}"
+        );
+    }
+    // Over a real socket from 127.0.0.1.
+    scrape(&open).await;
+
+    let config = roomhost::Config {
+        admin_token: Some("admin-secret".into()),
+        ..test_config()
+    };
+    let guarded = Server::start(&[], config).await;
+    for path in ["/metrics", "/api/rooms"] {
+        let router = || guarded.host.router();
+        let remote = "192.0.2.7:5555";
+        assert_eq!(
+            status_from(router(), path, remote, None).await,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            status_from(router(), path, remote, Some("wrong")).await,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            status_from(router(), path, remote, Some("admin-secret")).await,
+            200,
+            "{path}"
+        );
+        // With a token configured, loopback needs it too.
+        assert_eq!(
+            status_from(router(), path, "127.0.0.1:1", None).await,
+            403,
+            "{path}"
+        );
+    }
+    let (status, body) = http(guarded.addr, "GET", "/metrics", None).await;
+    assert_eq!(status, 403);
+    assert!(
+        body["reason"].as_str().unwrap().contains("Bearer"),
+        "{body}"
+    );
+}
