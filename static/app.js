@@ -35,8 +35,12 @@ let room = null; // the room this tab shows: see enterRoom()
 let unread = 0;
 const typing = { sent: false, lastSentAt: 0, idleTimer: null };
 
+// A server that requires connection tokens (README, Security) names the
+// user from the token: open the page as /?token=<token>.
+const pageToken = pageParams.get("token");
+
 const socket = new Socket("/socket", {
-  params: () => ({ user: handle }),
+  params: () => (pageToken ? { user: handle, token: pageToken } : { user: handle }),
   transport: forcedLongPoll ? "longpoll" : "websocket",
   // A WebSocket that cannot open within this falls back to long-poll.
   longPollFallbackMs: forcedLongPoll ? 0 : 2500,

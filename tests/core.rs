@@ -483,4 +483,15 @@ async fn a_client_that_stops_reading_is_disconnected_without_stalling_others() {
     if let Some((code, reason)) = closed {
         assert_eq!((code, reason.as_str()), (1008, "slow consumer"));
     }
+    // Counted once in the metrics.
+    let counted = "roomhost_slow_consumer_disconnects_total 1\n";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = http(server.addr, "GET", "/metrics", None).await;
+        if metrics.as_str().unwrap_or_default().contains(counted) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
