@@ -41,6 +41,12 @@ impl Secret {
         })
     }
 
+    /// Shorter than SHA-256's block-sized recommendation (32 bytes): easier
+    /// to guess offline from any token.
+    pub fn is_weak(&self) -> bool {
+        self.0.len() < 32
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes keys of any length")
     }
@@ -436,5 +442,7 @@ mod tests {
     fn secrets_do_not_print() {
         assert_eq!(format!("{:?}", secret()), "Secret(<redacted>)");
         assert!(Secret::new("").is_none());
+        assert!(secret().is_weak());
+        assert!(!Secret::new([7u8; 32]).unwrap().is_weak());
     }
 }

@@ -200,6 +200,11 @@ fn token(user: &str, ttl: &str, secret_file: Option<&std::path::Path>) -> anyhow
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.config()?;
+    if config.auth_secret.as_ref().is_some_and(|s| s.is_weak()) {
+        tracing::warn!(
+            "the token secret is shorter than 32 bytes; use a long random one (openssl rand -hex 32)"
+        );
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let host = Host::builder()
