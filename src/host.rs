@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub messages_per_sec: AtomicU64,
     /// Live long-poll sessions and the key that signs their tokens.
     pub longpoll: crate::web::LongPollSessions,
+    /// Open connections per client address (`max_conns_per_ip`).
+    pub client_addresses: crate::web::ClientAddresses,
 }
 
 /// Owns the JS runtime; shut down in the background when the last host
@@ -111,7 +113,11 @@ impl HostBuilder {
 
     pub async fn build(self) -> Result<Host, BuildError> {
         let config = self.config;
-        let scripts = Scripts::new(&config.scripts_dir, config.script_limits.clone())?;
+        let scripts = Scripts::with_kind_limits(
+            &config.scripts_dir,
+            config.script_limits.clone(),
+            config.kind_limits.clone(),
+        )?;
         if config.durability != Durability::Off {
             std::fs::create_dir_all(&config.data_dir)?;
         }
@@ -139,6 +145,7 @@ impl HostBuilder {
             messages_in: AtomicU64::new(0),
             messages_per_sec: AtomicU64::new(0),
             longpoll: Default::default(),
+            client_addresses: Default::default(),
         });
         runtime.spawn(measure_rates(Arc::downgrade(&shared)));
         let watcher = if shared.config.watch_scripts {

@@ -19,6 +19,8 @@
 pub mod config;
 pub mod conn;
 pub mod feed;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 pub mod hub;
 pub mod presence;

@@ -9,10 +9,12 @@ mod assets;
 mod channels;
 mod connect;
 mod longpoll;
+mod rate;
 mod session_token;
 mod socket;
 mod sse;
 
+pub(crate) use connect::ClientAddresses;
 pub(crate) use longpoll::Sessions as LongPollSessions;
 
 use std::sync::Arc;
