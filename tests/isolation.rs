@@ -116,7 +116,7 @@ async fn each_attack_is_contained_and_the_room_restarts_from_its_state() {
     assert!(
         reply["response"]["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("stack overflow")),
+            .is_some_and(|r| r.contains("Maximum call stack size exceeded")),
         "{reply}"
     );
     assert!(took < CONTAINED_WITHIN, "recurse took {took:?}");

@@ -675,6 +675,33 @@ mod tests {
     }
 
     #[test]
+    fn attacks_are_contained_within_budget_plus_20ms_of_cpu() {
+        // The default limits, measured in the same clock the budget uses
+        // (thread CPU time), so a loaded machine cannot skew the result.
+        let js = load(
+            r#"const keep = [];
+            export function onMessage(c, e, p) {
+              if (p.spin) { while (true) {} }
+              if (p.alloc) { for (;;) keep.push(new Array(1e6)); }
+              if (p.recurse) { const f = (k) => f(k + 1) + 1; return f(0); }
+              return {};
+            }"#,
+        )
+        .unwrap();
+        let budget = ScriptLimits::default().cpu_per_call;
+        for payload in [r#"{"spin":1}"#, r#"{"alloc":1}"#, r#"{"recurse":1}"#] {
+            let before = thread_cpu_nanos();
+            let err = message(&js, payload).unwrap_err();
+            let used = Duration::from_nanos(thread_cpu_nanos() - before);
+            println!("{payload}: {err} after {used:?} of CPU");
+            assert!(
+                used < budget + Duration::from_millis(20),
+                "{payload}: {used:?}"
+            );
+        }
+    }
+
+    #[test]
     fn memory_exhaustion_is_fatal() {
         let limits = ScriptLimits {
             memory: 8 << 20,
