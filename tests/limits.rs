@@ -151,6 +151,46 @@ async fn a_flooding_connection_is_rate_limited_then_disconnected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_long_poll_session_is_ended() {
+    let server = server(Config {
+        msg_rate: 1,
+        msg_burst: 2,
+        ..test_config()
+    })
+    .await;
+    let (_, opened) = http(server.addr, "GET", "/socket/longpoll?vsn=2.0.0", None).await;
+    let token = opened["token"]
+        .as_str()
+        .expect("a session token")
+        .to_string();
+    let path = format!("/socket/longpoll?vsn=2.0.0&token={token}");
+    // Heartbeats are free.
+    let beats = vec![r#"[null,"1","phoenix","heartbeat",{}]"#; 10].join("\n");
+    let (status, _) = http(
+        server.addr,
+        "POST",
+        &path,
+        Some(("application/x-ndjson", &beats)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let flood: Vec<String> = (0..10)
+        .map(|n| format!(r#"["1","{n}","echo:x","say",{{}}]"#))
+        .collect();
+    let (status, body) = http(
+        server.addr,
+        "POST",
+        &path,
+        Some(("application/x-ndjson", &flood.join("\n"))),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["reason"], "rate limit exceeded", "{body}");
+    let (_, polled) = http(server.addr, "GET", &path, None).await;
+    assert_eq!(polled["status"], 410, "the session is gone: {polled}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msg_rate_zero_means_unlimited() {
     let server = server(Config {
         msg_rate: 0,
@@ -348,4 +388,63 @@ async fn open_sse(addr: SocketAddr, path: &str) -> (u16, TcpStream) {
         .unwrap();
     let status = String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0);
     (status, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_flags_are_accepted_and_bad_ones_stop_the_server() {
+    let rooms = common::rooms_dir(&[("echo.js", ECHO)]);
+    let data = tempfile::tempdir().unwrap();
+    let flags = [
+        "--msg-rate",
+        "0",
+        "--msg-burst",
+        "10",
+        "--kind-limits",
+        "echo:memory=16MiB,cpu=50ms",
+        "--script-stack",
+        "256KiB",
+        "--max-frame",
+        "32KiB",
+        "--max-json-depth",
+        "8",
+        "--max-channels",
+        "5",
+        "--max-conns-per-room",
+        "3",
+        "--max-rooms",
+        "10",
+        "--max-conns-per-ip",
+        "5",
+        "--durability",
+        "off",
+    ];
+    let server = common::Binary::start(rooms.path(), data.path(), &flags).await;
+    let mut c = server.client("alice").await;
+    let (jr, _) = c.join_ok("echo:cli").await;
+    let deep = format!(r#"["{jr}","9","echo:cli","say",{}]"#, nested(9));
+    c.send_text(&deep).await;
+    assert_eq!(
+        c.reply("9").await["response"]["reason"],
+        "payload nested too deeply (limit 8)"
+    );
+    server.kill_9().await;
+
+    for (flag, value, error) in [
+        ("--kind-limits", "echo:heap=1MiB", "unknown script limit"),
+        ("--kind-limits", "Echo:cpu=1ms", "not a valid room kind"),
+        ("--script-stack", "64MiB", "script stack limit"),
+        ("--script-cpu", "100", "give a unit"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomhost"))
+            .args(["serve", "--port", "0", "--rooms"])
+            .arg(rooms.path())
+            .arg("--data")
+            .arg(data.path())
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        assert!(stderr.contains(error), "{flag} {value}: {stderr}");
+    }
 }

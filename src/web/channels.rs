@@ -109,7 +109,7 @@ impl Channels {
     }
 
     /// Decodes a text frame under the configured JSON nesting limit.
-    pub fn decode(&self, text: &str) -> Result<Incoming, BadFrame> {
+    fn decode(&self, text: &str) -> Result<Incoming, BadFrame> {
         protocol::decode_text_within(self.vsn, text, self.shared.config.max_json_depth)
     }
 
