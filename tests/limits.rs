@@ -165,7 +165,7 @@ async fn a_flooding_long_poll_session_is_ended() {
         .to_string();
     let path = format!("/socket/longpoll?vsn=2.0.0&token={token}");
     // Heartbeats are free.
-    let beats = vec![r#"[null,"1","phoenix","heartbeat",{}]"#; 10].join("\n");
+    let beats = [r#"[null,"1","phoenix","heartbeat",{}]"#; 10].join("\n");
     let (status, _) = http(
         server.addr,
         "POST",
