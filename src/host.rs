@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub longpoll: crate::web::LongPollSessions,
     /// This host's metrics registry (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Open connections per client address (`max_conns_per_ip`).
+    pub client_addresses: crate::web::ClientAddresses,
 }
 
 /// Owns the JS runtime; shut down in the background when the last host
@@ -118,7 +120,11 @@ impl HostBuilder {
         for origin in &config.allowed_origins {
             crate::web::validate_allowed_origin(origin).map_err(BuildError::Config)?;
         }
-        let scripts = Scripts::new(&config.scripts_dir, config.script_limits.clone())?;
+        let scripts = Scripts::with_kind_limits(
+            &config.scripts_dir,
+            config.script_limits.clone(),
+            config.kind_limits.clone(),
+        )?;
         if config.durability != Durability::Off {
             std::fs::create_dir_all(&config.data_dir)?;
         }
@@ -147,6 +153,7 @@ impl HostBuilder {
             messages_per_sec: AtomicU64::new(0),
             longpoll: Default::default(),
             metrics: crate::metrics::Metrics::new(),
+            client_addresses: Default::default(),
         });
         runtime.spawn(measure_rates(Arc::downgrade(&shared)));
         let watcher = if shared.config.watch_scripts {

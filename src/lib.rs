@@ -20,6 +20,8 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod feed;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 pub mod hub;
 pub mod metrics;

@@ -105,6 +105,46 @@ struct ServeArgs {
         num_args = 1..
     )]
     allowed_origins: Vec<String>,
+    /// JS heap limit per room, e.g. 32MiB.
+    #[arg(long, env = "ROOMHOST_SCRIPT_MEMORY", default_value = "32MiB", value_parser = roomhost::config::parse_bytes)]
+    script_memory: usize,
+    /// CPU time one hook call may use, e.g. 100ms (thread CPU time).
+    #[arg(long, env = "ROOMHOST_SCRIPT_CPU", default_value = "100ms", value_parser = roomhost::config::parse_duration)]
+    script_cpu: Duration,
+    /// JS stack limit per room, e.g. 512KiB (at most 1MiB).
+    #[arg(long, env = "ROOMHOST_SCRIPT_STACK", default_value = "512KiB", value_parser = roomhost::config::parse_bytes)]
+    script_stack: usize,
+    /// Per-kind script limits overriding the three above, e.g.
+    /// `chat:memory=64MiB,cpu=200ms;game:cpu=50ms` (repeatable).
+    #[arg(long, env = "ROOMHOST_KIND_LIMITS")]
+    kind_limits: Vec<String>,
+    /// Largest WebSocket message (and HTTP-posted frame), in bytes.
+    #[arg(long, env = "ROOMHOST_MAX_FRAME", default_value = "64KiB", value_parser = roomhost::config::parse_bytes)]
+    max_frame: usize,
+    /// Deepest nesting of arrays/objects accepted in a payload.
+    #[arg(long, env = "ROOMHOST_MAX_JSON_DEPTH", default_value_t = 32)]
+    max_json_depth: usize,
+    /// Channels one connection may join at once.
+    #[arg(long, env = "ROOMHOST_MAX_CHANNELS", default_value_t = 100)]
+    max_channels: usize,
+    /// Messages per second per connection (token bucket refill; 0 = unlimited).
+    #[arg(long, env = "ROOMHOST_MSG_RATE", default_value_t = 100)]
+    msg_rate: u32,
+    /// Messages a connection may send in a burst (token bucket size).
+    #[arg(long, env = "ROOMHOST_MSG_BURST", default_value_t = 200)]
+    msg_burst: u32,
+    /// Channels one room accepts at once (0 = unlimited).
+    #[arg(long, env = "ROOMHOST_MAX_CONNS_PER_ROOM", default_value_t = 10_000)]
+    max_conns_per_room: usize,
+    /// Rooms live at once; a join that would start one more is refused (0 = unlimited).
+    #[arg(long, env = "ROOMHOST_MAX_ROOMS", default_value_t = 100_000)]
+    max_rooms: usize,
+    /// Connections (WebSocket, long-poll, SSE) from one IP address (0 = unlimited).
+    #[arg(long, env = "ROOMHOST_MAX_CONNS_PER_IP", default_value_t = 1000)]
+    max_conns_per_ip: usize,
+    /// Apply --max-conns-per-ip to loopback clients too.
+    #[arg(long, env = "ROOMHOST_LIMIT_LOOPBACK")]
+    limit_loopback: bool,
 }
 
 impl ServeArgs {
@@ -113,7 +153,32 @@ impl ServeArgs {
             Duration::try_from_secs_f64(s)
                 .with_context(|| format!("--{what} must be a number of seconds"))
         };
+        let script_limits = roomhost::ScriptLimits {
+            memory: self.script_memory,
+            cpu_per_call: self.script_cpu,
+            stack: self.script_stack,
+        };
+        script_limits
+            .check()
+            .map_err(|e| anyhow::anyhow!("script limits: {e}"))?;
+        let kind_limits =
+            roomhost::config::parse_kind_limits(&self.kind_limits.join(";"), &script_limits)
+                .map_err(|e| anyhow::anyhow!("--kind-limits: {e}"))?;
+        if self.max_frame < 1024 {
+            anyhow::bail!("--max-frame must be at least 1KiB");
+        }
         Ok(Config {
+            script_limits,
+            kind_limits,
+            max_frame_bytes: self.max_frame,
+            max_json_depth: self.max_json_depth.max(1),
+            max_channels_per_conn: self.max_channels,
+            msg_rate: self.msg_rate,
+            msg_burst: self.msg_burst.max(1),
+            max_conns_per_room: self.max_conns_per_room,
+            max_rooms: self.max_rooms,
+            max_conns_per_ip: self.max_conns_per_ip,
+            limit_loopback: self.limit_loopback,
             scripts_dir: self.rooms.clone(),
             data_dir: self.data.clone(),
             durability: self.durability,

@@ -156,6 +156,57 @@ pub fn decode_text(vsn: Vsn, text: &str) -> Result<Incoming, BadFrame> {
     })
 }
 
+/// Whether no array or object in `text` is nested deeper than `limit`. A
+/// byte scan that skips string contents: linear, no recursion, no
+/// allocation, so it can run before anything parses the text recursively
+/// (a room's `JSON.parse`, a `serde_json::Value`). Malformed JSON is not its
+/// concern; unbalanced closers are simply ignored.
+pub fn json_depth_within(text: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// [`decode_text`] for frames whose payload may be nested at most
+/// `max_depth` deep (the payload object itself is depth 1; the frame's own
+/// array or object adds one). A deeper frame is refused with an error reply
+/// when its envelope tells whom to answer: serde_json reads the envelope's
+/// raw values without recursing, so decoding it is safe at any depth.
+pub fn decode_text_within(vsn: Vsn, text: &str, max_depth: usize) -> Result<Incoming, BadFrame> {
+    if json_depth_within(text.as_bytes(), max_depth.saturating_add(1)) {
+        return decode_text(vsn, text);
+    }
+    let reason = format!("payload nested too deeply (limit {max_depth})");
+    let reply_to = match decode_text(vsn, text) {
+        Ok(m) => Some((m.join_ref, m.msg_ref, m.topic)),
+        Err(bad) => bad.reply_to,
+    };
+    Err(BadFrame { reason, reply_to })
+}
+
 /// Decodes the header of a V2 binary push (`kind 0`) far enough to answer it.
 /// roomhost payloads are JSON, so a well-formed binary push gets an error
 /// reply and anything else is garbage (close).
@@ -427,5 +478,55 @@ mod tests {
         assert_eq!(Vsn::from_param(Some("1.0.0")), Ok(Vsn::V1));
         assert_eq!(Vsn::from_param(Some("2.0.0")), Ok(Vsn::V2));
         assert!(Vsn::from_param(Some("3.0.0")).is_err());
+    }
+
+    #[test]
+    fn depth_scan_counts_brackets_outside_strings() {
+        assert!(json_depth_within(br#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(!json_depth_within(br#"{"a":[1,{"b":2}]}"#, 2));
+        assert!(json_depth_within(br#"{"a":"[[[[{{{{"}"#, 1));
+        assert!(json_depth_within(br#"{"a":"\"[[["}"#, 1));
+        assert!(!json_depth_within(br#"{"a":"\\",[[1]]}"#, 2));
+        assert!(
+            json_depth_within(b"]]]]{}", 1),
+            "stray closers never go negative"
+        );
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(!json_depth_within(deep.as_bytes(), 32));
+    }
+
+    #[test]
+    fn deep_payloads_are_refused_with_a_reply() {
+        let nested = |n: usize| {
+            format!(
+                "{}{}",
+                "{\"a\":".repeat(n),
+                "1".to_string() + &"}".repeat(n)
+            )
+        };
+        let ok = format!(r#"["1","2","chat:x","e",{}]"#, nested(4));
+        assert!(decode_text_within(Vsn::V2, &ok, 4).is_ok());
+        let deep = format!(r#"["1","2","chat:x","e",{}]"#, nested(5));
+        let bad = decode_text_within(Vsn::V2, &deep, 4).unwrap_err();
+        assert_eq!(bad.reason, "payload nested too deeply (limit 4)");
+        let (_, msg_ref, topic) = bad.reply_to.unwrap();
+        assert_eq!(
+            (msg_ref.unwrap().as_json(), topic.as_str()),
+            (r#""2""#, "chat:x")
+        );
+        let v1 = format!(
+            r#"{{"topic":"chat:x","event":"e","ref":"3","payload":{}}}"#,
+            nested(5)
+        );
+        assert!(
+            decode_text_within(Vsn::V1, &v1, 4)
+                .unwrap_err()
+                .reply_to
+                .is_some()
+        );
+        // Far deeper than serde_json's own recursion limit: still no crash.
+        let abyss = format!(r#"["1","2","chat:x","e",{}]"#, nested(100_000));
+        let bad = decode_text_within(Vsn::V2, &abyss, 32).unwrap_err();
+        assert!(bad.reason.contains("nested too deeply"), "{bad:?}");
     }
 }

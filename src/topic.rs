@@ -2,9 +2,9 @@
 //!
 //! A [`Topic`] can only be built by [`Topic::parse`], so every topic that
 //! reaches a room, the registry or the store is known to be well formed:
-//! kind `[a-z][a-z0-9_-]{0,31}`, name `[A-Za-z0-9_.~-]{1,64}`. Note that a
-//! valid name may still be `..`; code that turns a topic into a path must not
-//! trust it (see `store::paths`).
+//! kind `[a-z][a-z0-9_-]{0,31}`, name `[A-Za-z0-9_.~-]{1,64}` without `..`.
+//! Refusing `..` is defence in depth: code that turns a topic into a path
+//! still must not trust it (see `store::paths`, which escapes every name).
 
 use std::fmt;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ pub enum TopicError {
     MissingColon,
     #[error("invalid topic: kind must match [a-z][a-z0-9_-]{{0,31}}")]
     BadKind,
-    #[error("invalid topic: name must match [A-Za-z0-9_.~-]{{1,64}}")]
+    #[error("invalid topic: name must match [A-Za-z0-9_.~-]{{1,64}} without ..")]
     BadName,
 }
 
@@ -42,7 +42,8 @@ impl Topic {
         let name_ok = (1..=MAX_NAME_LEN).contains(&name.len())
             && name
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'~' | b'-'));
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'~' | b'-'))
+            && !name.contains("..");
         if !name_ok {
             return Err(TopicError::BadName);
         }
@@ -128,11 +129,22 @@ mod tests {
             "chat:a b",
             "chat:é",
             "chat:a:b",
+            "chat:..",
+            "chat:../x",
+            "chat:a..b",
+            "chat:..%2f",
+            "chat:%2e%2e",
+            "chat:a\u{202e}b",
+            "chat:<script>",
+            "../chat:x",
+            "chat\0:x",
         ] {
             assert!(Topic::parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(Topic::parse(&format!("chat:{}", "x".repeat(64))).is_ok());
         assert!(Topic::parse(&format!("chat:{}", "x".repeat(65))).is_err());
+        assert!(Topic::parse(&format!("chat:{}", "x".repeat(1 << 20))).is_err());
+        assert!(Topic::parse("chat:a.b").is_ok(), "a single dot is fine");
         assert!(Topic::parse(&format!("{}:x", "k".repeat(32))).is_ok());
         assert!(Topic::parse(&format!("{}:x", "k".repeat(33))).is_err());
     }

@@ -675,6 +675,33 @@ mod tests {
     }
 
     #[test]
+    fn attacks_are_contained_within_budget_plus_20ms_of_cpu() {
+        // The default limits, measured in the same clock the budget uses
+        // (thread CPU time), so a loaded machine cannot skew the result.
+        let js = load(
+            r#"const keep = [];
+            export function onMessage(c, e, p) {
+              if (p.spin) { while (true) {} }
+              if (p.alloc) { for (;;) keep.push(new Array(1e6)); }
+              if (p.recurse) { const f = (k) => f(k + 1) + 1; return f(0); }
+              return {};
+            }"#,
+        )
+        .unwrap();
+        let budget = ScriptLimits::default().cpu_per_call;
+        for payload in [r#"{"spin":1}"#, r#"{"alloc":1}"#, r#"{"recurse":1}"#] {
+            let before = thread_cpu_nanos();
+            let err = message(&js, payload).unwrap_err();
+            let used = Duration::from_nanos(thread_cpu_nanos() - before);
+            println!("{payload}: {err} after {used:?} of CPU");
+            assert!(
+                used < budget + Duration::from_millis(20),
+                "{payload}: {used:?}"
+            );
+        }
+    }
+
+    #[test]
     fn memory_exhaustion_is_fatal() {
         let limits = ScriptLimits {
             memory: 8 << 20,
@@ -784,5 +811,198 @@ mod tests {
             let err = message(&js, &format!(r#"{{"k":{k}}}"#)).unwrap_err();
             assert!(matches!(err, CallError::Script { .. }), "{k}: {err:?}");
         }
+    }
+
+    /// Every global a script can see, as the script API documents them:
+    /// ECMAScript's built-ins plus `room`, `console` and `crypto`.
+    const ALLOWED_GLOBALS: &[&str] = &[
+        // ECMAScript values, functions and constructors.
+        "globalThis",
+        "undefined",
+        "NaN",
+        "Infinity",
+        "eval",
+        "isFinite",
+        "isNaN",
+        "parseFloat",
+        "parseInt",
+        "decodeURI",
+        "decodeURIComponent",
+        "encodeURI",
+        "encodeURIComponent",
+        "escape",
+        "unescape",
+        "Object",
+        "Function",
+        "Array",
+        "Number",
+        "Boolean",
+        "String",
+        "Symbol",
+        "BigInt",
+        "Math",
+        "JSON",
+        "Reflect",
+        "Date",
+        "RegExp",
+        "Map",
+        "Set",
+        "WeakMap",
+        "WeakSet",
+        "WeakRef",
+        "FinalizationRegistry",
+        "Proxy",
+        "Promise",
+        "Iterator",
+        "Error",
+        "EvalError",
+        "RangeError",
+        "ReferenceError",
+        "SyntaxError",
+        "TypeError",
+        "URIError",
+        "InternalError",
+        "AggregateError",
+        "SuppressedError",
+        "ArrayBuffer",
+        "SharedArrayBuffer",
+        "DataView",
+        "Atomics",
+        "Int8Array",
+        "Uint8Array",
+        "Uint8ClampedArray",
+        "Int16Array",
+        "Uint16Array",
+        "Int32Array",
+        "Uint32Array",
+        "Float16Array",
+        "Float32Array",
+        "Float64Array",
+        "BigInt64Array",
+        "BigUint64Array",
+        "TypedArray",
+        "queueMicrotask",
+        "structuredClone",
+        "DisposableStack",
+        "AsyncDisposableStack",
+        // Pure functions of their arguments (Web APIs QuickJS provides).
+        "DOMException",
+        "atob",
+        "btoa",
+        // The host's documented globals, and its (non-enumerable) hook
+        // dispatcher.
+        "room",
+        "console",
+        "crypto",
+        "__roomhost",
+    ];
+
+    #[test]
+    fn scripts_see_only_documented_globals() {
+        let js = load(
+            r#"export function onMessage(c, e, p) {
+              if (e === "names") return {names: Object.getOwnPropertyNames(globalThis)};
+              return {types: p.names.map((n) => [n, eval(`typeof ${n}`)])};
+            }"#,
+        )
+        .unwrap();
+        let call = |event: &str, payload: &str| {
+            js.call(&conn(), Hook::Message { event, payload }, 1, 1)
+                .unwrap()
+                .response
+        };
+        let names: serde_json::Value = serde_json::from_str(&call("names", "{}")).unwrap();
+        let unexpected: Vec<&str> = names["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.as_str())
+            .filter(|n| !ALLOWED_GLOBALS.contains(n))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "undocumented globals: {unexpected:?}"
+        );
+        let forbidden = [
+            "require",
+            "module",
+            "exports",
+            "process",
+            "std",
+            "os",
+            "fetch",
+            "XMLHttpRequest",
+            "WebSocket",
+            "setTimeout",
+            "setInterval",
+            "setImmediate",
+            "clearTimeout",
+            "performance",
+            "navigator",
+            "Deno",
+            "Bun",
+            "Worker",
+            "importScripts",
+            "scriptArgs",
+            "print",
+            "__roomhost_native",
+            "gc",
+        ];
+        let payload = serde_json::json!({ "names": forbidden }).to_string();
+        let types: serde_json::Value = serde_json::from_str(&call("types", &payload)).unwrap();
+        for pair in types["types"].as_array().unwrap() {
+            assert_eq!(pair[1], "undefined", "{} is visible to scripts", pair[0]);
+        }
+    }
+
+    #[test]
+    fn modules_outside_the_sandbox_cannot_be_imported() {
+        for spec in [
+            "std",
+            "os",
+            "qjs:std",
+            "node:fs",
+            "/etc/passwd",
+            "../x.js",
+            "https://x/y.js",
+        ] {
+            let src = format!("import x from {spec:?}; export function onMessage() {{}}");
+            assert!(load(&src).is_err(), "{spec} was importable");
+        }
+        let js = load(
+            r#"export async function onMessage() {
+              try { await import("std"); return {imported: true}; }
+              catch (e) { return {imported: false}; }
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            message(&js, "{}").unwrap().response,
+            r#"{"imported":false}"#
+        );
+    }
+
+    #[test]
+    fn hostile_calls_into_host_functions_never_panic() {
+        let js = load(
+            r#"export function onMessage(c, e, p) {
+              const junk = [undefined, null, 1n, Symbol("s"), () => 1, {toJSON() { throw new Error("j"); }},
+                {get x() { throw 1; }}, "x".repeat(100000), new Proxy({}, {get() { throw 2; }})];
+              let threw = 0;
+              for (const a of junk) for (const b of junk) {
+                for (const f of [() => room.broadcast(a, b), () => room.push(a, "e", b),
+                                 () => room.broadcast("e", b, a), () => console.log(a, b),
+                                 () => room.presence(a), () => room.connections(a),
+                                 () => crypto.randomUUID(a), () => console.error(b)]) {
+                  try { f(); } catch (err) { threw++; }
+                }
+              }
+              return {threw};
+            }"#,
+        )
+        .unwrap();
+        let called = message(&js, "{}").unwrap();
+        assert!(called.response.contains("threw"), "{}", called.response);
+        assert!(message(&js, "{}").is_ok(), "the runtime is still usable");
     }
 }

@@ -57,6 +57,9 @@ pub enum RoomError {
     Refused(String),
     #[error("server shutting down")]
     ShuttingDown,
+    /// Starting the room would exceed `max_rooms`.
+    #[error("too many rooms")]
+    TooManyRooms,
     #[error("no such room")]
     NotFound,
 }
@@ -181,6 +184,23 @@ pub struct RoomStats {
     /// Highest seq whose outputs were released. After a crash, journaled
     /// events above it were never acknowledged and are discarded.
     pub released_seq: AtomicU64,
+    /// Until when (ms since the epoch) the room counts as *slow*: one of its
+    /// events ran long, or it exhausted its CPU budget. A slow room's JS runs
+    /// under `block_in_place`, so it cannot hold other rooms up (see
+    /// `task::contained`). Kept on the slot so it outlives crashes.
+    pub slow_until: std::sync::atomic::AtomicI64,
+}
+
+impl RoomStats {
+    /// Marks the room slow for the next [`task::SLOW_FOR`].
+    pub(crate) fn mark_slow(&self) {
+        let until = now_ms().saturating_add(task::SLOW_FOR.as_millis() as i64);
+        self.slow_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_slow(&self) -> bool {
+        now_ms() < self.slow_until.load(Ordering::Relaxed)
+    }
 }
 
 struct SlotStatus {

@@ -24,6 +24,9 @@ RoomDate.parse = RealDate.parse;
 RoomDate.UTC = RealDate.UTC;
 Object.defineProperty(RealDate.prototype, "constructor", { value: RoomDate });
 globalThis.Date = RoomDate;
+// QuickJS's `performance.now()` reads the real clock: a replay would diverge,
+// and it is a timer scripts are not documented to have.
+delete globalThis.performance;
 
 // sfc32, seeded per event from two 32-bit halves.
 let a = 0, b = 0, c = 0, d = 1;

@@ -123,6 +123,14 @@ pub(crate) fn open(
         let mailbox = slot.mailbox()?;
         return Ok((slot.clone(), mailbox));
     }
+    // Checked under the lock that inserts, so concurrent first joins of
+    // different topics cannot overshoot the limit.
+    let max = shared.config.max_rooms;
+    if max > 0 && map.len() >= max {
+        tracing::warn!(topic = %topic, max, "room refused: too many rooms");
+        shared.metrics.refused("max_rooms");
+        return Err(RoomError::TooManyRooms);
+    }
     let memory = (shared.config.durability == Durability::Off).then(|| {
         shared
             .rooms

@@ -55,7 +55,7 @@ pub(super) fn load_js_checked(
         &identity,
         ModuleSource::Compiled(kind.clone()),
         &kind.entry,
-        shared.scripts.limits(),
+        shared.scripts.limits(slot.topic.kind()),
         Some(console),
     )?;
     js.set_generation(generation);

@@ -48,6 +48,25 @@ const RELAXED_SYNC: Duration = Duration::from_millis(10);
 /// rollbacks replay little.
 const ROLLBACK_SNAPSHOT_AFTER: u64 = 64;
 
+/// An event that takes this long (wall time) marks its room slow.
+const SLOW_EVENT: Duration = Duration::from_millis(10);
+/// How long a room stays slow after its last slow event or CPU-budget crash.
+pub(crate) const SLOW_FOR: Duration = Duration::from_secs(60);
+
+/// Runs `f` (synchronous JS work of a room) on this worker, or — for a room
+/// marked slow — under `block_in_place`, which hands this worker's queued
+/// tasks (including its LIFO slot, which no other worker can steal) to a
+/// fresh thread first. So a room that spins for its whole CPU budget delays
+/// no other room: they keep running on the JS workers while the OS shares
+/// the cores. Well-behaved rooms skip the hand-off and its thread wake-up.
+fn contained<T>(slot: &RoomSlot, f: impl FnOnce() -> T) -> T {
+    if slot.stats.is_slow() {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 /// How a room task ended.
 #[derive(Debug)]
 pub(crate) enum Exit {
@@ -111,7 +130,11 @@ pub(crate) async fn run(
     let mut mailbox = slot.mailbox_rx.clone().lock_owned().await;
     shared.room_starts.fetch_add(1, Ordering::Relaxed);
     shared.metrics.room_started();
-    let mut room = match Room::start(shared, slot, generation, keep_upto) {
+    let starting = slot.clone();
+    let started = contained(&starting, || {
+        Room::start(shared, slot, generation, keep_upto)
+    });
+    let mut room = match started {
         Ok(room) => room,
         Err(why) => return Exit::Crashed(why),
     };
@@ -242,9 +265,9 @@ impl Room {
                         return Ok(Exit::Stopped);
                     }
                     self.last_activity = Instant::now();
-                    for command in commands.drain(..) {
-                        self.handle(command).map_err(|f| f.to_string())?;
-                    }
+                    let slot = self.slot.clone();
+                    contained(&slot, || self.handle_batch(&mut commands))
+                        .map_err(|f| f.to_string())?;
                     self.after_batch()?;
                     if let Some(kind) = self.pending_reload.take() {
                         self.reload(kind).await?;
@@ -292,6 +315,20 @@ impl Room {
             self.take_snapshot()?;
         }
         self.refresh_stats(false);
+        Ok(())
+    }
+
+    /// Handles a batch of commands; an event that runs long marks the room
+    /// slow, so its next batches are [`contained`].
+    fn handle_batch(&mut self, commands: &mut Vec<Command>) -> Result<(), CallFatal> {
+        for command in commands.drain(..) {
+            let started = Instant::now();
+            let handled = self.handle(command);
+            if started.elapsed() >= SLOW_EVENT {
+                self.slot.stats.mark_slow();
+            }
+            handled?;
+        }
         Ok(())
     }
 
@@ -385,6 +422,21 @@ impl Room {
         let conn = channel.conn.clone();
         if self.members.contains_key(&conn.id) {
             self.leave(&conn.id, None, LeaveReason::Rejoin, None)?;
+        }
+        let max = self.shared.config.max_conns_per_room;
+        if max > 0 && self.members.len() >= max {
+            tracing::debug!(topic = %self.slot.topic, conn = %conn.id, max, "join refused: room is full");
+            self.shared.metrics.refused("conns_per_room");
+            let to = ReplyTo::Channel {
+                channel: channel.clone(),
+                msg_ref,
+            };
+            self.gate_now(Effect::Reply {
+                to,
+                result: Err("room is full".into()),
+            });
+            self.gate_now(Effect::Refused(channel));
+            return Ok(());
         }
         let at = self.next_at();
         self.presence.join(&conn, (self.seq + 1).to_string(), at);

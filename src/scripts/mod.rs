@@ -54,6 +54,8 @@ struct ScriptsInner {
     /// Canonical path of the scripts directory.
     root: PathBuf,
     limits: ScriptLimits,
+    /// Per-kind overrides of `limits` (`--kind-limits`).
+    kind_limits: BTreeMap<String, ScriptLimits>,
     /// A std mutex, never held across a compile: compiles happen outside it,
     /// and the result is stored if no newer one arrived meanwhile.
     kinds: Mutex<HashMap<String, KindEntry>>,
@@ -73,6 +75,15 @@ struct KindEntry {
 
 impl Scripts {
     pub fn new(dir: &Path, limits: ScriptLimits) -> std::io::Result<Scripts> {
+        Scripts::with_kind_limits(dir, limits, BTreeMap::new())
+    }
+
+    /// Like [`Scripts::new`], with per-kind limits overriding `limits`.
+    pub fn with_kind_limits(
+        dir: &Path,
+        limits: ScriptLimits,
+        kind_limits: BTreeMap<String, ScriptLimits>,
+    ) -> std::io::Result<Scripts> {
         let root = dir.canonicalize().map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -83,6 +94,7 @@ impl Scripts {
             inner: Arc::new(ScriptsInner {
                 root,
                 limits,
+                kind_limits,
                 kinds: Mutex::new(HashMap::new()),
             }),
         })
@@ -92,8 +104,12 @@ impl Scripts {
         &self.inner.root
     }
 
-    pub fn limits(&self) -> &ScriptLimits {
-        &self.inner.limits
+    /// The limits rooms of `kind` run under.
+    pub fn limits(&self, kind: &str) -> &ScriptLimits {
+        self.inner
+            .kind_limits
+            .get(kind)
+            .unwrap_or(&self.inner.limits)
     }
 
     fn kinds(&self) -> std::sync::MutexGuard<'_, HashMap<String, KindEntry>> {
@@ -145,7 +161,7 @@ impl Scripts {
             &self.inner.root,
             &format!("{kind}.js"),
             kind,
-            &self.inner.limits,
+            self.limits(kind),
         )
         .map_err(KindError::Script)
     }

@@ -94,7 +94,7 @@ impl From<RoomError> for ApiError {
             RoomError::Script(_) | RoomError::Failed(_) | RoomError::Crashed => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            RoomError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            RoomError::ShuttingDown | RoomError::TooManyRooms => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.to_string())
     }

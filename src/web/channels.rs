@@ -9,7 +9,10 @@
 //! how a connection ends.
 //!
 //! Sending to a room mailbox waits when the mailbox is full: that is the
-//! back-pressure a flooding client feels, whichever transport it uses.
+//! back-pressure a flooding client feels, whichever transport it uses. On
+//! top of it every frame but a heartbeat passes the connection's token
+//! bucket ([`RateLimit`]), and payloads nested deeper than `max_json_depth`
+//! are refused before anything parses them recursively.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -24,6 +27,11 @@ use crate::protocol::{self, BadFrame, Incoming, Ref, Status, Vsn};
 use crate::room::registry;
 use crate::room::{Command, LeaveReason, ReplyTo};
 use crate::topic::Topic;
+
+use super::rate::{RateLimit, Verdict};
+
+/// Why the transport must close a connection: a close code and reason.
+pub(crate) type Disconnect = (u16, String);
 
 /// One joined channel, as the connection sees it.
 pub(crate) struct Joined {
@@ -61,16 +69,23 @@ pub(crate) struct Channels {
     vsn: Vsn,
     peer: Arc<Peer>,
     table: ChannelTable,
+    /// `None` when `msg_rate` is 0 (unlimited).
+    rate: Option<RateLimit>,
 }
 
 impl Channels {
     pub fn new(shared: Arc<Shared>, conn: Conn, vsn: Vsn, peer: Arc<Peer>) -> Channels {
         Channels {
-            shared,
             conn,
             vsn,
             peer,
             table: ChannelTable::default(),
+            rate: RateLimit::new(
+                shared.config.msg_rate,
+                shared.config.msg_burst,
+                std::time::Instant::now(),
+            ),
+            shared,
         }
     }
 
@@ -83,20 +98,46 @@ impl Channels {
         self.table.clone()
     }
 
-    /// Handles one text frame. `Err(reason)` when the frame was so broken
-    /// that nothing could be answered; the transport decides what follows.
-    pub async fn on_text(&mut self, text: &str) -> Result<(), String> {
-        match protocol::decode_text(self.vsn, text) {
-            Ok(message) => {
-                self.handle(message).await;
-                Ok(())
-            }
-            Err(bad) => self.refuse(bad).await,
+    /// Handles one text frame. `Err` when the connection must close: a
+    /// frame so broken that nothing could be answered (1007), or a client
+    /// that keeps flooding past its rate limit (1008).
+    pub async fn on_text(&mut self, text: &str) -> Result<(), Disconnect> {
+        match self.decode(text) {
+            Ok(message) => self.handle(message).await,
+            Err(bad) => self.refuse(bad).await.map_err(|r| (1007, r)),
         }
     }
 
-    /// Handles one decoded frame.
-    pub async fn handle(&mut self, message: Incoming) {
+    /// Decodes a text frame under the configured JSON nesting limit.
+    fn decode(&self, text: &str) -> Result<Incoming, BadFrame> {
+        protocol::decode_text_within(self.vsn, text, self.shared.config.max_json_depth)
+    }
+
+    /// Handles one decoded frame. `Err` when the client is disconnected for
+    /// flooding.
+    pub async fn handle(&mut self, message: Incoming) -> Result<(), Disconnect> {
+        let heartbeat = message.topic == "phoenix" && message.event == "heartbeat";
+        if !heartbeat && let Some(rate) = &mut self.rate {
+            match rate.check(std::time::Instant::now()) {
+                Verdict::Allow => {}
+                Verdict::Refuse => {
+                    tracing::debug!(conn = %self.conn.id, topic = %message.topic, "rate limited");
+                    self.shared.metrics.rate_limited();
+                    self.reply_error(&message, "rate_limited").await;
+                    return Ok(());
+                }
+                Verdict::Disconnect => {
+                    tracing::warn!(conn = %self.conn.id, user = %self.conn.user, "disconnected: rate limit exceeded");
+                    self.shared.metrics.rate_limited();
+                    return Err((1008, "rate limit exceeded".into()));
+                }
+            }
+        }
+        self.dispatch(message).await;
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, message: Incoming) {
         match (message.topic.as_str(), message.event.as_str()) {
             ("phoenix", "heartbeat") => self.reply(&message, Status::Ok, "{}").await,
             (_, "phx_join") => self.join(message).await,

@@ -8,8 +8,11 @@
 //! same way. It never touches rooms.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::ConnectInfo;
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use serde_json::value::RawValue;
 
 use crate::auth::{self, AuthError};
@@ -164,6 +167,72 @@ pub(crate) fn connect(
         Refusal::bad_request(reason)
     })?;
     Ok((conn, vsn))
+}
+
+/// Open connections (WebSockets, long-poll sessions, SSE streams) per
+/// client address, for `max_conns_per_ip`. A std mutex held for one map
+/// update, never across an await.
+#[derive(Default)]
+pub(crate) struct ClientAddresses(Mutex<HashMap<IpAddr, usize>>);
+
+impl ClientAddresses {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Every update is one insert or decrement: poisoning cannot leave a
+        // half-done change behind.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One connection counted against its address; uncounted when dropped, so
+/// every way a connection ends gives its slot back.
+pub(crate) struct AddressSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.shared.client_addresses.map();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Counts a new connection from the request's peer against
+/// `max_conns_per_ip`. `Ok(None)` when the peer is exempt: the limit is 0,
+/// the peer is loopback (unless `limit_loopback`), or the server was not
+/// started with connect info (an embedder's own router).
+pub(crate) fn admit(
+    shared: &Arc<Shared>,
+    extensions: &Extensions,
+) -> Result<Option<AddressSlot>, Refusal> {
+    let max = shared.config.max_conns_per_ip;
+    let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() else {
+        return Ok(None);
+    };
+    let ip = peer.ip().to_canonical();
+    if max == 0 || (ip.is_loopback() && !shared.config.limit_loopback) {
+        return Ok(None);
+    }
+    let mut map = shared.client_addresses.map();
+    let open = map.entry(ip).or_insert(0);
+    if *open >= max {
+        tracing::info!(%ip, max, "connection refused: too many connections from this address");
+        shared.metrics.refused("conns_per_ip");
+        return Err(Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            reason: format!("too many connections from this address (limit {max})"),
+        });
+    }
+    *open += 1;
+    Ok(Some(AddressSlot {
+        shared: shared.clone(),
+        ip,
+    }))
 }
 
 /// The `user` connect param: 1–64 printable characters, or a random handle.

@@ -31,14 +31,14 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::channels::{ChannelTable, Channels};
-use super::connect::{Transport, connect};
+use super::connect::{AddressSlot, Transport, admit, connect};
 use super::session_token::{SessionId, SessionTokens};
 use super::{BodyError, media_type, read_body};
 use crate::host::Shared;
@@ -103,6 +103,8 @@ struct Session {
     activity: Mutex<Activity>,
     /// Cancelled when the session ends; requests in flight answer at once.
     ended: CancellationToken,
+    /// Counts the session against its address (`max_conns_per_ip`).
+    _address: Option<AddressSlot>,
 }
 
 /// When the client was last heard from, for expiry.
@@ -159,9 +161,10 @@ pub(crate) async fn poll(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    extensions: Extensions,
 ) -> Response {
     if named_session(&params, &headers).is_none() {
-        return open(&shared, &params, &headers);
+        return open(&shared, &params, &headers, &extensions);
     }
     match shared.longpoll.resume(&params, &headers) {
         Some(session) => listen(&shared, session).await,
@@ -189,11 +192,24 @@ fn named_session<'a>(
 }
 
 /// Starts a session after the same connect checks as a WebSocket.
-fn open(shared: &Arc<Shared>, params: &HashMap<String, String>, headers: &HeaderMap) -> Response {
+fn open(
+    shared: &Arc<Shared>,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Response {
     let (conn, vsn) = match connect(shared, params, headers, Transport::LongPoll) {
         Ok(connected) => connected,
         Err(refusal) => {
             return Answer::status(403).reason(&refusal.reason).into_response();
+        }
+    };
+    let address = match admit(shared, extensions) {
+        Ok(address) => address,
+        Err(refusal) => {
+            return Answer::status(refusal.status.as_u16())
+                .reason(&refusal.reason)
+                .into_response();
         }
     };
     let (peer, outbound) = Peer::new(shared.config.outbound_queue);
@@ -213,6 +229,7 @@ fn open(shared: &Arc<Shared>, params: &HashMap<String, String>, headers: &Header
             poll: CancellationToken::new(),
         }),
         ended: CancellationToken::new(),
+        _address: address,
     });
     shared.longpoll.map().insert(id, session.clone());
     shared.connections.fetch_add(1, Ordering::Relaxed);
@@ -326,8 +343,9 @@ pub(crate) async fn publish(
     // Decode the whole batch first: a batch with a frame nothing could be
     // answered for is refused whole, so no half of it reaches a room.
     let mut frames = Vec::with_capacity(lines.len());
+    let max_depth = shared.config.max_json_depth;
     for (n, line) in lines.iter().enumerate() {
-        match protocol::decode_text(session.vsn, line) {
+        match protocol::decode_text_within(session.vsn, line, max_depth) {
             Err(bad) if bad.reply_to.is_none() => {
                 let reason = format!("frame {}: {}", n + 1, bad.reason);
                 return Answer::status(400).reason(&reason).into_response();
@@ -345,16 +363,25 @@ pub(crate) async fn publish(
         let mut channels = session.channels.lock().await;
         for frame in frames {
             match frame {
-                Ok(message) => channels.handle(message).await,
+                Ok(message) => channels.handle(message).await?,
                 // Answerable by construction (checked above).
                 Err(bad) => {
                     let _ = channels.refuse(bad).await;
                 }
             }
         }
+        Ok::<(), super::channels::Disconnect>(())
     };
     tokio::select! {
-        _ = dispatch => Answer::status(200).token(&session.token).into_response(),
+        dispatched = dispatch => match dispatched {
+            Ok(()) => Answer::status(200).token(&session.token).into_response(),
+            Err((_, reason)) => {
+                // Flooding past the rate limit ends the session, as it
+                // closes a WebSocket.
+                session.ended.cancel();
+                Answer::status(429).reason(&reason).into_response()
+            }
+        },
         _ = session.ended.cancelled() => gone(),
     }
 }

@@ -11,10 +11,12 @@ mod connect;
 mod longpoll;
 mod metrics;
 mod origin;
+mod rate;
 mod session_token;
 mod socket;
 mod sse;
 
+pub(crate) use connect::ClientAddresses;
 pub(crate) use longpoll::Sessions as LongPollSessions;
 pub(crate) use origin::validate_allowed as validate_allowed_origin;
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{Extensions, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::channels::{ChannelTable, Channels};
-use super::connect::{Transport, connect};
+use super::connect::{Transport, admit, connect};
 use crate::host::Shared;
 use crate::hub::{Kick, Outbound, Peer};
 use crate::protocol;
@@ -38,10 +38,15 @@ pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    extensions: Extensions,
     ws: WebSocketUpgrade,
 ) -> Response {
     let (conn, vsn) = match connect(&shared, &params, &headers, Transport::WebSocket) {
         Ok(connected) => connected,
+        Err(refusal) => return (refusal.status, refusal.reason).into_response(),
+    };
+    let address = match admit(&shared, &extensions) {
+        Ok(address) => address,
         Err(refusal) => return (refusal.status, refusal.reason).into_response(),
     };
     let limit = shared.config.max_frame_bytes;
@@ -54,7 +59,10 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| {
             let peer = Peer::new(shared.config.outbound_queue);
             let channels = Channels::new(shared.clone(), conn, vsn, peer.0.clone());
-            tasks.track_future(serve(socket, shared, channels, peer))
+            tasks.track_future(async move {
+                serve(socket, shared, channels, peer).await;
+                drop(address);
+            })
         })
 }
 
@@ -145,7 +153,7 @@ async fn read_loop(
             Message::Text(text) => {
                 shared.messages_in.fetch_add(1, Ordering::Relaxed);
                 shared.metrics.messages_in(Transport::WebSocket.label(), 1);
-                channels.on_text(text.as_str()).await.map_err(|r| (1007, r))
+                channels.on_text(text.as_str()).await
             }
             Message::Binary(bytes) => {
                 let bad = protocol::decode_binary(&bytes);

@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::api::ApiError;
-use super::connect::{Refusal, Transport, identify};
+use super::connect::{AddressSlot, Refusal, Transport, admit, identify};
 use super::{BodyError, media_type, read_body};
 use crate::feed::{Feed, Gap, sse_event};
 use crate::host::{Shared, room_handle};
@@ -62,9 +62,11 @@ pub(crate) async fn events(
     Path(topic): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    extensions: Extensions,
 ) -> Result<Response, ApiError> {
     let topic = parse_topic(&topic)?;
     let conn = identify(&shared, &params, &headers, Transport::Http)?;
+    let address = admit(&shared, &extensions)?;
     // Starts the room, so an unknown kind or a failed room is an error now
     // rather than a stream that never says anything.
     registry::open(&shared, &topic)?;
@@ -117,6 +119,7 @@ pub(crate) async fn events(
         },
         closing: shared.close_connections.clone(),
         open: Open(shared.clone()),
+        _address: address,
     };
     let body = futures_util::stream::unfold(stream, |mut stream| async move {
         let chunk = stream.next_chunk().await?;
@@ -157,6 +160,8 @@ struct Stream {
     closing: CancellationToken,
     /// Counts the stream among the connections; the host's metrics.
     open: Open,
+    /// Counts the stream against its address (`max_conns_per_ip`).
+    _address: Option<AddressSlot>,
 }
 
 impl Stream {
@@ -240,6 +245,13 @@ pub(crate) async fn post_message(
         BodyError::Unreadable(why) => bad(why),
     })?;
     let (event, payload, user) = if media == "application/json" {
+        // The body wraps the payload in one more object.
+        let max_depth = shared.config.max_json_depth;
+        if !crate::protocol::json_depth_within(&body, max_depth.saturating_add(1)) {
+            return Err(bad(format!(
+                "payload nested too deeply (limit {max_depth})"
+            )));
+        }
         let post: JsonPost =
             serde_json::from_slice(&body).map_err(|e| bad(format!("bad JSON: {e}")))?;
         let payload = match post.payload {
