@@ -126,6 +126,13 @@ async fn a_flooding_connection_is_rate_limited_then_disconnected() {
     }
     let ok = statuses.iter().filter(|s| *s == "ok").count();
     assert!((9..=10).contains(&ok), "{statuses:?}");
+    // Each refusal is counted in the metrics.
+    let (_, metrics) = http(server.addr, "GET", "/metrics", None).await;
+    let counted = format!("roomhost_rate_limited_total {}", 12 - ok);
+    assert!(
+        metrics.as_str().unwrap_or_default().contains(&counted),
+        "{counted} in {metrics}"
+    );
     // Heartbeats are not counted: they still answer ok.
     for _ in 0..5 {
         let r = c.push(None, "phoenix", "heartbeat", json!({})).await;
