@@ -9,6 +9,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use roomhost::{Config, Durability, Host};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "roomhost",
@@ -44,6 +46,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load-test a running server over WebSockets (see README, Performance).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             data,
             json,
         }) => inspect(&topic, &rooms, &data, json),
+        Some(Command::Bench(args)) => bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,62 @@
+//! One `onMessage` call through QuickJS with a chat payload: rooms-js/chat.js
+//! loaded from bytecode, as the server runs it.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use roomhost::room::js::{Hook, Identity, RoomJs};
+use roomhost::scripts::{ModuleSource, compile_file};
+use roomhost::{Conn, ScriptLimits};
+use serde_json::value::RawValue;
+
+fn hook(c: &mut Criterion) {
+    let limits = ScriptLimits::default();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("rooms-js");
+    let kind = Arc::new(compile_file(&root, "chat.js", "chat", &limits).expect("chat.js compiles"));
+    let js = RoomJs::load(
+        &Identity::new("chat", "bench"),
+        ModuleSource::Compiled(kind.clone()),
+        &kind.entry,
+        &limits,
+        None,
+    )
+    .expect("chat.js loads");
+    let meta = RawValue::from_string(r#"{"transport":"websocket"}"#.into()).expect("JSON");
+    let conn = Conn::new("alice", meta);
+    let payload = r#"{"text":"hello there, how is everyone doing today?"}"#;
+    let mut at = 1_764_300_000_000i64;
+    c.bench_function("chat onMessage", |b| {
+        b.iter(|| {
+            at += 1;
+            let called = js
+                .call(
+                    &conn,
+                    Hook::Message {
+                        event: "new_msg",
+                        payload: black_box(payload),
+                    },
+                    at,
+                    at as u64,
+                )
+                .expect("the hook returns");
+            black_box(called)
+        })
+    });
+    c.bench_function("chat room load (bytecode)", |b| {
+        b.iter(|| {
+            RoomJs::load(
+                &Identity::new("chat", "bench2"),
+                ModuleSource::Compiled(kind.clone()),
+                &kind.entry,
+                &limits,
+                None,
+            )
+            .expect("chat.js loads")
+        })
+    });
+}
+
+criterion_group!(benches, hook);
+criterion_main!(benches);
