@@ -4,6 +4,7 @@
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use roomhost::room::js::{Hook, Identity, RoomJs};
@@ -12,7 +13,12 @@ use roomhost::{Conn, ScriptLimits};
 use serde_json::value::RawValue;
 
 fn hook(c: &mut Criterion) {
-    let limits = ScriptLimits::default();
+    // A generous CPU budget, so the bench also runs under valgrind (the
+    // budget is still armed and checked on every call).
+    let limits = ScriptLimits {
+        cpu_per_call: Duration::from_secs(60),
+        ..ScriptLimits::default()
+    };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("rooms-js");
     let kind = Arc::new(compile_file(&root, "chat.js", "chat", &limits).expect("chat.js compiles"));
     let js = RoomJs::load(
@@ -23,6 +29,7 @@ fn hook(c: &mut Criterion) {
         None,
     )
     .expect("chat.js loads");
+    eprintln!("a new chat room's QuickJS heap: {} bytes", js.memory_used());
     let meta = RawValue::from_string(r#"{"transport":"websocket"}"#.into()).expect("JSON");
     let conn = Conn::new("alice", meta);
     let payload = r#"{"text":"hello there, how is everyone doing today?"}"#;
