@@ -29,7 +29,7 @@ fn hook(c: &mut Criterion) {
         None,
     )
     .expect("chat.js loads");
-    eprintln!("a new chat room's QuickJS heap: {} bytes", js.memory_used());
+    footprint(&kind, &limits, js.memory_used());
     let meta = RawValue::from_string(r#"{"transport":"websocket"}"#.into()).expect("JSON");
     let conn = Conn::new("alice", meta);
     let payload = r#"{"text":"hello there, how is everyone doing today?"}"#;
@@ -63,6 +63,45 @@ fn hook(c: &mut Criterion) {
             .expect("chat.js loads")
         })
     });
+}
+
+/// Prints what one more loaded chat room costs in process RSS, next to the
+/// QuickJS heap it reports (the idle scenario of `roomhost bench` measures
+/// the whole server). The gap is QuickJS's allocator: it carves small
+/// objects out of 4 KiB arenas per size class, and a fresh runtime leaves
+/// most of its arenas partly empty.
+fn footprint(kind: &Arc<roomhost::scripts::CompiledKind>, limits: &ScriptLimits, heap: u64) {
+    const ROOMS: usize = 200;
+    let rss = || {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = rss();
+    let rooms: Vec<RoomJs> = (0..ROOMS)
+        .map(|i| {
+            RoomJs::load(
+                &Identity::new("chat", &format!("f{i}")),
+                ModuleSource::Compiled(kind.clone()),
+                &kind.entry,
+                limits,
+                None,
+            )
+            .expect("chat.js loads")
+        })
+        .collect();
+    let after = rss();
+    eprintln!(
+        "a loaded chat room: QuickJS heap {:.1} KiB, process RSS {:.1} KiB per room",
+        heap as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / ROOMS as f64
+    );
+    drop(rooms);
 }
 
 criterion_group!(benches, hook);

@@ -624,18 +624,34 @@ async fn idle(args: &BenchArgs) -> anyhow::Result<Report> {
     let mut conns = open_all(&args.url, specs).await?;
     tokio::time::sleep(SETTLE).await;
     let connected = proc_status_kib(pid, "VmRSS")?;
+    let mut readings = Vec::with_capacity(2);
 
-    for (i, (client, join_ref)) in conns.iter_mut().enumerate() {
-        let topic = format!("{}:bench-{run}-{}", args.kind, i / clients);
-        *join_ref = client.join(&topic).await?.0;
+    // First the first client of every room (starting the rooms), then the
+    // others, so a room and a member can be told apart.
+    for first in [true, false] {
+        for (i, (client, join_ref)) in conns.iter_mut().enumerate() {
+            if (i % clients == 0) != first {
+                continue;
+            }
+            let topic = format!("{}:bench-{run}-{}", args.kind, i / clients);
+            *join_ref = client.join(&topic).await?.0;
+        }
+        tokio::time::sleep(SETTLE).await;
+        readings.push(proc_status_kib(pid, "VmRSS")?);
     }
-    tokio::time::sleep(SETTLE).await;
-    let joined = proc_status_kib(pid, "VmRSS")?;
+    let (started, joined) = (readings[0], readings[1]);
     let peak = proc_status_kib(pid, "VmHWM")?;
     let connections = conns.len() + warm.len();
     drop(conns);
     drop(warm);
 
+    let per_conn_kib = connected.saturating_sub(baseline) as f64 / (rooms * clients) as f64;
+    let later_joins = rooms * (clients - 1);
+    let per_member_kib = if later_joins == 0 {
+        0.0
+    } else {
+        joined.saturating_sub(started) as f64 / later_joins as f64
+    };
     let mut report = Report::new("idle", args.label.clone());
     report.connections = connections;
     report.rooms = rooms;
@@ -646,9 +662,12 @@ async fn idle(args: &BenchArgs) -> anyhow::Result<Report> {
         clients_per_room: clients,
         rss_baseline_kib: baseline,
         rss_connected_kib: connected,
+        rss_rooms_kib: started,
         rss_joined_kib: joined,
-        per_conn_kib: connected.saturating_sub(baseline) as f64 / (rooms * clients) as f64,
-        per_room_kib: joined.saturating_sub(connected) as f64 / rooms as f64,
+        per_conn_kib,
+        per_room_kib: started.saturating_sub(connected) as f64 / rooms as f64,
+        per_member_kib,
+        per_joined_conn_kib: per_conn_kib + per_member_kib,
     });
     Ok(report)
 }

@@ -50,13 +50,22 @@ pub struct Idle {
     pub rooms: usize,
     pub clients_per_room: usize,
     pub rss_baseline_kib: u64,
+    /// After opening every connection (none joined).
     pub rss_connected_kib: u64,
+    /// After the first client of each room joined (every room started).
+    pub rss_rooms_kib: u64,
+    /// After the other clients joined too.
     pub rss_joined_kib: u64,
-    /// (connected - baseline) / connections.
+    /// (connected - baseline) / connections: a connection with no channel.
     pub per_conn_kib: f64,
-    /// (joined - connected) / rooms: the room with its script, state and
-    /// its clients' channels.
+    /// (rooms - connected) / rooms: a room with its script, its state and
+    /// its first member.
     pub per_room_kib: f64,
+    /// (joined - rooms) / later joins: one more member of a room (its
+    /// channel, presence entry, the script's record of it).
+    pub per_member_kib: f64,
+    /// per_conn_kib + per_member_kib: an idle client joined to a room.
+    pub per_joined_conn_kib: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -168,12 +177,17 @@ impl Report {
             row(
                 "server RSS KiB",
                 format!(
-                    "baseline {}  connected {}  joined {}",
-                    i.rss_baseline_kib, i.rss_connected_kib, i.rss_joined_kib
+                    "baseline {}  connected {}  rooms {}  joined {}",
+                    i.rss_baseline_kib, i.rss_connected_kib, i.rss_rooms_kib, i.rss_joined_kib
                 ),
             );
             row("per connection", format!("{:.1} KiB", i.per_conn_kib));
             row("per room", format!("{:.1} KiB", i.per_room_kib));
+            row("per extra member", format!("{:.1} KiB", i.per_member_kib));
+            row(
+                "per joined conn",
+                format!("{:.1} KiB", i.per_joined_conn_kib),
+            );
         }
         row("errors", self.errors.to_string());
         if let Some(rss) = self.server_rss_kib {

@@ -37,7 +37,7 @@ const WRITE_BATCH: usize = 64;
 /// allocated up front for every connection, most of an idle connection's
 /// memory; chat frames are small, and a larger message is still read whole
 /// (the buffer is refilled until the message is complete).
-const READ_BUFFER: usize = 4 << 10;
+const READ_BUFFER: usize = 2 << 10;
 
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
