@@ -15,10 +15,13 @@ export function onMessage(conn, event, payload) {
   if (event !== "new_msg") throw new Error(`unknown event "${event}"`);
   const text = String(payload.text ?? "").trim();
   if (text === "") throw new Error("message is blank");
-  if ([...text].length > MAX_TEXT) throw new Error(`message is longer than ${MAX_TEXT} characters`);
+  // Counting code points copies the string: only needed when its UTF-16
+  // length (never below the code point count) is over the limit.
+  if (text.length > MAX_TEXT && [...text].length > MAX_TEXT)
+    throw new Error(`message is longer than ${MAX_TEXT} characters`);
   const msg = { id: nextId++, user: conn.user, text, at: Date.now() };
   messages.push(msg);
-  if (messages.length > KEEP) messages = messages.slice(-KEEP);
+  while (messages.length > KEEP) messages.shift(); // not slice: no copy of the array
   room.broadcast("new_msg", msg);
   return { id: msg.id };
 }

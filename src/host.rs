@@ -238,10 +238,18 @@ impl Host {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
         let host = self.clone();
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
+        // Frames are small and latency matters: no Nagle delay. The writer
+        // batches frames itself (many frames, one flush).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;

@@ -9,6 +9,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use roomhost::{Config, Durability, Host};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "roomhost",
@@ -57,6 +59,8 @@ enum Command {
         #[arg(long, env = "ROOMHOST_SECRET_FILE")]
         secret_file: Option<PathBuf>,
     },
+    /// Load-test a running server over WebSockets (see README, Performance).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -225,6 +229,7 @@ fn main() -> ExitCode {
             ttl,
             secret_file,
         }) => token(&user, &ttl, secret_file.as_deref()),
+        Some(Command::Bench(args)) => bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

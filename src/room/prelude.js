@@ -28,9 +28,16 @@ globalThis.Date = RoomDate;
 // and it is a timer scripts are not documented to have.
 delete globalThis.performance;
 
-// sfc32, seeded per event from two 32-bit halves.
+// sfc32, seeded per event from two 32-bit halves. Seeding is lazy: most
+// events never draw a random number, so the seed is only mixed in on the
+// first draw of an event.
 let a = 0, b = 0, c = 0, d = 1;
+let seedHi = 0, seedLo = 0, seeded = true;
 function next() {
+  if (!seeded) {
+    seeded = true;
+    seed(seedHi, seedLo);
+  }
   a |= 0; b |= 0; c |= 0; d |= 0;
   const t = (((a + b) | 0) + d) | 0;
   d = (d + 1) | 0;
@@ -147,7 +154,7 @@ Object.defineProperty(globalThis, "__roomhost", {
       hooks = namespace;
       return typeof hooks.snapshot === "function";
     },
-    at(time, hi, lo) { clock = time; seed(hi, lo); },
+    at(time, hi, lo) { clock = time; seedHi = hi; seedLo = lo; seeded = false; },
     call(hook, id, user, metaJson, arg1, arg2) {
       const conn = members.get(id) ?? makeConn(id, user, metaJson);
       switch (hook) {

@@ -147,7 +147,13 @@ impl ModuleSource {
                     .map_err(|e| rquickjs::Error::new_loading_message(name, e.to_string()))?;
                 let hash = crc32c::crc32c(&source);
                 let module = Module::declare(ctx.clone(), name, source)?;
-                let bytecode = module.write(WriteOptions::default())?;
+                // Rooms load this bytecode: without the source text (kept
+                // only for `Function.prototype.toString`) each room is
+                // smaller; line numbers for stack traces stay.
+                let bytecode = module.write(WriteOptions {
+                    strip_source: true,
+                    ..WriteOptions::default()
+                })?;
                 compiled
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

@@ -33,6 +33,11 @@ use crate::protocol;
 
 /// Frames written per flush.
 const WRITE_BATCH: usize = 64;
+/// Bytes read from the socket at a time. tungstenite's default (128 KiB) is
+/// allocated up front for every connection, most of an idle connection's
+/// memory; chat frames are small, and a larger message is still read whole
+/// (the buffer is refilled until the message is complete).
+const READ_BUFFER: usize = 2 << 10;
 
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
@@ -56,6 +61,7 @@ pub(crate) async fn upgrade(
     ws.protocols(["phoenix"])
         .max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| {
             let peer = Peer::new(shared.config.outbound_queue);
             let channels = Channels::new(shared.clone(), conn, vsn, peer.0.clone());

@@ -1,0 +1,673 @@
+//! `roomhost bench`: a load generator that speaks Phoenix V2 over real
+//! WebSockets to a running server and measures what clients see.
+//!
+//! Load scenarios (`fanout`, `rooms`, `maxtp`) join R rooms × C clients of
+//! the `chat` kind; S clients per room send `new_msg` pushes whose text is
+//! the send time. In rate mode each sender is *open loop*: message k is due
+//! at `start + k / rate` and carries that scheduled time, so a server (or a
+//! generator) that falls behind shows up as latency instead of silently
+//! lowering the rate. In in-flight mode (`maxtp`) each sender keeps N pushes
+//! unanswered and sends the next one when a reply arrives. Every client
+//! records the latency of every broadcast it receives. Messages scheduled in
+//! the warm-up are not counted; after the window the generator waits (up to
+//! 5 s) for the deliveries still in flight.
+//!
+//! `coldstart` joins never-used rooms one after another and compares the
+//! join-to-reply time with joins of a room that is already running. `idle`
+//! opens R × C idle connections, then joins them to R rooms, and reads the
+//! server's RSS from `/proc/<pid>/status` after each step.
+//!
+//! The generator runs on one thread: pin it to a core of its own
+//! (`taskset -c 1`), away from the server's.
+
+mod client;
+mod report;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::task::JoinSet;
+use tokio::time::sleep_until;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use client::{Client, Frame, instant_at, now_us};
+use report::{ColdStart, Idle, Latency, Report, proc_status_kib};
+
+/// Connections opened (and joined) at the same time during setup.
+const SETUP_CONCURRENCY: usize = 32;
+/// How long the generator waits after the window for deliveries in flight.
+const DRAIN: Duration = Duration::from_secs(5);
+/// Idle connections send a heartbeat this often (the server closes
+/// connections silent for 60 s).
+const HEARTBEAT: Duration = Duration::from_secs(25);
+/// Time for the server to settle before an RSS reading.
+const SETTLE: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// 1 room × 50 clients, 5 senders at 200 msg/s each.
+    Fanout,
+    /// 100 rooms × 10 clients, 1 sender per room at 20 msg/s.
+    Rooms,
+    /// 1 room × 20 clients, 5 senders each keeping 8 pushes in flight.
+    Maxtp,
+    /// Join never-used rooms one after another (join to reply).
+    Coldstart,
+    /// R rooms × C idle clients: server RSS per room and per connection.
+    Idle,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Fanout => "fanout",
+            Scenario::Rooms => "rooms",
+            Scenario::Maxtp => "maxtp",
+            Scenario::Coldstart => "coldstart",
+            Scenario::Idle => "idle",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// The server's WebSocket endpoint.
+    #[arg(long, default_value = "ws://127.0.0.1:4000/socket/websocket")]
+    url: String,
+    /// The server's process id: reports its RSS (required by `idle`).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Print one JSON line on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Rooms (default: per scenario).
+    #[arg(long)]
+    rooms: Option<usize>,
+    /// Clients per room (default: per scenario).
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Sending clients per room (default: per scenario).
+    #[arg(long)]
+    senders: Option<usize>,
+    /// Messages per second per sender (rate mode; fanout 200, rooms 20).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Pushes each sender keeps unanswered (maxtp: 8). Overrides --rate.
+    #[arg(long)]
+    inflight: Option<usize>,
+    /// coldstart: how many never-used rooms to join.
+    #[arg(long, default_value_t = 200)]
+    count: usize,
+    /// Room kind; its `new_msg` must broadcast the pushed `text` back
+    /// (as rooms-js/chat.js does).
+    #[arg(long, default_value = "chat")]
+    kind: String,
+    /// Free text carried into the report (e.g. the durability mode).
+    #[arg(long)]
+    label: Option<String>,
+}
+
+/// How senders send.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Open loop, messages per second per sender.
+    Rate(f64),
+    /// Closed loop, pushes unanswered per sender.
+    InFlight(usize),
+}
+
+/// The shape of a load scenario.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    rooms: usize,
+    clients: usize,
+    senders: usize,
+    mode: Mode,
+}
+
+/// Runs the bench; prints the report. The process exit code is non-zero only
+/// when the bench could not run (setup failed), not when a target is missed.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let _ = now_us(); // start the clock
+        match args.scenario {
+            Scenario::Fanout | Scenario::Rooms | Scenario::Maxtp => {
+                run_load(&args, load_of(&args)?).await
+            }
+            Scenario::Coldstart => coldstart(&args).await,
+            Scenario::Idle => idle(&args).await,
+        }
+    })?;
+    if args.json {
+        eprint!("{}", report.table());
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+fn load_of(args: &BenchArgs) -> anyhow::Result<Load> {
+    let (rooms, clients, senders, mode) = match args.scenario {
+        Scenario::Fanout => (1, 50, 5, Mode::Rate(200.0)),
+        Scenario::Rooms => (100, 10, 1, Mode::Rate(20.0)),
+        _ => (1, 20, 5, Mode::InFlight(8)),
+    };
+    let mode = match (args.inflight, args.rate, mode) {
+        (Some(n), _, _) => Mode::InFlight(n),
+        (None, Some(r), _) => Mode::Rate(r),
+        (None, None, m) => m,
+    };
+    let load = Load {
+        rooms: args.rooms.unwrap_or(rooms),
+        clients: args.clients.unwrap_or(clients),
+        senders: args.senders.unwrap_or(senders),
+        mode,
+    };
+    if load.rooms == 0 || load.clients == 0 || load.senders == 0 {
+        bail!("--rooms, --clients and --senders must be at least 1");
+    }
+    if load.senders > load.clients {
+        bail!(
+            "--senders ({}) exceeds --clients ({})",
+            load.senders,
+            load.clients
+        );
+    }
+    match load.mode {
+        Mode::Rate(r) if !(r.is_finite() && r > 0.0) => bail!("--rate must be positive"),
+        Mode::InFlight(0) => bail!("--inflight must be at least 1"),
+        _ => {}
+    }
+    let positive = |x: f64| x > 0.0 && x.is_finite();
+    if !positive(args.duration) || !(positive(args.warmup) || args.warmup == 0.0) {
+        bail!("--duration must be positive and --warmup not negative");
+    }
+    Ok(load)
+}
+
+/// A unique prefix, so every run uses rooms no earlier run touched.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}{:x}", std::process::id(), nanos % (1 << 40))
+}
+
+/// Lets the generator hold thousands of sockets.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Opens `users.len()` connections, `SETUP_CONCURRENCY` at a time, each
+/// joined to its topic when one is given. Keeps the order of `users`.
+async fn open_all(
+    url: &str,
+    specs: Vec<(String, Option<String>)>,
+) -> anyhow::Result<Vec<(Client, u64)>> {
+    let total = specs.len();
+    let mut specs = specs.into_iter().enumerate();
+    let mut running = JoinSet::new();
+    let mut opened: Vec<Option<(Client, u64)>> = (0..total).map(|_| None).collect();
+    loop {
+        while running.len() < SETUP_CONCURRENCY {
+            let Some((i, (user, topic))) = specs.next() else {
+                break;
+            };
+            let url = url.to_string();
+            running.spawn(async move {
+                let mut client = Client::connect(&url, &user).await?;
+                let join_ref = match &topic {
+                    Some(topic) => client.join(topic).await?.0,
+                    None => 0,
+                };
+                anyhow::Ok((i, client, join_ref))
+            });
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        let (i, client, join_ref) = done.context("a setup task panicked")??;
+        opened[i] = Some((client, join_ref));
+    }
+    Ok(opened.into_iter().flatten().collect())
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 10 min, 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Counters every connection task adds to, read while draining.
+#[derive(Default)]
+struct Totals {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+/// When the load runs, in generator µs.
+#[derive(Clone, Copy)]
+struct Window {
+    start: u64,
+    measure_from: u64,
+    end: u64,
+}
+
+impl Window {
+    fn counts(&self, stamp: u64) -> bool {
+        stamp >= self.measure_from && stamp < self.end
+    }
+}
+
+/// What one connection saw.
+struct ConnStats {
+    latency: Histogram<u64>,
+    received: u64,
+    errors: u64,
+}
+
+/// Sending role of a connection: its index among its room's senders.
+struct Sender {
+    index: usize,
+    of: usize,
+}
+
+async fn run_load(args: &BenchArgs, load: Load) -> anyhow::Result<Report> {
+    let run = run_id();
+    let topics: Vec<String> = (0..load.rooms)
+        .map(|r| format!("{}:bench-{run}-{r}", args.kind))
+        .collect();
+    let specs = (0..load.rooms)
+        .flat_map(|r| (0..load.clients).map(move |c| (r, c)))
+        .map(|(r, c)| (format!("b{r}x{c}"), Some(topics[r].clone())))
+        .collect();
+    let clients = open_all(&args.url, specs).await?;
+    let connections = clients.len();
+
+    let start = now_us() + 200_000;
+    let measure_from = start + (args.warmup * 1e6) as u64;
+    let window = Window {
+        start,
+        measure_from,
+        end: measure_from + (args.duration * 1e6) as u64,
+    };
+    let totals = Arc::new(Totals::default());
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    for (i, (client, join_ref)) in clients.into_iter().enumerate() {
+        let (room, c) = (i / load.clients, i % load.clients);
+        let sender = (c < load.senders).then_some(Sender {
+            index: room * load.senders + c,
+            of: load.rooms * load.senders,
+        });
+        tasks.spawn(drive(
+            client,
+            topics[room].clone(),
+            join_ref,
+            sender,
+            load.mode,
+            window,
+            totals.clone(),
+            stop.clone(),
+        ));
+    }
+
+    sleep_until(instant_at(window.end).into()).await;
+    let drain_until = tokio::time::Instant::now() + DRAIN;
+    while tokio::time::Instant::now() < drain_until {
+        let expected = totals.sent.load(Ordering::Relaxed) * load.clients as u64;
+        if totals.received.load(Ordering::Relaxed) >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+
+    let mut latency = histogram();
+    let (mut received, mut errors) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let stats = done.context("a connection task panicked")?;
+        latency
+            .add(&stats.latency)
+            .context("merging latency histograms")?;
+        received += stats.received;
+        errors += stats.errors;
+    }
+    let sent = totals.sent.load(Ordering::Relaxed);
+    let expected = sent * load.clients as u64;
+    let mut report = Report::new(args.scenario.name(), args.label.clone());
+    report.connections = connections;
+    report.rooms = load.rooms;
+    report.duration_s = args.duration;
+    report.sent = sent;
+    report.expected = expected;
+    report.received = received;
+    report.deliveries_per_s = received as f64 / args.duration;
+    report.delivery_ratio = if expected == 0 {
+        0.0
+    } else {
+        received as f64 / expected as f64
+    };
+    report.latency_ms = Latency::from_us(&latency);
+    report.errors = errors;
+    if let Some(pid) = args.pid {
+        report.server_rss_kib = Some(proc_status_kib(pid, "VmRSS")?);
+        report.server_peak_rss_kib = Some(proc_status_kib(pid, "VmHWM")?);
+    }
+    Ok(report)
+}
+
+/// One connection of a load scenario: sends (if a sender), receives and
+/// measures until `stop`.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    mut client: Client,
+    topic: String,
+    join_ref: u64,
+    sender: Option<Sender>,
+    mode: Mode,
+    window: Window,
+    totals: Arc<Totals>,
+    stop: CancellationToken,
+) -> ConnStats {
+    let mut stats = ConnStats {
+        latency: histogram(),
+        received: 0,
+        errors: 0,
+    };
+    // Rate mode: message k is due at `first + k * interval`; senders are
+    // spread evenly over one interval so they do not fire together.
+    let (interval_us, mut next_due) = match (&sender, mode) {
+        (Some(s), Mode::Rate(rate)) => {
+            let interval = (1e6 / rate).max(1.0);
+            let offset = interval * s.index as f64 / s.of as f64;
+            (interval as u64, Some(window.start + offset as u64))
+        }
+        // In-flight senders fill their window at the start.
+        (Some(_), Mode::InFlight(_)) => (0, Some(window.start)),
+        (None, _) => (0, None),
+    };
+    let mut interval_k: u64 = 0;
+    let first_due = next_due.unwrap_or(0);
+    let mut in_flight = 0usize;
+    let mut heartbeat_ref = 0;
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+
+    loop {
+        let due = next_due.map(instant_at);
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            next = client.ws.next() => {
+                let text = match next {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                        if !stop.is_cancelled() {
+                            stats.errors += 1;
+                        }
+                        break;
+                    }
+                    Some(Ok(_)) => continue,
+                };
+                match client::classify(text.as_str()) {
+                    Frame::Stamp(stamp) => {
+                        if window.counts(stamp) {
+                            let latency = now_us().saturating_sub(stamp).max(1);
+                            let _ = stats.latency.record(latency);
+                            stats.received += 1;
+                            totals.received.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Frame::Reply { msg_ref, .. } if msg_ref == heartbeat_ref => {}
+                    Frame::Reply { msg_ref, ok } => {
+                        if msg_ref > join_ref && !ok {
+                            stats.errors += 1;
+                        }
+                        if let (Some(_), Mode::InFlight(_)) = (&sender, mode) {
+                            in_flight = in_flight.saturating_sub(1);
+                            if now_us() < window.end {
+                                let stamp = now_us();
+                                if send_stamp(&mut client, &topic, join_ref, stamp, &window, &totals).await.is_err() {
+                                    stats.errors += 1;
+                                    break;
+                                }
+                                in_flight += 1;
+                            }
+                        }
+                    }
+                    Frame::ChannelEnded | Frame::Malformed => stats.errors += 1,
+                    Frame::Other => {}
+                }
+            }
+            _ = sleep_until(due.unwrap_or_else(instant_now).into()), if due.is_some() => {
+                let result = match mode {
+                    Mode::Rate(_) => {
+                        // Send every message that is due, each stamped with
+                        // its scheduled time (open loop), then flush once.
+                        let now = now_us();
+                        let mut result = Ok(());
+                        let mut k = interval_k;
+                        let mut due_at = first_due + k * interval_us;
+                        while due_at <= now && due_at < window.end && result.is_ok() {
+                            result = feed_stamp(&mut client, &topic, join_ref, due_at, &window, &totals).await;
+                            k += 1;
+                            due_at = first_due + k * interval_us;
+                        }
+                        interval_k = k;
+                        next_due = (due_at < window.end).then_some(due_at);
+                        if result.is_ok() { client.ws.flush().await.map_err(anyhow::Error::from) } else { result }
+                    }
+                    Mode::InFlight(n) => {
+                        next_due = None;
+                        let mut result = Ok(());
+                        while in_flight < n && result.is_ok() {
+                            result = feed_stamp(&mut client, &topic, join_ref, now_us(), &window, &totals).await;
+                            in_flight += 1;
+                        }
+                        if result.is_ok() { client.ws.flush().await.map_err(anyhow::Error::from) } else { result }
+                    }
+                };
+                if result.is_err() {
+                    stats.errors += 1;
+                    break;
+                }
+            }
+            _ = heartbeat.tick() => {
+                let (beat_ref, beat) = client.heartbeat();
+                heartbeat_ref = beat_ref;
+                if client.ws.send(beat).await.is_err() {
+                    stats.errors += 1;
+                    break;
+                }
+            }
+        }
+    }
+    stats
+}
+
+fn instant_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// Queues one stamped push (no flush).
+async fn feed_stamp(
+    client: &mut Client,
+    topic: &str,
+    join_ref: u64,
+    stamp: u64,
+    window: &Window,
+    totals: &Totals,
+) -> anyhow::Result<()> {
+    let (_, message) = client.push_stamp(topic, join_ref, stamp);
+    client.ws.feed(message).await?;
+    if window.counts(stamp) {
+        totals.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Sends one stamped push now.
+async fn send_stamp(
+    client: &mut Client,
+    topic: &str,
+    join_ref: u64,
+    stamp: u64,
+    window: &Window,
+    totals: &Totals,
+) -> anyhow::Result<()> {
+    feed_stamp(client, topic, join_ref, stamp, window, totals).await?;
+    client.ws.flush().await?;
+    Ok(())
+}
+
+/// Joins never-used rooms one after another, alternating with joins of a
+/// room that is already running, on one connection.
+async fn coldstart(args: &BenchArgs) -> anyhow::Result<Report> {
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let run = run_id();
+    let mut client = Client::connect(&args.url, "bcold").await?;
+    let warm_topic = format!("{}:bench-{run}-warm", args.kind);
+    // Start the warm room (and let the server compile the kind) first.
+    let (join_ref, _) = client.join(&warm_topic).await?;
+    client.leave(&warm_topic, join_ref).await?;
+    let (mut cold, mut warm) = (histogram(), histogram());
+    for i in 0..args.count {
+        let topic = format!("{}:bench-{run}-cold-{i}", args.kind);
+        let (join_ref, took) = client.join(&topic).await?;
+        let _ = cold.record((took.as_micros() as u64).max(1));
+        client.leave(&topic, join_ref).await?;
+        let (join_ref, took) = client.join(&warm_topic).await?;
+        let _ = warm.record((took.as_micros() as u64).max(1));
+        client.leave(&warm_topic, join_ref).await?;
+    }
+    let (Some(cold), Some(warm)) = (Latency::from_us(&cold), Latency::from_us(&warm)) else {
+        bail!("no joins were measured");
+    };
+    let mut report = Report::new("coldstart", args.label.clone());
+    report.connections = 1;
+    report.rooms = args.count + 1;
+    report.coldstart = Some(ColdStart {
+        joins: args.count,
+        net_p50_ms: cold.p50 - warm.p50,
+        net_p99_ms: cold.p99 - warm.p50,
+        cold,
+        warm,
+    });
+    if let Some(pid) = args.pid {
+        report.server_rss_kib = Some(proc_status_kib(pid, "VmRSS")?);
+        report.server_peak_rss_kib = Some(proc_status_kib(pid, "VmHWM")?);
+    }
+    Ok(report)
+}
+
+/// Opens R × C idle connections, then joins them to R rooms, reading the
+/// server's RSS before, between and after.
+async fn idle(args: &BenchArgs) -> anyhow::Result<Report> {
+    let Some(pid) = args.pid else {
+        bail!("idle needs --pid <server pid> to read the server's memory");
+    };
+    let rooms = args.rooms.unwrap_or(100);
+    let clients = args.clients.unwrap_or(10);
+    if rooms == 0 || clients == 0 {
+        bail!("--rooms and --clients must be at least 1");
+    }
+    let run = run_id();
+    // Warm the server up: one connection in one room, kept open, so the
+    // kind's first compile and lazily built server state are not counted.
+    let warm = open_all(
+        &args.url,
+        vec![(
+            "bwarm".into(),
+            Some(format!("{}:bench-{run}-warm", args.kind)),
+        )],
+    )
+    .await?;
+    tokio::time::sleep(SETTLE).await;
+    let baseline = proc_status_kib(pid, "VmRSS")?;
+
+    let specs = (0..rooms * clients)
+        .map(|i| (format!("bidle{i}"), None))
+        .collect();
+    let mut conns = open_all(&args.url, specs).await?;
+    tokio::time::sleep(SETTLE).await;
+    let connected = proc_status_kib(pid, "VmRSS")?;
+    let mut readings = Vec::with_capacity(2);
+
+    // First the first client of every room (starting the rooms), then the
+    // others, so a room and a member can be told apart.
+    for first in [true, false] {
+        for (i, (client, join_ref)) in conns.iter_mut().enumerate() {
+            if (i % clients == 0) != first {
+                continue;
+            }
+            let topic = format!("{}:bench-{run}-{}", args.kind, i / clients);
+            *join_ref = client.join(&topic).await?.0;
+        }
+        tokio::time::sleep(SETTLE).await;
+        readings.push(proc_status_kib(pid, "VmRSS")?);
+    }
+    let (started, joined) = (readings[0], readings[1]);
+    let peak = proc_status_kib(pid, "VmHWM")?;
+    let connections = conns.len() + warm.len();
+    drop(conns);
+    drop(warm);
+
+    let per_conn_kib = connected.saturating_sub(baseline) as f64 / (rooms * clients) as f64;
+    let later_joins = rooms * (clients - 1);
+    let per_member_kib = if later_joins == 0 {
+        0.0
+    } else {
+        joined.saturating_sub(started) as f64 / later_joins as f64
+    };
+    let mut report = Report::new("idle", args.label.clone());
+    report.connections = connections;
+    report.rooms = rooms;
+    report.server_rss_kib = Some(joined);
+    report.server_peak_rss_kib = Some(peak);
+    report.idle = Some(Idle {
+        rooms,
+        clients_per_room: clients,
+        rss_baseline_kib: baseline,
+        rss_connected_kib: connected,
+        rss_rooms_kib: started,
+        rss_joined_kib: joined,
+        per_conn_kib,
+        per_room_kib: started.saturating_sub(connected) as f64 / rooms as f64,
+        per_member_kib,
+        per_joined_conn_kib: per_conn_kib + per_member_kib,
+    });
+    Ok(report)
+}
