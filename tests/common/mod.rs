@@ -52,10 +52,13 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A config for tests: temp dirs filled in by `start`.
+/// A config for tests: temp dirs filled in by `start`. The per-connection
+/// message rate limit is off, because load tests send as fast as replies
+/// come back; `tests/limits.rs` tests it with its own settings.
 pub fn test_config() -> Config {
     Config {
         durability: Durability::Strict,
+        msg_rate: 0,
         ..Config::default()
     }
 }
