@@ -168,6 +168,41 @@ async fn a_room_that_keeps_crashing_is_marked_failed() {
     assert_eq!(reply["status"], "ok");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_apply_per_kind() {
+    // The same script as two kinds: 48 MiB of buffers exceed the global
+    // 32 MiB limit but fit the 128 MiB of kind `roomy`.
+    const HOG: &str = r#"const keep = [];
+export function onMessage() {
+  for (let i = 0; i < 48; i++) keep.push(new Uint8Array(1 << 20));
+  return { held: keep.length };
+}"#;
+    let mut config = test_config();
+    config.kind_limits.insert(
+        "roomy".into(),
+        roomhost::ScriptLimits {
+            memory: 128 << 20,
+            ..roomhost::ScriptLimits::default()
+        },
+    );
+    let server = Server::start(&[("hog.js", HOG), ("roomy.js", HOG)], config).await;
+    let mut c = server.client("alice").await;
+    let (jr, _) = c.join_ok("roomy:x").await;
+    let (outcome, _) = provoke(&mut c, &jr, "roomy:x", "hog").await;
+    assert_eq!(
+        outcome,
+        Ok(json!({"status": "ok", "response": {"held": 48}}))
+    );
+    let (jr, _) = c.join_ok("hog:x").await;
+    let (outcome, _) = provoke(&mut c, &jr, "hog:x", "hog").await;
+    assert!(
+        outcome.is_err(),
+        "the global limit crashes the room: {outcome:?}"
+    );
+    let info = server.api("/api/rooms/hog:x").await;
+    assert_eq!(info["last_error"], "out of memory", "{info}");
+}
+
 /// Latency samples of a healthy room: `samples` request/reply round trips.
 async fn healthy_latencies(c: &mut Client, jr: &str, samples: usize) -> Vec<Duration> {
     let mut latencies = Vec::with_capacity(samples);
