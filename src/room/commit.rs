@@ -3,12 +3,13 @@
 
 use std::io;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use serde_json::value::RawValue;
 use tokio::task::JoinHandle;
 
 use super::js::CallError;
-use super::task::Room;
+use super::task::{MAX_GATHER, Room};
 use crate::config::Durability;
 use crate::store::Snapshot;
 
@@ -22,6 +23,25 @@ impl Room {
             .map_err(|e| format!("journal write failed: {e}"))?;
         self.batch.clear();
         Ok(())
+    }
+
+    /// Strict mode, after a batch: starts the fsync now, or gathers first.
+    ///
+    /// When the last fsync covered more events than are waiting now, the
+    /// senders of those events are probably answering their replies this
+    /// very moment: starting at once would cover one or two of them and make
+    /// the rest wait for a second fsync. So the fsync waits until as many
+    /// events as last time are waiting, or for as long as the last fsync
+    /// took (at most [`MAX_GATHER`]) — never more than the fsync it saves.
+    /// A lone sender (groups of one) never waits.
+    pub(super) fn commit_or_gather(&mut self) {
+        let waiting = self.seq.saturating_sub(self.durable);
+        if self.commit.is_some() || waiting == 0 || waiting >= self.last_group {
+            self.sync_due = None;
+            self.start_commit();
+        } else if self.sync_due.is_none() {
+            self.sync_due = Some(Instant::now() + self.last_fsync.min(MAX_GATHER));
+        }
     }
 
     /// Strict mode: starts an fsync if none runs and something is unsynced.
@@ -41,7 +61,7 @@ impl Room {
                 let started = std::time::Instant::now();
                 let synced = job();
                 shared.metrics.fsync(started.elapsed(), events);
-                synced.map(|()| covered)
+                synced.map(|()| (covered, started.elapsed()))
             }));
         } else if self.durability == Durability::Strict {
             self.durable = self.seq;
@@ -125,7 +145,7 @@ impl Room {
     pub(super) async fn settle(&mut self, snapshot: bool) -> Result<(), String> {
         self.flush_batch()?;
         if let Some(commit) = self.commit.take() {
-            let covered = join(&mut Some(commit))
+            let (covered, _) = join(&mut Some(commit))
                 .await
                 .map_err(|e| format!("journal sync failed: {e}"))?;
             self.durable = self.durable.max(covered);

@@ -9,6 +9,9 @@
 //! batch the records are written, and — with durability `strict` — one
 //! fdatasync runs on a blocking thread while the next events are handled;
 //! whatever arrived meanwhile is covered by the next fsync (group commit).
+//! When the last fsync covered more events than are waiting, the next one
+//! waits up to one fsync's time (at most [`MAX_GATHER`]) for the senders of
+//! those events to send again, so a group is not split in two fsyncs.
 //!
 //! A hook that throws leaves no trace: its outputs are dropped, it is not
 //! journaled, and the context is rebuilt from the store (snapshot + journal).
@@ -44,6 +47,8 @@ use crate::store::{ConnRecord, Event, EventKind, Store};
 const BATCH: usize = 128;
 /// With durability `relaxed`, how long written records may wait for fsync.
 const RELAXED_SYNC: Duration = Duration::from_millis(10);
+/// Strict mode: the longest an fsync is held back to gather a group.
+pub(super) const MAX_GATHER: Duration = Duration::from_millis(1);
 /// A rollback this far behind the last snapshot takes a new one, so later
 /// rollbacks replay little.
 const ROLLBACK_SNAPSHOT_AFTER: u64 = 64;
@@ -105,10 +110,14 @@ pub(crate) struct Room {
     pub(super) batch: Vec<u8>,
     pub(super) batch_first: u64,
     pub(super) gate: VecDeque<(u64, Effect)>,
-    /// The fsync in flight, resolving to the seq it covers.
-    pub(super) commit: Option<JoinHandle<io::Result<u64>>>,
-    /// Relaxed mode: when written records must be fsynced.
+    /// The fsync in flight, resolving to the seq it covers and its duration.
+    pub(super) commit: Option<JoinHandle<io::Result<(u64, Duration)>>>,
+    /// When written records must be fsynced: relaxed mode's interval, or the
+    /// end of strict mode's gathering.
     pub(super) sync_due: Option<Instant>,
+    /// Strict mode: events the last fsync covered, and how long it took.
+    pub(super) last_group: u64,
+    pub(super) last_fsync: Duration,
     pub(super) snapshot_write: Option<JoinHandle<io::Result<()>>>,
     /// A snapshot taken but not yet written: its events are not released.
     pub(super) pending_snapshot: Option<(u64, Vec<u8>)>,
@@ -200,6 +209,8 @@ impl Room {
             gate: VecDeque::new(),
             commit: None,
             sync_due: None,
+            last_group: 0,
+            last_fsync: Duration::ZERO,
             snapshot_write: None,
             pending_snapshot: None,
             unsnapshotted: recovered.events.len() as u64,
@@ -248,7 +259,9 @@ impl Room {
                 }
                 done = join(&mut self.commit), if self.commit.is_some() => {
                     self.commit = None;
-                    let covered = done.map_err(|e| format!("journal sync failed: {e}"))?;
+                    let (covered, took) = done.map_err(|e| format!("journal sync failed: {e}"))?;
+                    self.last_group = covered.saturating_sub(self.durable);
+                    self.last_fsync = took;
                     self.durable = self.durable.max(covered);
                     self.release();
                     self.start_commit();
@@ -302,7 +315,7 @@ impl Room {
         self.flush_presence();
         self.flush_batch()?;
         match self.durability {
-            Durability::Strict => self.start_commit(),
+            Durability::Strict => self.commit_or_gather(),
             Durability::Relaxed | Durability::Off => {
                 self.durable = self.seq;
                 self.release();
