@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Open connections per client address (`max_conns_per_ip`).
     pub client_addresses: crate::web::ClientAddresses,
+    /// Message rate limits of HTTP posts, per client address.
+    pub post_buckets: crate::web::AddressBuckets,
 }
 
 /// Owns the JS runtime; shut down in the background when the last host
@@ -154,6 +156,7 @@ impl HostBuilder {
             longpoll: Default::default(),
             metrics: crate::metrics::Metrics::new(),
             client_addresses: Default::default(),
+            post_buckets: Default::default(),
         });
         runtime.spawn(measure_rates(Arc::downgrade(&shared)));
         let watcher = if shared.config.watch_scripts {

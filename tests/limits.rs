@@ -455,3 +455,60 @@ async fn limit_flags_are_accepted_and_bad_ones_stop_the_server() {
         assert!(stderr.contains(error), "{flag} {value}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_posts_are_rate_limited_per_address() {
+    let server = server(Config {
+        msg_rate: 2,
+        msg_burst: 3,
+        limit_loopback: true,
+        ..test_config()
+    })
+    .await;
+    let body = r#"{"event":"say","payload":{}}"#;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let (status, reply) = post(server.addr, "/api/rooms/echo:posts/messages", body).await;
+        if status == 429 {
+            assert_eq!(reply, json!({"reason": "rate_limited"}));
+        }
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+    // The bucket refills at msg_rate.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, _) = post(server.addr, "/api/rooms/echo:posts/messages", body).await;
+    assert_eq!(status, 200);
+    let (_, metrics) = http(server.addr, "GET", "/metrics", None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or_default()
+            .contains("roomhost_rate_limited_total 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_posts_are_not_rate_limited_by_default() {
+    let server = server(Config {
+        msg_rate: 1,
+        msg_burst: 1,
+        ..test_config()
+    })
+    .await;
+    let body = r#"{"event":"say","payload":{}}"#;
+    for _ in 0..5 {
+        let (status, reply) = post(server.addr, "/api/rooms/echo:local/messages", body).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+}

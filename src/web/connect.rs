@@ -183,6 +183,16 @@ impl ClientAddresses {
     }
 }
 
+/// The request's peer address when per-address limits apply to it: not for
+/// loopback peers (unless `limit_loopback`: a reverse proxy on the same
+/// machine would put every user behind one address), nor without connect
+/// info (an embedder's own router).
+pub(crate) fn limited_peer(shared: &Shared, extensions: &Extensions) -> Option<IpAddr> {
+    let ConnectInfo(peer) = extensions.get::<ConnectInfo<SocketAddr>>()?;
+    let ip = peer.ip().to_canonical();
+    (!ip.is_loopback() || shared.config.limit_loopback).then_some(ip)
+}
+
 /// One connection counted against its address; uncounted when dropped, so
 /// every way a connection ends gives its slot back.
 pub(crate) struct AddressSlot {
@@ -211,13 +221,9 @@ pub(crate) fn admit(
     extensions: &Extensions,
 ) -> Result<Option<AddressSlot>, Refusal> {
     let max = shared.config.max_conns_per_ip;
-    let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() else {
+    let Some(ip) = limited_peer(shared, extensions).filter(|_| max > 0) else {
         return Ok(None);
     };
-    let ip = peer.ip().to_canonical();
-    if max == 0 || (ip.is_loopback() && !shared.config.limit_loopback) {
-        return Ok(None);
-    }
     let mut map = shared.client_addresses.map();
     let open = map.entry(ip).or_insert(0);
     if *open >= max {

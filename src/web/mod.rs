@@ -19,6 +19,7 @@ mod sse;
 pub(crate) use connect::ClientAddresses;
 pub(crate) use longpoll::Sessions as LongPollSessions;
 pub(crate) use origin::validate_allowed as validate_allowed_origin;
+pub(crate) use rate::AddressBuckets;
 
 use std::sync::Arc;
 

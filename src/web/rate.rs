@@ -8,6 +8,9 @@
 //! client any more but a flood, and is disconnected. Pure bookkeeping: the
 //! caller supplies the clock, so it is tested without sleeping.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Refusals are counted over windows this long.
@@ -75,9 +78,89 @@ impl RateLimit {
     }
 }
 
+/// Buckets per client address, for requests that have no connection to
+/// hold one: `POST /api/rooms/{topic}/messages`.
+#[derive(Debug, Default)]
+pub(crate) struct AddressBuckets(Mutex<HashMap<IpAddr, RateLimit>>);
+
+/// Addresses tracked before idle (full) buckets are dropped.
+const TRACKED_ADDRESSES: usize = 4096;
+
+impl AddressBuckets {
+    /// Takes a token for one request from `ip` (`Allow` when `rate` is 0).
+    pub fn check(&self, ip: IpAddr, rate: u32, burst: u32, now: Instant) -> Verdict {
+        // Every update is a single bucket change: a poisoned lock holds no
+        // half-done state.
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= TRACKED_ADDRESSES && !map.contains_key(&ip) {
+            // A bucket that has refilled is the same as a new one.
+            map.retain(|_, bucket| !bucket.is_full(now));
+        }
+        match map.get_mut(&ip) {
+            Some(bucket) => bucket.check(now),
+            None => match RateLimit::new(rate, burst, now) {
+                Some(mut bucket) => {
+                    let verdict = bucket.check(now);
+                    map.insert(ip, bucket);
+                    verdict
+                }
+                None => Verdict::Allow,
+            },
+        }
+    }
+}
+
+impl RateLimit {
+    /// True when the bucket would be full at `now` with no refusals pending.
+    fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+            && now.saturating_duration_since(self.window_start) > ABUSE_WINDOW
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_buckets_are_separate_and_refill() {
+        let buckets = AddressBuckets::default();
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(buckets.check(a, 10, 2, t0), Verdict::Allow);
+        assert_eq!(buckets.check(a, 10, 2, t0), Verdict::Allow);
+        assert_eq!(buckets.check(a, 10, 2, t0), Verdict::Refuse);
+        assert_eq!(buckets.check(b, 10, 2, t0), Verdict::Allow);
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(buckets.check(a, 10, 2, later), Verdict::Allow);
+        assert_eq!(
+            buckets.check(a, 0, 2, later),
+            Verdict::Refuse,
+            "the bucket is kept"
+        );
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        assert_eq!(
+            buckets.check(c, 0, 2, t0),
+            Verdict::Allow,
+            "rate 0 is unlimited"
+        );
+    }
+
+    #[test]
+    fn idle_addresses_are_forgotten_when_many_are_tracked() {
+        let buckets = AddressBuckets::default();
+        let t0 = Instant::now();
+        for n in 0..TRACKED_ADDRESSES as u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            buckets.check(ip, 10, 2, t0);
+        }
+        let later = t0 + ABUSE_WINDOW + Duration::from_secs(1);
+        buckets.check("192.0.2.9".parse().unwrap(), 10, 2, later);
+        let tracked = buckets.0.lock().unwrap().len();
+        assert_eq!(tracked, 1, "refilled buckets dropped, the new one kept");
+    }
 
     #[test]
     fn unlimited_when_the_rate_is_zero() {

@@ -34,7 +34,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::api::ApiError;
-use super::connect::{AddressSlot, Refusal, Transport, admit, identify};
+use super::connect::{AddressSlot, Refusal, Transport, admit, identify, limited_peer};
+use super::rate::Verdict;
 use super::{BodyError, media_type, read_body};
 use crate::feed::{Feed, Gap, sse_event};
 use crate::host::{Shared, room_handle};
@@ -223,9 +224,25 @@ pub(crate) async fn post_message(
     Path(topic): Path<String>,
     Query(mut params): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Body,
 ) -> Result<Response, ApiError> {
     let topic = parse_topic(&topic)?;
+    // A post has no connection to hold a bucket: its address does.
+    if let Some(ip) = limited_peer(&shared, &extensions) {
+        let (rate, burst) = (shared.config.msg_rate, shared.config.msg_burst);
+        if shared
+            .post_buckets
+            .check(ip, rate, burst, std::time::Instant::now())
+            != Verdict::Allow
+        {
+            shared.metrics.rate_limited();
+            return Err(ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited".into(),
+            ));
+        }
+    }
     let bad = |reason: String| ApiError(StatusCode::BAD_REQUEST, reason);
     let media = media_type(&headers);
     if media != "application/json" && media != "application/x-www-form-urlencoded" {
