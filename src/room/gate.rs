@@ -86,16 +86,7 @@ impl Room {
                     channel.deliver_frame(channel.push_frame(&event, &payload));
                 }
             }
-            Effect::Subscribe(channel) => {
-                let info = serde_json::json!({
-                    "topic": topic,
-                    "kind": self.slot.topic.kind(),
-                    "generation": self.generation,
-                    "version": self.kind.version,
-                });
-                channel.deliver_frame(channel.push_frame("room_info", &info.to_string()));
-                self.slot.hub.subscribe(channel);
-            }
+            Effect::Subscribe(channel) => self.slot.hub.subscribe(channel),
             Effect::ChannelPush {
                 channel,
                 event,

@@ -466,24 +466,39 @@ impl Room {
             channel: channel.clone(),
             msg_ref,
         };
-        self.gate_now(Effect::Reply { to, result });
-        if joined {
-            self.members.insert(
-                conn.id.clone(),
-                Member {
-                    conn,
-                    channel: Some(channel.clone()),
-                },
-            );
-            self.gate_now(Effect::Subscribe(channel.clone()));
-            self.gate_now(Effect::ChannelPush {
-                channel,
-                event: "presence_state",
-                payload: self.presence.state_json(),
-            });
-        } else {
+        if !joined {
+            self.gate_now(Effect::Reply { to, result });
             self.gate_now(Effect::Refused(channel));
+            return Ok(());
         }
+        self.members.insert(
+            conn.id.clone(),
+            Member {
+                conn,
+                channel: Some(channel.clone()),
+            },
+        );
+        // Subscribed before the reply goes out, so a client that has its ok
+        // is counted and receives every later broadcast; the same release
+        // pass delivers both, so nothing can come in between.
+        self.gate_now(Effect::Subscribe(channel.clone()));
+        self.gate_now(Effect::Reply { to, result });
+        let info = serde_json::json!({
+            "topic": self.slot.topic.as_str(),
+            "kind": self.slot.topic.kind(),
+            "generation": self.generation,
+            "version": self.kind.version,
+        });
+        self.gate_now(Effect::ChannelPush {
+            channel: channel.clone(),
+            event: "room_info",
+            payload: info.to_string(),
+        });
+        self.gate_now(Effect::ChannelPush {
+            channel,
+            event: "presence_state",
+            payload: self.presence.state_json(),
+        });
         Ok(())
     }
 
