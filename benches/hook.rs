@@ -63,6 +63,13 @@ fn hook(c: &mut Criterion) {
             .expect("chat.js loads")
         })
     });
+    c.bench_function("quickjs runtime + full context", |b| {
+        b.iter(|| {
+            let rt = rquickjs::Runtime::new().expect("runtime");
+            let ctx = rquickjs::Context::full(&rt).expect("context");
+            black_box((ctx, rt))
+        })
+    });
 }
 
 /// Prints what one more loaded chat room costs in process RSS, next to the

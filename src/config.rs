@@ -232,6 +232,9 @@ pub struct Config {
     pub watch_scripts: bool,
     /// Threads that run room JavaScript (0 = one per CPU).
     pub js_threads: usize,
+    /// QuickJS runtimes kept built ahead (by an idle-priority thread) so a
+    /// new room skips building one; 0 = none.
+    pub warm_contexts: usize,
     /// `Authorization: Bearer` token for the admin API; without it the admin
     /// API is served to loopback peers only.
     pub admin_token: Option<String>,
@@ -274,6 +277,7 @@ impl Default for Config {
             typing_timeout: crate::presence::TYPING_TIMEOUT,
             watch_scripts: true,
             js_threads: 0,
+            warm_contexts: 4,
             admin_token: None,
             auth_secret: None,
             allowed_origins: Vec::new(),

@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub client_addresses: crate::web::ClientAddresses,
     /// Message rate limits of HTTP posts, per client address.
     pub post_buckets: crate::web::AddressBuckets,
+    /// Runtimes with a context, built ahead for rooms' cold starts.
+    pub warm: crate::room::warm::WarmPool,
 }
 
 /// Owns the JS runtime; shut down in the background when the last host
@@ -139,6 +141,7 @@ impl HostBuilder {
             .thread_name("roomhost-js")
             .enable_all()
             .build()?;
+        let config_warm = config.warm_contexts;
         let shared = Arc::new(Shared {
             js: runtime.handle().clone(),
             config,
@@ -157,6 +160,7 @@ impl HostBuilder {
             metrics: crate::metrics::Metrics::new(),
             client_addresses: Default::default(),
             post_buckets: Default::default(),
+            warm: crate::room::warm::WarmPool::new(config_warm),
         });
         runtime.spawn(measure_rates(Arc::downgrade(&shared)));
         let watcher = if shared.config.watch_scripts {

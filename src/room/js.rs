@@ -21,6 +21,7 @@ use rquickjs::{
     Value, WriteOptions,
 };
 
+use super::warm::Blank;
 use crate::config::ScriptLimits;
 use crate::conn::Conn;
 use crate::scripts::{ModuleSource, ScriptError, ScriptLoader, ScriptResolver};
@@ -203,15 +204,27 @@ impl RoomJs {
         limits: &ScriptLimits,
         console: Option<ConsoleSink>,
     ) -> Result<RoomJs, ScriptError> {
+        let blank = Blank::new().map_err(|e| ScriptError::from_js(entry, &e.to_string(), None))?;
+        RoomJs::load_into(blank, identity, source, entry, limits, console)
+    }
+
+    /// [`RoomJs::load`] into a context built beforehand (see [`super::warm`]).
+    pub fn load_into(
+        blank: Blank,
+        identity: &Identity,
+        source: ModuleSource,
+        entry: &str,
+        limits: &ScriptLimits,
+        console: Option<ConsoleSink>,
+    ) -> Result<RoomJs, ScriptError> {
         let fail = |message: String| ScriptError::from_js(entry, &message, None);
-        let rt = Runtime::new().map_err(|e| fail(e.to_string()))?;
+        let Blank { ctx, rt } = blank;
         rt.set_memory_limit(limits.memory);
         rt.set_max_stack_size(limits.stack);
         let budget = Arc::new(Budget::new());
         let handler_budget = budget.clone();
         rt.set_interrupt_handler(Some(Box::new(move || handler_budget.expired())));
         rt.set_loader(ScriptResolver, ScriptLoader(source.clone()));
-        let ctx = Context::full(&rt).map_err(|e| fail(e.to_string()))?;
         let bridge = Bridge {
             effects: RefCell::new(Vec::new()),
             replaying: Cell::new(false),
@@ -565,6 +578,54 @@ mod tests {
             compiled: Arc::new(Mutex::new(BTreeMap::new())),
         };
         RoomJs::load(&Identity::new("t", "x"), source, "t.js", &limits, None)
+    }
+
+    #[test]
+    fn a_warm_context_built_on_another_thread_keeps_every_limit() {
+        let blank = std::thread::spawn(|| Blank::new().unwrap()).join().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.js"),
+            r#"const keep = [];
+            export function onMessage(c, e, p) {
+              if (p.spin) { while (true) {} }
+              if (p.alloc) { for (;;) keep.push(new Array(100000).fill(1)); }
+              if (p.recurse) { const f = (k) => f(k + 1) + 1; return f(0); }
+              return { ok: true };
+            }"#,
+        )
+        .unwrap();
+        let source = ModuleSource::Disk {
+            root: dir.path().canonicalize().unwrap(),
+            compiled: Arc::new(Mutex::new(BTreeMap::new())),
+        };
+        let limits = ScriptLimits {
+            memory: 8 << 20,
+            cpu_per_call: Duration::from_millis(20),
+            ..ScriptLimits::default()
+        };
+        let js = RoomJs::load_into(
+            blank,
+            &Identity::new("t", "x"),
+            source,
+            "t.js",
+            &limits,
+            None,
+        )
+        .unwrap();
+        assert_eq!(message(&js, "{}").unwrap().response, r#"{"ok":true}"#);
+        let err = message(&js, r#"{"recurse":1}"#).unwrap_err();
+        assert!(
+            matches!(err, CallError::Script { .. }),
+            "stack limit: {err:?}"
+        );
+        let err = message(&js, r#"{"spin":1}"#).unwrap_err();
+        assert!(matches!(err, CallError::Fatal(Fatal::CpuBudget)), "{err:?}");
+        let err = message(&js, r#"{"alloc":1}"#).unwrap_err();
+        assert!(
+            matches!(err, CallError::Fatal(Fatal::OutOfMemory)),
+            "{err:?}"
+        );
     }
 
     fn conn() -> Conn {

@@ -15,6 +15,7 @@ pub mod registry;
 mod replay;
 mod swap;
 pub mod task;
+pub mod warm;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::js::{CallError, ConsoleSink, Hook, Identity, RoomJs};
+use super::warm::Blank;
 use super::{ConsoleLine, RoomSlot, now_ms};
 use crate::conn::Conn;
 use crate::host::Shared;
@@ -51,7 +52,13 @@ pub(super) fn load_js_checked(
             message: message.to_string(),
         });
     });
-    let js = RoomJs::load(
+    let fail = |e: rquickjs::Error| ScriptError::from_js(&kind.entry, &e.to_string(), None);
+    let blank = match shared.warm.take() {
+        Some(blank) => blank,
+        None => Blank::new().map_err(fail)?,
+    };
+    let js = RoomJs::load_into(
+        blank,
         &identity,
         ModuleSource::Compiled(kind.clone()),
         &kind.entry,
