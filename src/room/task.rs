@@ -243,7 +243,9 @@ impl Room {
     }
 
     async fn serve(&mut self, mailbox: &mut mpsc::Receiver<Command>) -> Result<Exit, String> {
-        let mut commands = Vec::with_capacity(BATCH);
+        // Grows to the largest batch this room has seen (at most BATCH):
+        // a quiet room holds a few slots, not 128 commands (~14 KiB).
+        let mut commands = Vec::new();
         let shutdown = self.shared.shutdown.clone();
         loop {
             let idle_at = self.last_activity + self.shared.config.idle_timeout;

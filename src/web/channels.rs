@@ -140,8 +140,10 @@ impl Channels {
     async fn dispatch(&mut self, message: Incoming) {
         match (message.topic.as_str(), message.event.as_str()) {
             ("phoenix", "heartbeat") => self.reply(&message, Status::Ok, "{}").await,
-            (_, "phx_join") => self.join(message).await,
-            (_, "phx_leave") => self.leave(message).await,
+            // Boxed: joins and leaves are rare, and their futures would
+            // otherwise size every connection's task.
+            (_, "phx_join") => Box::pin(self.join(message)).await,
+            (_, "phx_leave") => Box::pin(self.leave(message)).await,
             _ => self.push(message).await,
         }
     }

@@ -37,7 +37,7 @@ const WRITE_BATCH: usize = 64;
 /// allocated up front for every connection, most of an idle connection's
 /// memory; chat frames are small, and a larger message is still read whole
 /// (the buffer is refilled until the message is complete).
-const READ_BUFFER: usize = 2 << 10;
+const READ_BUFFER: usize = 1 << 10;
 
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
@@ -191,7 +191,9 @@ async fn write_loop(
     done: CancellationToken,
     shared: Arc<Shared>,
 ) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    // Grows to the largest batch seen (at most WRITE_BATCH): an idle or
+    // quiet connection holds a few slots, not 64.
+    let mut batch = Vec::new();
     loop {
         let received = tokio::select! {
             biased;
