@@ -27,6 +27,7 @@ cargo build --release --quiet
 bin=$target/release/roomhost
 port=${BENCH_PORT:-4100}
 prio=(${BENCH_PRIO:-})
+client_prio=(${BENCH_CLIENT_PRIO-${BENCH_PRIO:-}})
 server_cpu=${BENCH_SERVER_CPU:-0}
 client_cpu=${BENCH_CLIENT_CPU:-1}
 
@@ -56,7 +57,7 @@ for run in $(seq 1 "$runs"); do
     kill -0 "$server" 2>/dev/null || { cat "$data/server.log" >&2; exit 1; }
     sleep 0.1
   done
-  if ! "${prio[@]}" taskset -c "$client_cpu" "$bin" bench "$scenario" \
+  if ! "${client_prio[@]}" taskset -c "$client_cpu" "$bin" bench "$scenario" \
       --url "ws://127.0.0.1:$port/socket/websocket" --pid "$server" --json \
       --label "$durability" "${extra[@]}" >>"$results"; then
     echo "run $run failed; server log: $data/server.log" >&2

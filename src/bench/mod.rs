@@ -292,6 +292,9 @@ impl Window {
 /// What one connection saw.
 struct ConnStats {
     latency: Histogram<u64>,
+    /// Rate mode: how late each message was sent after its scheduled time
+    /// (already inside `latency`; reported to show the generator kept up).
+    send_lag: Histogram<u64>,
     received: u64,
     errors: u64,
 }
@@ -353,13 +356,16 @@ async fn run_load(args: &BenchArgs, load: Load) -> anyhow::Result<Report> {
     }
     stop.cancel();
 
-    let mut latency = histogram();
+    let (mut latency, mut send_lag) = (histogram(), histogram());
     let (mut received, mut errors) = (0, 0);
     while let Some(done) = tasks.join_next().await {
         let stats = done.context("a connection task panicked")?;
         latency
             .add(&stats.latency)
             .context("merging latency histograms")?;
+        send_lag
+            .add(&stats.send_lag)
+            .context("merging send-lag histograms")?;
         received += stats.received;
         errors += stats.errors;
     }
@@ -379,6 +385,7 @@ async fn run_load(args: &BenchArgs, load: Load) -> anyhow::Result<Report> {
         received as f64 / expected as f64
     };
     report.latency_ms = Latency::from_us(&latency);
+    report.send_lag_ms = Latency::from_us(&send_lag);
     report.errors = errors;
     if let Some(pid) = args.pid {
         report.server_rss_kib = Some(proc_status_kib(pid, "VmRSS")?);
@@ -402,6 +409,7 @@ async fn drive(
 ) -> ConnStats {
     let mut stats = ConnStats {
         latency: histogram(),
+        send_lag: histogram(),
         received: 0,
         errors: 0,
     };
@@ -425,7 +433,6 @@ async fn drive(
         tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
 
     loop {
-        let due = next_due.map(instant_at);
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
@@ -470,7 +477,7 @@ async fn drive(
                     Frame::Other => {}
                 }
             }
-            _ = sleep_until(due.unwrap_or_else(instant_now).into()), if due.is_some() => {
+            _ = sleep_precise(next_due.unwrap_or(0)), if next_due.is_some() => {
                 let result = match mode {
                     Mode::Rate(_) => {
                         // Send every message that is due, each stamped with
@@ -480,6 +487,9 @@ async fn drive(
                         let mut k = interval_k;
                         let mut due_at = first_due + k * interval_us;
                         while due_at <= now && due_at < window.end && result.is_ok() {
+                            if window.counts(due_at) {
+                                let _ = stats.send_lag.record(now - due_at);
+                            }
                             result = feed_stamp(&mut client, &topic, join_ref, due_at, &window, &totals).await;
                             k += 1;
                             due_at = first_due + k * interval_us;
@@ -516,8 +526,20 @@ async fn drive(
     stats
 }
 
-fn instant_now() -> std::time::Instant {
-    std::time::Instant::now()
+/// Sleeps until `due_us` (on the [`now_us`] clock) to within a few µs.
+/// tokio's timer has 1 ms ticks and rounds deadlines up, which would add up
+/// to 1 ms of the generator's own lateness to every rate-mode latency; so
+/// this sleeps on the timer until 1 ms before and yields the rest of the way
+/// (other connections' tasks, and this task's other `select!` branches, run
+/// meanwhile).
+async fn sleep_precise(due_us: u64) {
+    const TIMER_TICK_US: u64 = 1_000;
+    if due_us > now_us() + TIMER_TICK_US {
+        sleep_until(instant_at(due_us - TIMER_TICK_US).into()).await;
+    }
+    while now_us() < due_us {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Queues one stamped push (no flush).

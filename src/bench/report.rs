@@ -88,6 +88,10 @@ pub struct Report {
     pub delivery_ratio: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<Latency>,
+    /// Rate mode: how late messages left the generator after their
+    /// scheduled time (included in `latency_ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_lag_ms: Option<Latency>,
     /// Error replies, channels the server ended, connections lost.
     pub errors: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,6 +118,7 @@ impl Report {
             deliveries_per_s: 0.0,
             delivery_ratio: 0.0,
             latency_ms: None,
+            send_lag_ms: None,
             errors: 0,
             server_rss_kib: None,
             server_peak_rss_kib: None,
@@ -156,6 +161,12 @@ impl Report {
                     "p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}",
                     l.p50, l.p90, l.p99, l.max
                 ),
+            );
+        }
+        if let Some(l) = &self.send_lag_ms {
+            row(
+                "send lag ms",
+                format!("p50 {:.3}  p99 {:.3}  max {:.3}", l.p50, l.p99, l.max),
             );
         }
         if let Some(c) = &self.coldstart {
