@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use roomhost::room::js::{Hook, Identity, RoomJs};
+use roomhost::room::js::{Blank, Hook, Identity, RoomJs};
 use roomhost::scripts::{ModuleSource, compile_file};
 use roomhost::{Conn, ScriptLimits};
 use serde_json::value::RawValue;
@@ -63,12 +63,28 @@ fn hook(c: &mut Criterion) {
             .expect("chat.js loads")
         })
     });
-    c.bench_function("quickjs runtime + full context", |b| {
-        b.iter(|| {
-            let rt = rquickjs::Runtime::new().expect("runtime");
-            let ctx = rquickjs::Context::full(&rt).expect("context");
-            black_box((ctx, rt))
-        })
+    // What a warm context saves a cold start: the runtime, its context and
+    // the prelude, built ahead by the warm pool...
+    c.bench_function("warm context build (runtime, context, prelude)", |b| {
+        b.iter(|| black_box(Blank::new().expect("a blank context")))
+    });
+    // ...and what is left: the kind's bytecode into a ready context.
+    c.bench_function("chat room load into a warm context", |b| {
+        b.iter_batched(
+            || Blank::new().expect("a blank context"),
+            |blank| {
+                RoomJs::load_into(
+                    blank,
+                    &Identity::new("chat", "bench3"),
+                    ModuleSource::Compiled(kind.clone()),
+                    &kind.entry,
+                    &limits,
+                    None,
+                )
+                .expect("chat.js loads")
+            },
+            criterion::BatchSize::SmallInput,
+        )
     });
 }
 

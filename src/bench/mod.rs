@@ -113,6 +113,11 @@ pub struct BenchArgs {
     /// coldstart: how many never-used rooms to join.
     #[arg(long, default_value_t = 200)]
     count: usize,
+    /// coldstart: milliseconds to wait after each cold/warm pair. 0 (the
+    /// default) is a sustained stream of cold starts; a pause measures cold
+    /// starts that arrive now and then, as first touches of rooms do.
+    #[arg(long, default_value_t = 0.0)]
+    pause: f64,
     /// Room kind; its `new_msg` must broadcast the pushed `text` back
     /// (as rooms-js/chat.js does).
     #[arg(long, default_value = "chat")]
@@ -579,6 +584,9 @@ async fn coldstart(args: &BenchArgs) -> anyhow::Result<Report> {
     if args.count == 0 {
         bail!("--count must be at least 1");
     }
+    if !(args.pause >= 0.0 && args.pause.is_finite()) {
+        bail!("--pause must be a number of milliseconds, 0 or more");
+    }
     let run = run_id();
     let mut client = Client::connect(&args.url, "bcold").await?;
     let warm_topic = format!("{}:bench-{run}-warm", args.kind);
@@ -594,6 +602,9 @@ async fn coldstart(args: &BenchArgs) -> anyhow::Result<Report> {
         let (join_ref, took) = client.join(&warm_topic).await?;
         let _ = warm.record((took.as_micros() as u64).max(1));
         client.leave(&warm_topic, join_ref).await?;
+        if args.pause > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(args.pause / 1000.0)).await;
+        }
     }
     let (Some(cold), Some(warm)) = (Latency::from_us(&cold), Latency::from_us(&warm)) else {
         bail!("no joins were measured");
@@ -603,6 +614,7 @@ async fn coldstart(args: &BenchArgs) -> anyhow::Result<Report> {
     report.rooms = args.count + 1;
     report.coldstart = Some(ColdStart {
         joins: args.count,
+        pause_ms: args.pause,
         net_p50_ms: cold.p50 - warm.p50,
         net_p99_ms: cold.p99 - warm.p50,
         cold,

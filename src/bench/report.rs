@@ -35,6 +35,8 @@ impl Latency {
 #[derive(Debug, Serialize)]
 pub struct ColdStart {
     pub joins: usize,
+    /// Milliseconds waited after each cold/warm pair (0: back to back).
+    pub pause_ms: f64,
     /// Join of a never-used room.
     pub cold: Latency,
     /// Join of a room that is already running.
@@ -170,7 +172,10 @@ impl Report {
             );
         }
         if let Some(c) = &self.coldstart {
-            row("joins", c.joins.to_string());
+            row(
+                "joins",
+                format!("{} (pause {} ms after each)", c.joins, c.pause_ms),
+            );
             row(
                 "cold join ms",
                 format!("p50 {:.3}  p99 {:.3}", c.cold.p50, c.cold.p99),

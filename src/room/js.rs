@@ -21,7 +21,7 @@ use rquickjs::{
     Value, WriteOptions,
 };
 
-use super::warm::Blank;
+use super::now_ms;
 use crate::config::ScriptLimits;
 use crate::conn::Conn;
 use crate::scripts::{ModuleSource, ScriptError, ScriptLoader, ScriptResolver};
@@ -166,6 +166,38 @@ impl Budget {
     }
 }
 
+/// A runtime and context with the host functions and the prelude loaded
+/// but no room yet: built ahead by [`super::warm::WarmPool`], or on demand.
+/// [`RoomJs::load_into`] gives it a room's limits, identity and code.
+pub struct Blank {
+    // Field order matters: the context must drop before its runtime.
+    ctx: Context,
+    rt: Runtime,
+}
+
+impl Blank {
+    pub fn new() -> Result<Blank, ScriptError> {
+        let fail = |message: String| ScriptError::from_js(PRELUDE_NAME, &message, None);
+        let rt = Runtime::new().map_err(|e| fail(e.to_string()))?;
+        let ctx = Context::full(&rt).map_err(|e| fail(e.to_string()))?;
+        ctx.with(|ctx| -> Result<(), ScriptError> {
+            let caught = |ctx: &Ctx, e: rquickjs::Error| {
+                located(PRELUDE_NAME, CaughtError::from_error(ctx, e))
+            };
+            if ctx.store_userdata(Bridge::new("{}".into(), None)).is_err() {
+                return Err(fail("runtime userdata unavailable".into()));
+            }
+            install_natives(&ctx).map_err(|e| caught(&ctx, e))?;
+            let prelude = load_prelude(&ctx).map_err(|e| caught(&ctx, e))?;
+            prelude
+                .eval()
+                .and_then(|(_, p)| p.finish::<()>())
+                .map_err(|e| caught(&ctx, e))
+        })?;
+        Ok(Blank { ctx, rt })
+    }
+}
+
 /// Host state reachable from host functions (runtime userdata). Only touched
 /// while the runtime lock is held, inside `ctx.with`.
 struct Bridge {
@@ -177,6 +209,19 @@ struct Bridge {
     identity: String,
     presence: RefCell<String>,
     console: Option<ConsoleSink>,
+}
+
+impl Bridge {
+    fn new(identity: String, console: Option<ConsoleSink>) -> Bridge {
+        Bridge {
+            effects: RefCell::new(Vec::new()),
+            replaying: Cell::new(false),
+            generation: Cell::new(0),
+            identity,
+            presence: RefCell::new("{}".into()),
+            console,
+        }
+    }
 }
 
 // SAFETY: `Bridge` holds no JS values, so it is the same type for every 'js.
@@ -204,8 +249,7 @@ impl RoomJs {
         limits: &ScriptLimits,
         console: Option<ConsoleSink>,
     ) -> Result<RoomJs, ScriptError> {
-        let blank = Blank::new().map_err(|e| ScriptError::from_js(entry, &e.to_string(), None))?;
-        RoomJs::load_into(blank, identity, source, entry, limits, console)
+        RoomJs::load_into(Blank::new()?, identity, source, entry, limits, console)
     }
 
     /// [`RoomJs::load`] into a context built beforehand (see [`super::warm`]).
@@ -225,35 +269,36 @@ impl RoomJs {
         let handler_budget = budget.clone();
         rt.set_interrupt_handler(Some(Box::new(move || handler_budget.expired())));
         rt.set_loader(ScriptResolver, ScriptLoader(source.clone()));
-        let bridge = Bridge {
-            effects: RefCell::new(Vec::new()),
-            replaying: Cell::new(false),
-            generation: Cell::new(0),
-            identity: serde_json::to_string(identity).unwrap_or_else(|_| "{}".into()),
-            presence: RefCell::new("{}".into()),
+        let bridge = Bridge::new(
+            serde_json::to_string(identity).unwrap_or_else(|_| "{}".into()),
             console,
-        };
+        );
         budget.arm(limits.cpu_per_call);
         let loaded = ctx.with(|ctx| -> Result<bool, ScriptError> {
             let caught =
                 |ctx: &Ctx, e: rquickjs::Error| located(entry, CaughtError::from_error(ctx, e));
-            if ctx.store_userdata(bridge).is_err() {
+            let rebound =
+                ctx.remove_userdata::<Bridge>().is_ok() && ctx.store_userdata(bridge).is_ok();
+            if !rebound {
                 return Err(fail("runtime userdata unavailable".into()));
             }
-            install_natives(&ctx).map_err(|e| caught(&ctx, e))?;
-            let prelude = load_prelude(&ctx).map_err(|e| caught(&ctx, e))?;
-            prelude
-                .eval()
-                .and_then(|(_, p)| p.finish::<()>())
-                .map_err(|e| caught(&ctx, e))?;
-            let module = source.declare(&ctx, entry).map_err(|e| caught(&ctx, e))?;
-            let (module, promise) = module.eval().map_err(|e| caught(&ctx, e))?;
-            promise.finish::<()>().map_err(|e| caught(&ctx, e))?;
-            let namespace = module.namespace().map_err(|e| caught(&ctx, e))?;
             let api: Object = ctx
                 .globals()
                 .get("__roomhost")
                 .map_err(|e| caught(&ctx, e))?;
+            // The module's top level sees the time of the load (a warm
+            // context's prelude ran earlier) and a fresh random seed.
+            let at: Function = api.get("at").map_err(|e| caught(&ctx, e))?;
+            at.call::<_, ()>((
+                now_ms() as f64,
+                rand::random::<u32>(),
+                rand::random::<u32>(),
+            ))
+            .map_err(|e| caught(&ctx, e))?;
+            let module = source.declare(&ctx, entry).map_err(|e| caught(&ctx, e))?;
+            let (module, promise) = module.eval().map_err(|e| caught(&ctx, e))?;
+            promise.finish::<()>().map_err(|e| caught(&ctx, e))?;
+            let namespace = module.namespace().map_err(|e| caught(&ctx, e))?;
             let bind: Function = api.get("bind").map_err(|e| caught(&ctx, e))?;
             bind.call::<_, bool>((namespace,))
                 .map_err(|e| caught(&ctx, e))
@@ -587,11 +632,12 @@ mod tests {
         std::fs::write(
             dir.path().join("t.js"),
             r#"const keep = [];
+            const loadedAt = Date.now();
             export function onMessage(c, e, p) {
               if (p.spin) { while (true) {} }
               if (p.alloc) { for (;;) keep.push(new Array(100000).fill(1)); }
               if (p.recurse) { const f = (k) => f(k + 1) + 1; return f(0); }
-              return { ok: true };
+              return { topic: room.topic, kind: room.kind, name: room.name, loadedAt };
             }"#,
         )
         .unwrap();
@@ -604,6 +650,8 @@ mod tests {
             cpu_per_call: Duration::from_millis(20),
             ..ScriptLimits::default()
         };
+        std::thread::sleep(Duration::from_millis(20));
+        let before = now_ms();
         let js = RoomJs::load_into(
             blank,
             &Identity::new("t", "x"),
@@ -613,7 +661,20 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(message(&js, "{}").unwrap().response, r#"{"ok":true}"#);
+        // The identity is the room's, not the blank's (built before any
+        // room), and the module's top level ran at load time.
+        let response: serde_json::Value =
+            serde_json::from_str(&message(&js, "{}").unwrap().response).unwrap();
+        assert_eq!(response["topic"], "t:x");
+        assert_eq!(
+            (&response["kind"], &response["name"]),
+            (&"t".into(), &"x".into())
+        );
+        let loaded_at = response["loadedAt"].as_i64().unwrap();
+        assert!(
+            loaded_at >= before,
+            "top level saw {loaded_at}, load began {before}"
+        );
         let err = message(&js, r#"{"recurse":1}"#).unwrap_err();
         assert!(
             matches!(err, CallError::Script { .. }),

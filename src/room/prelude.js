@@ -88,7 +88,10 @@ globalThis.console = Object.freeze({
 
 // --- room -----------------------------------------------------------------
 const members = new Map(); // conn id -> frozen conn object, in join order
-const identity = JSON.parse(native.identity());
+// Read on first use: a warm context evaluates this prelude before it knows
+// which room it will be.
+let identity = null;
+const ident = () => (identity ??= JSON.parse(native.identity()));
 const RESERVED = new Set(["presence_state", "presence_diff", "room_info", "room_reloaded", "script_error"]);
 function eventName(event) {
   if (typeof event !== "string" || event.length === 0 || event.length > 255)
@@ -103,9 +106,9 @@ function payloadJson(payload) {
   return json;
 }
 const room = Object.freeze({
-  topic: identity.topic,
-  kind: identity.kind,
-  name: identity.name,
+  get topic() { return ident().topic; },
+  get kind() { return ident().kind; },
+  get name() { return ident().name; },
   get generation() { return native.generation(); },
   broadcast(event, payload, options) {
     const except = options?.except;

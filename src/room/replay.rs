@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::js::{CallError, ConsoleSink, Hook, Identity, RoomJs};
-use super::warm::Blank;
+use super::js::{Blank, CallError, ConsoleSink, Hook, Identity, RoomJs};
 use super::{ConsoleLine, RoomSlot, now_ms};
 use crate::conn::Conn;
 use crate::host::Shared;
@@ -52,10 +51,9 @@ pub(super) fn load_js_checked(
             message: message.to_string(),
         });
     });
-    let fail = |e: rquickjs::Error| ScriptError::from_js(&kind.entry, &e.to_string(), None);
     let blank = match shared.warm.take() {
         Some(blank) => blank,
-        None => Blank::new().map_err(fail)?,
+        None => Blank::new()?,
     };
     let js = RoomJs::load_into(
         blank,
