@@ -3,8 +3,9 @@
 //! its kind's bytecode.
 //!
 //! Building a runtime and its context (every intrinsic, fresh heap pages
-//! faulted in) and evaluating the prelude is most of a room's load (about
-//! 160 µs and 190 µs of ~450 µs). One background thread keeps up to
+//! faulted in) and evaluating the prelude is most of a room's load (in
+//! `cargo bench --bench hook`, 60 µs of a 320 µs chat room load remain with
+//! a warm context). One background thread keeps up to
 //! `capacity` of them ready; it runs at `SCHED_IDLE` priority, so it only
 //! uses a core nothing else wants, and a room that finds the pool empty
 //! builds its own as before. Pooled contexts hold no room's data: a room
