@@ -42,6 +42,21 @@ async fn scrape(server: &Server) -> String {
     body.as_str().expect("text").to_string()
 }
 
+/// Scrapes until `ready` holds (at most 5 s), returning the last scrape.
+/// Counters move just after the event a client sees (a frame is counted once
+/// queued or written, which may be after the client read it), so a test that
+/// reacts to a frame polls briefly instead of racing the counter.
+async fn scrape_until(server: &Server, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = scrape(server).await;
+        if ready(&text) || tokio::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The value of the sample `name` (with its labels, exactly), or 0 if the
 /// sample is absent.
 fn sample(text: &str, name: &str) -> f64 {
@@ -80,7 +95,13 @@ async fn metrics_are_named_typed_and_move_with_traffic() {
         .await;
     bob.until(|v| v[3] == "presence_diff" && v[4]["joins"]["bob"].is_object())
         .await;
-    let fanout_before = sample(&scrape(&server).await, "roomhost_fanout_deliveries_total");
+    let fanout_before = sample(
+        &scrape_until(&server, |t| {
+            sample(t, "roomhost_fanout_deliveries_total") >= 2.0
+        })
+        .await,
+        "roomhost_fanout_deliveries_total",
+    );
     assert!(fanout_before >= 2.0, "presence diffs are broadcasts too");
     const N: usize = 5;
     for i in 0..N {
@@ -98,14 +119,19 @@ async fn metrics_are_named_typed_and_move_with_traffic() {
         bob.event("chat:metrics", "new_msg").await;
     }
 
-    let text = scrape(&server).await;
+    let ws = "{transport=\"websocket\"}";
+    let out = format!("roomhost_messages_out_total{ws}");
+    let text = scrape_until(&server, |t| {
+        sample(t, "roomhost_fanout_deliveries_total") - fanout_before >= (2 * N) as f64
+            && sample(t, &out) >= (2 + 3 * N) as f64
+    })
+    .await;
     for (family, kind) in FAMILIES {
         assert!(
             text.contains(&format!("# TYPE {family} {kind}\n")),
             "{family} ({kind}) missing in\n{text}"
         );
     }
-    let ws = "{transport=\"websocket\"}";
     assert_eq!(sample(&text, &format!("roomhost_connections{ws}")), 2.0);
     assert_eq!(sample(&text, "roomhost_channels"), 2.0);
     assert_eq!(sample(&text, "roomhost_rooms{state=\"running\"}"), 1.0);
