@@ -119,6 +119,7 @@ impl Room {
         self.pending_snapshot = Some((self.seq, bytes));
         self.unsnapshotted = 0;
         self.unsnapshotted_since = None;
+        self.snapshot_jitter = super::task::snapshot_jitter();
         self.write_pending_snapshot();
         Ok(())
     }

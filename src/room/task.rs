@@ -72,6 +72,16 @@ fn contained<T>(slot: &RoomSlot, f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// A room's share of the snapshot thresholds (`--snapshot-events`,
+/// `--snapshot-secs`): uniform in 0.75..1, so a room never waits longer than
+/// configured, and rooms started together at the same rate do not all
+/// snapshot in the same millisecond. A snapshot costs its room ~0.3–1 ms of
+/// JS; 100 of them back to back stalled every room on the core for tens of
+/// milliseconds.
+pub(super) fn snapshot_jitter() -> f64 {
+    0.75 + rand::random::<f64>() * 0.25
+}
+
 /// How a room task ended.
 #[derive(Debug)]
 pub(crate) enum Exit {
@@ -123,6 +133,9 @@ pub(crate) struct Room {
     pub(super) pending_snapshot: Option<(u64, Vec<u8>)>,
     pub(super) unsnapshotted: u64,
     pub(super) unsnapshotted_since: Option<Instant>,
+    /// This room's share of the snapshot thresholds, drawn again at each
+    /// snapshot (see [`snapshot_jitter`]).
+    pub(super) snapshot_jitter: f64,
     pub(super) last_activity: Instant,
     pub(super) stats_at: Instant,
     /// A new version of the code to switch to after the current batch.
@@ -215,6 +228,7 @@ impl Room {
             pending_snapshot: None,
             unsnapshotted: recovered.events.len() as u64,
             unsnapshotted_since: (!recovered.events.is_empty()).then_some(now),
+            snapshot_jitter: snapshot_jitter(),
             last_activity: now,
             stats_at: now,
             pending_reload: None,
@@ -249,9 +263,13 @@ impl Room {
         let shutdown = self.shared.shutdown.clone();
         loop {
             let idle_at = self.last_activity + self.shared.config.idle_timeout;
-            let snapshot_at = self
-                .unsnapshotted_since
-                .map(|t| t + self.shared.config.snapshot_every);
+            let snapshot_at = self.unsnapshotted_since.map(|t| {
+                t + self
+                    .shared
+                    .config
+                    .snapshot_every
+                    .mul_f64(self.snapshot_jitter)
+            });
             let presence_at = self.presence.next_deadline();
             tokio::select! {
                 biased;
@@ -326,7 +344,8 @@ impl Room {
                 }
             }
         }
-        if self.unsnapshotted >= self.shared.config.snapshot_every_events {
+        let due = self.shared.config.snapshot_every_events as f64 * self.snapshot_jitter;
+        if self.unsnapshotted >= (due as u64).max(1) {
             self.take_snapshot()?;
         }
         self.refresh_stats(false);
@@ -751,5 +770,25 @@ pub(super) struct CallFatal(pub(super) String);
 impl std::fmt::Display for CallFatal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_jitter;
+
+    #[test]
+    fn snapshot_thresholds_spread_below_the_configured_ones() {
+        let draws: Vec<f64> = (0..2000).map(|_| snapshot_jitter()).collect();
+        assert!(
+            draws.iter().all(|j| (0.75..1.0).contains(j)),
+            "never later than configured"
+        );
+        let lowest = draws.iter().copied().fold(f64::MAX, f64::min);
+        let highest = draws.iter().copied().fold(f64::MIN, f64::max);
+        assert!(
+            lowest < 0.78 && highest > 0.97,
+            "spread over the range: {lowest}..{highest}"
+        );
     }
 }
