@@ -141,7 +141,7 @@ impl HostBuilder {
             .thread_name("roomhost-js")
             .enable_all()
             .build()?;
-        let config_warm = config.warm_contexts;
+        let warm = crate::room::warm::WarmPool::new(config.warm_contexts);
         let shared = Arc::new(Shared {
             js: runtime.handle().clone(),
             config,
@@ -160,7 +160,7 @@ impl HostBuilder {
             metrics: crate::metrics::Metrics::new(),
             client_addresses: Default::default(),
             post_buckets: Default::default(),
-            warm: crate::room::warm::WarmPool::new(config_warm),
+            warm,
         });
         runtime.spawn(measure_rates(Arc::downgrade(&shared)));
         let watcher = if shared.config.watch_scripts {

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use tokio::task::JoinHandle;
 
 use super::js::CallError;
-use super::task::{MAX_GATHER, Room};
+use super::task::{MAX_GATHER, Room, SnapshotDue};
 use crate::config::Durability;
 use crate::store::Snapshot;
 
@@ -119,7 +119,7 @@ impl Room {
         self.pending_snapshot = Some((self.seq, bytes));
         self.unsnapshotted = 0;
         self.unsnapshotted_since = None;
-        self.snapshot_jitter = super::task::snapshot_jitter();
+        self.snapshot_due = SnapshotDue::draw(&self.shared.config);
         self.write_pending_snapshot();
         Ok(())
     }

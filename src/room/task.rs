@@ -78,8 +78,26 @@ fn contained<T>(slot: &RoomSlot, f: impl FnOnce() -> T) -> T {
 /// snapshot in the same millisecond. A snapshot costs its room ~0.3–1 ms of
 /// JS; 100 of them back to back stalled every room on the core for tens of
 /// milliseconds.
-pub(super) fn snapshot_jitter() -> f64 {
+fn snapshot_jitter() -> f64 {
     0.75 + rand::random::<f64>() * 0.25
+}
+
+/// When this room snapshots next: after this many events, or this long after
+/// the first unsnapshotted one. Drawn at start and after every snapshot.
+#[derive(Clone, Copy)]
+pub(super) struct SnapshotDue {
+    pub events: u64,
+    pub after: Duration,
+}
+
+impl SnapshotDue {
+    pub(super) fn draw(config: &crate::Config) -> SnapshotDue {
+        let share = snapshot_jitter();
+        SnapshotDue {
+            events: ((config.snapshot_every_events as f64 * share) as u64).max(1),
+            after: config.snapshot_every.mul_f64(share),
+        }
+    }
 }
 
 /// How a room task ended.
@@ -133,9 +151,7 @@ pub(crate) struct Room {
     pub(super) pending_snapshot: Option<(u64, Vec<u8>)>,
     pub(super) unsnapshotted: u64,
     pub(super) unsnapshotted_since: Option<Instant>,
-    /// This room's share of the snapshot thresholds, drawn again at each
-    /// snapshot (see [`snapshot_jitter`]).
-    pub(super) snapshot_jitter: f64,
+    pub(super) snapshot_due: SnapshotDue,
     pub(super) last_activity: Instant,
     pub(super) stats_at: Instant,
     /// A new version of the code to switch to after the current batch.
@@ -228,7 +244,7 @@ impl Room {
             pending_snapshot: None,
             unsnapshotted: recovered.events.len() as u64,
             unsnapshotted_since: (!recovered.events.is_empty()).then_some(now),
-            snapshot_jitter: snapshot_jitter(),
+            snapshot_due: SnapshotDue::draw(&shared.config),
             last_activity: now,
             stats_at: now,
             pending_reload: None,
@@ -263,13 +279,9 @@ impl Room {
         let shutdown = self.shared.shutdown.clone();
         loop {
             let idle_at = self.last_activity + self.shared.config.idle_timeout;
-            let snapshot_at = self.unsnapshotted_since.map(|t| {
-                t + self
-                    .shared
-                    .config
-                    .snapshot_every
-                    .mul_f64(self.snapshot_jitter)
-            });
+            let snapshot_at = self
+                .unsnapshotted_since
+                .map(|t| t + self.snapshot_due.after);
             let presence_at = self.presence.next_deadline();
             tokio::select! {
                 biased;
@@ -344,8 +356,7 @@ impl Room {
                 }
             }
         }
-        let due = self.shared.config.snapshot_every_events as f64 * self.snapshot_jitter;
-        if self.unsnapshotted >= (due as u64).max(1) {
+        if self.unsnapshotted >= self.snapshot_due.events {
             self.take_snapshot()?;
         }
         self.refresh_stats(false);
