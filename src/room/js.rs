@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use rquickjs::prelude::Opt;
 use rquickjs::{
     CatchResultExt, CaughtError, Context, Ctx, Function, JsLifetime, Module, Object, Runtime,
     Value, WriteOptions,
@@ -179,7 +180,22 @@ impl Blank {
     pub fn new() -> Result<Blank, ScriptError> {
         let fail = |message: String| ScriptError::from_js(PRELUDE_NAME, &message, None);
         let rt = Runtime::new().map_err(|e| fail(e.to_string()))?;
-        let ctx = Context::full(&rt).map_err(|e| fail(e.to_string()))?;
+        // Everything `Context::full` adds but `performance` (rooms do not
+        // get a real clock, see the prelude) and typed arrays and base64,
+        // which are added on first use (`install_lazy_builtins`).
+        use rquickjs::context::intrinsic as i;
+        let ctx = Context::custom::<(
+            i::Date,
+            i::Eval,
+            i::RegExpCompiler,
+            i::RegExp,
+            i::Json,
+            i::Proxy,
+            i::MapSet,
+            i::Promise,
+            i::WeakRef,
+        )>(&rt)
+        .map_err(|e| fail(e.to_string()))?;
         ctx.with(|ctx| -> Result<(), ScriptError> {
             let caught = |ctx: &Ctx, e: rquickjs::Error| {
                 located(PRELUDE_NAME, CaughtError::from_error(ctx, e))
@@ -188,6 +204,7 @@ impl Blank {
                 return Err(fail("runtime userdata unavailable".into()));
             }
             install_natives(&ctx).map_err(|e| caught(&ctx, e))?;
+            install_lazy_builtins(&ctx).map_err(|e| caught(&ctx, e))?;
             let prelude = load_prelude(&ctx).map_err(|e| caught(&ctx, e))?;
             prelude
                 .eval()
@@ -206,6 +223,8 @@ struct Bridge {
     /// the room task).
     replaying: Cell<bool>,
     generation: Cell<u64>,
+    /// The [`Builtins`] groups added so far (one bit each).
+    builtins: Cell<u8>,
     identity: String,
     presence: RefCell<String>,
     console: Option<ConsoleSink>,
@@ -217,6 +236,7 @@ impl Bridge {
             effects: RefCell::new(Vec::new()),
             replaying: Cell::new(false),
             generation: Cell::new(0),
+            builtins: Cell::new(0),
             identity,
             presence: RefCell::new("{}".into()),
             console,
@@ -277,8 +297,15 @@ impl RoomJs {
         let loaded = ctx.with(|ctx| -> Result<bool, ScriptError> {
             let caught =
                 |ctx: &Ctx, e: rquickjs::Error| located(entry, CaughtError::from_error(ctx, e));
-            let rebound =
-                ctx.remove_userdata::<Bridge>().is_ok() && ctx.store_userdata(bridge).is_ok();
+            let rebound = match ctx.remove_userdata::<Bridge>() {
+                Ok(old) => {
+                    if let Some(old) = old {
+                        bridge.builtins.set(old.builtins.get());
+                    }
+                    ctx.store_userdata(bridge).is_ok()
+                }
+                Err(_) => false,
+            };
             if !rebound {
                 return Err(fail("runtime userdata unavailable".into()));
             }
@@ -589,6 +616,128 @@ fn install_natives(ctx: &Ctx) -> rquickjs::Result<()> {
         })?,
     )?;
     ctx.globals().set("__roomhost_native", native)
+}
+
+/// Built-ins most rooms never use, though they are a sixth of the work of
+/// building a context and 19 KiB of its heap: they are added the first time
+/// a script reads or assigns one of their globals.
+#[derive(Clone, Copy)]
+enum Builtins {
+    TypedArrays = 1,
+    Base64 = 2,
+}
+
+const LAZY_BUILTINS: &[(Builtins, &[&str])] = &[
+    (
+        Builtins::TypedArrays,
+        &[
+            "ArrayBuffer",
+            "SharedArrayBuffer",
+            "DataView",
+            "Atomics",
+            "Int8Array",
+            "Uint8Array",
+            "Uint8ClampedArray",
+            "Int16Array",
+            "Uint16Array",
+            "Int32Array",
+            "Uint32Array",
+            "Float16Array",
+            "Float32Array",
+            "Float64Array",
+            "BigInt64Array",
+            "BigUint64Array",
+        ],
+    ),
+    (Builtins::Base64, &["atob", "btoa", "DOMException"]),
+];
+
+/// Defines each lazy global as a configurable accessor. Adding the group
+/// defines its real globals over these accessors, so afterwards a script
+/// sees exactly what `Context::full` would have given it.
+fn install_lazy_builtins<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
+    use rquickjs::qjs;
+    let raw = ctx.as_raw().as_ptr();
+    let globals = ctx.globals();
+    for &(group, names) in LAZY_BUILTINS {
+        for &name in names {
+            // One function is both the getter (called with no argument) and
+            // the setter: a context builds half as many.
+            let access = Function::new(
+                ctx.clone(),
+                move |ctx: Ctx<'js>, value: Opt<Value<'js>>| -> rquickjs::Result<Value<'js>> {
+                    add_builtins(&ctx, group)?;
+                    let globals = ctx.globals();
+                    match value.0 {
+                        None => globals.get(name),
+                        Some(value) => globals
+                            .set(name, value)
+                            .map(|()| Value::new_undefined(ctx.clone())),
+                    }
+                },
+            )?;
+            // SAFETY: `raw` is this live, locked context. The define takes
+            // ownership of one reference each for the getter and the
+            // setter, which the two dups give it; the atom is freed here.
+            let defined = unsafe {
+                let atom = qjs::JS_NewAtomLen(raw, name.as_ptr().cast(), name.len() as _);
+                if atom == qjs::JS_ATOM_NULL {
+                    return Err(rquickjs::Error::Allocation);
+                }
+                let defined = qjs::JS_DefinePropertyGetSet(
+                    raw,
+                    globals.as_raw(),
+                    atom,
+                    qjs::JS_DupValue(raw, access.as_raw()),
+                    qjs::JS_DupValue(raw, access.as_raw()),
+                    qjs::JS_PROP_CONFIGURABLE as _,
+                );
+                qjs::JS_FreeAtom(raw, atom);
+                defined
+            };
+            if defined < 0 {
+                return Err(rquickjs::Error::Allocation);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn add_builtins(ctx: &Ctx, group: Builtins) -> rquickjs::Result<()> {
+    let bit = group as u8;
+    if bridge(ctx).builtins.get() & bit != 0 {
+        return Ok(());
+    }
+    // QuickJS aborts the process if a group's global already exists, so the
+    // accessors go first; a script that made one of them permanent gets an
+    // exception instead.
+    let globals = ctx.globals();
+    let names = LAZY_BUILTINS
+        .iter()
+        .filter(|(g, _)| *g as u8 == bit)
+        .flat_map(|(_, names)| names.iter());
+    for &name in names {
+        if globals.remove(name).is_err() || globals.contains_key(name)? {
+            return Err(rquickjs::Exception::throw_type(
+                ctx,
+                &format!("globalThis.{name} was redefined as permanent before its first use"),
+            ));
+        }
+    }
+    bridge(ctx).builtins.set(bridge(ctx).builtins.get() | bit);
+    let ptr = ctx.as_raw().as_ptr();
+    // SAFETY: `ctx` is live and locked (we are inside one of its calls), and
+    // none of the group's globals exists, as QuickJS requires.
+    let added = unsafe {
+        match group {
+            Builtins::TypedArrays => rquickjs::qjs::JS_AddIntrinsicTypedArrays(ptr),
+            Builtins::Base64 => rquickjs::qjs::JS_AddIntrinsicAToB(ptr),
+        }
+    };
+    if added < 0 {
+        return Err(rquickjs::Error::Allocation);
+    }
+    Ok(())
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -1081,6 +1230,131 @@ mod tests {
         for pair in types["types"].as_array().unwrap() {
             assert_eq!(pair[1], "undefined", "{} is visible to scripts", pair[0]);
         }
+    }
+
+    /// Typed arrays and base64 are added on first use; afterwards the
+    /// globals are exactly what a full QuickJS context has.
+    #[test]
+    fn lazy_builtins_work_and_end_up_as_in_a_full_context() {
+        let js = load(
+            r#"const describe = (n) => {
+              const d = Object.getOwnPropertyDescriptor(globalThis, n);
+              return [n, typeof d.value, !!d.writable, d.enumerable, d.configurable];
+            };
+            export function onMessage(c, e, p) {
+              if (e === "use") {
+                const bytes = new Uint8Array([104, 105]);
+                const words = crypto.getRandomValues(new Uint32Array(4));
+                let dom = null;
+                try { atob("%"); } catch (err) { dom = err instanceof DOMException; }
+                return {
+                  len: bytes.length, view: new DataView(bytes.buffer).getUint8(1),
+                  words: words.length, b64: btoa("hi"), back: atob("aGk="), dom,
+                  atomics: typeof Atomics.add, big: new BigInt64Array(1).length,
+                };
+              }
+              if (e === "assign") { globalThis.btoa = 7; return {btoa, atob: atob("aGk=")}; }
+              return {globals: Object.getOwnPropertyNames(globalThis).sort().map(describe)};
+            }"#,
+        )
+        .unwrap();
+        let call = |event: &str| -> serde_json::Value {
+            let called = js.call(
+                &conn(),
+                Hook::Message {
+                    event,
+                    payload: "{}",
+                },
+                1,
+                1,
+            );
+            serde_json::from_str(&called.unwrap().response).unwrap()
+        };
+        assert_eq!(
+            call("use"),
+            serde_json::json!({"len": 2, "view": 105, "words": 4, "b64": "aGk=", "back": "hi",
+                "dom": true, "atomics": "function", "big": 1})
+        );
+        assert_eq!(call("assign"), serde_json::json!({"btoa": 7, "atob": "hi"}));
+
+        // The same description of every global, from a full context.
+        let rt = Runtime::new().unwrap();
+        let full = Context::full(&rt).unwrap();
+        let expected: Vec<serde_json::Value> = full.with(|ctx| {
+            let json: String = ctx
+                .eval(
+                    r#"JSON.stringify(Object.getOwnPropertyNames(globalThis).sort().map((n) => {
+                      const d = Object.getOwnPropertyDescriptor(globalThis, n);
+                      return [n, typeof d.value, !!d.writable, d.enumerable, d.configurable];
+                    }))"#,
+                )
+                .unwrap();
+            serde_json::from_str(&json).unwrap()
+        });
+        let host = ["room", "console", "crypto", "__roomhost", "performance"];
+        let ours = call("globals")["globals"].as_array().unwrap().clone();
+        let strip = |v: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+            v.into_iter()
+                .filter(|d| !host.contains(&d[0].as_str().unwrap()))
+                .map(|mut d| {
+                    if d[0] == "btoa" {
+                        d[1] = "assigned above".into();
+                    }
+                    d
+                })
+                .collect()
+        };
+        assert_eq!(strip(ours), strip(expected));
+    }
+
+    #[test]
+    fn a_lazy_global_made_permanent_fails_its_group_with_an_exception() {
+        let js = load(
+            r#"Object.defineProperty(globalThis, "Atomics", {value: 1, configurable: false});
+            export function onMessage(c, e, p) {
+              return p.typed ? {n: new Uint8Array(2).length} : {b: btoa("hi")};
+            }"#,
+        )
+        .unwrap();
+        let err = message(&js, r#"{"typed":true}"#).unwrap_err().to_string();
+        assert!(err.contains("globalThis.Atomics was redefined"), "{err}");
+        // The room goes on, with its other built-ins.
+        assert_eq!(message(&js, "{}").unwrap().response, r#"{"b":"aGk="}"#);
+    }
+
+    #[test]
+    fn a_warm_context_keeps_track_of_the_builtins_it_added() {
+        let blank = Blank::new().unwrap();
+        blank.ctx.with(|ctx| {
+            let n: usize = ctx.eval("new Uint8Array(3).length").unwrap();
+            assert_eq!(n, 3);
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.js"),
+            r#"globalThis.Int8Array = "mine";
+            export function onMessage(c, e, p) { return {t: globalThis.Int8Array, n: new Uint16Array(2).length}; }"#,
+        )
+        .unwrap();
+        let source = ModuleSource::Disk {
+            root: dir.path().canonicalize().unwrap(),
+            compiled: Arc::new(Mutex::new(BTreeMap::new())),
+        };
+        let limits = ScriptLimits::default();
+        let js = RoomJs::load_into(
+            blank,
+            &Identity::new("t", "x"),
+            source,
+            "t.js",
+            &limits,
+            None,
+        )
+        .unwrap();
+        // Adding the group a second time would have overwritten "mine".
+        assert_eq!(
+            message(&js, "{}").unwrap().response,
+            r#"{"t":"mine","n":2}"#
+        );
     }
 
     #[test]

@@ -24,9 +24,8 @@ RoomDate.parse = RealDate.parse;
 RoomDate.UTC = RealDate.UTC;
 Object.defineProperty(RealDate.prototype, "constructor", { value: RoomDate });
 globalThis.Date = RoomDate;
-// QuickJS's `performance.now()` reads the real clock: a replay would diverge,
-// and it is a timer scripts are not documented to have.
-delete globalThis.performance;
+// (The host adds no `performance`: its `now()` reads the real clock, so a
+// replay would diverge, and scripts are not documented to have a timer.)
 
 // sfc32, seeded per event from two 32-bit halves. Seeding is lazy: most
 // events never draw a random number, so the seed is only mixed in on the
