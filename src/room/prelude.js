@@ -29,9 +29,10 @@ globalThis.Date = RoomDate;
 
 // sfc32, seeded per event from two 32-bit halves. Seeding is lazy: most
 // events never draw a random number, so the seed is only mixed in on the
-// first draw of an event.
+// first draw of an event. The host sets the first seed (`at`) before the
+// kind's module runs, so the prelude does not seed at all.
 let a = 0, b = 0, c = 0, d = 1;
-let seedHi = 0, seedLo = 0, seeded = true;
+let seedHi = 0, seedLo = 0, seeded = false;
 function next() {
   if (!seeded) {
     seeded = true;
@@ -50,7 +51,6 @@ function seed(hi, lo) {
   a = hi; b = lo; c = hi ^ 0x9e3779b9; d = lo ^ 0x85ebca6b;
   for (let i = 0; i < 12; i++) next();
 }
-seed((Math.random() * 2 ** 32) >>> 0, (Math.random() * 2 ** 32) >>> 0);
 Math.random = () => next() / 4294967296;
 const hex = (n) => n.toString(16).padStart(8, "0");
 globalThis.crypto = Object.freeze({
