@@ -724,7 +724,10 @@ fn add_builtins(ctx: &Ctx, group: Builtins) -> rquickjs::Result<()> {
             ));
         }
     }
-    bridge(ctx).builtins.set(bridge(ctx).builtins.get() | bit);
+    {
+        let bridge = bridge(ctx);
+        bridge.builtins.set(bridge.builtins.get() | bit);
+    }
     let ptr = ctx.as_raw().as_ptr();
     // SAFETY: `ctx` is live and locked (we are inside one of its calls), and
     // none of the group's globals exists, as QuickJS requires.
