@@ -45,6 +45,7 @@ pub struct Metrics {
     registry: Registry,
     rooms: Family<Labels1, Gauge>,
     room_starts: Counter,
+    room_contexts: Family<Labels1, Counter>,
     room_crashes: Family<Labels1, Counter>,
     room_restarts: Family<Labels1, Counter>,
     channels: Gauge,
@@ -80,6 +81,7 @@ impl Metrics {
         let m = Metrics {
             rooms: Family::default(),
             room_starts: Counter::default(),
+            room_contexts: Family::default(),
             room_crashes: Family::default(),
             room_restarts: Family::default(),
             channels: Gauge::default(),
@@ -107,6 +109,12 @@ impl Metrics {
             "room_starts",
             "Room tasks started (first starts and restarts)",
             m.room_starts.clone(),
+        );
+        registry.register(
+            "room_contexts",
+            "JavaScript contexts taken by rooms (starts, restarts, reloads), by source: \
+             warm (ready in the warm pool) or built (on the spot)",
+            m.room_contexts.clone(),
         );
         registry.register(
             "room_crashes",
@@ -198,6 +206,9 @@ impl Metrics {
             let _ = m.room_crashes.get_or_create(&[("reason", reason)]);
             let _ = m.room_restarts.get_or_create(&[("reason", reason)]);
         }
+        for source in ["warm", "built"] {
+            let _ = m.room_contexts.get_or_create(&[("source", source)]);
+        }
         for transport in TRANSPORTS {
             let _ = m.connections.get_or_create(&[("transport", transport)]);
             let _ = m.messages_in.get_or_create(&[("transport", transport)]);
@@ -214,6 +225,14 @@ impl Metrics {
 
     pub fn room_started(&self) {
         self.room_starts.inc();
+    }
+
+    /// A room took a JavaScript context: `warm` from the pool, or built.
+    pub fn room_context(&self, warm: bool) {
+        let source = if warm { "warm" } else { "built" };
+        self.room_contexts
+            .get_or_create(&[("source", source)])
+            .inc();
     }
 
     /// A room task ended abnormally; `reason` is its free-form crash text.
@@ -389,6 +408,7 @@ mod tests {
     fn metrics_encode_with_names_and_labels() {
         let m = Metrics::new();
         m.room_started();
+        m.room_context(true);
         m.room_crashed("killed");
         m.connection_opened("websocket");
         m.auth_failed("expired");
@@ -405,6 +425,8 @@ mod tests {
         let text = m.encode();
         for line in [
             "roomhost_room_starts_total 1",
+            "roomhost_room_contexts_total{source=\"warm\"} 1",
+            "roomhost_room_contexts_total{source=\"built\"} 0",
             "roomhost_room_crashes_total{reason=\"killed\"} 1",
             "roomhost_connections{transport=\"websocket\"} 1",
             "roomhost_auth_failures_total{reason=\"expired\"} 1",

@@ -18,6 +18,7 @@ use tower::ServiceExt;
 const FAMILIES: &[(&str, &str)] = &[
     ("roomhost_rooms", "gauge"),
     ("roomhost_room_starts", "counter"),
+    ("roomhost_room_contexts", "counter"),
     ("roomhost_room_crashes", "counter"),
     ("roomhost_room_restarts", "counter"),
     ("roomhost_channels", "gauge"),
@@ -175,6 +176,11 @@ async fn metrics_are_named_typed_and_move_with_traffic() {
         1.0
     );
     assert_eq!(sample(&text, "roomhost_room_starts_total"), 2.0);
+    let contexts = |t: &str| {
+        sample(t, "roomhost_room_contexts_total{source=\"warm\"}")
+            + sample(t, "roomhost_room_contexts_total{source=\"built\"}")
+    };
+    assert_eq!(contexts(&text), 2.0, "one context per start");
 
     // Connections going away are counted down.
     alice.close().await;
@@ -188,6 +194,46 @@ async fn metrics_are_named_typed_and_move_with_traffic() {
         assert!(tokio::time::Instant::now() < deadline, "{text}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Rooms take warm contexts when the pool has one ready, and build their own
+/// otherwise (or always, with the pool turned off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_contexts_are_counted_by_source() {
+    let warm = "roomhost_room_contexts_total{source=\"warm\"}";
+    let built = "roomhost_room_contexts_total{source=\"built\"}";
+
+    let off = Server::start(
+        &[],
+        roomhost::Config {
+            warm_contexts: 0,
+            ..test_config()
+        },
+    )
+    .await;
+    let mut client = off.client("ann").await;
+    for i in 0..3 {
+        client.join_ok(&format!("chat:off-{i}")).await;
+    }
+    let text = scrape(&off).await;
+    assert_eq!((sample(&text, warm), sample(&text, built)), (0.0, 3.0));
+
+    // With a pool, a room started after a pause finds a ready context (the
+    // pool refills in the background, so give it a few chances).
+    let pooled = Server::start(&[], test_config()).await;
+    let mut client = pooled.client("ann").await;
+    let mut rooms = 0.0;
+    for i in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.join_ok(&format!("chat:pooled-{i}")).await;
+        rooms += 1.0;
+        let text = scrape(&pooled).await;
+        assert_eq!(sample(&text, warm) + sample(&text, built), rooms);
+        if sample(&text, warm) >= 1.0 {
+            return;
+        }
+    }
+    panic!("no room took a warm context in 50 starts");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

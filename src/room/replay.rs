@@ -51,7 +51,9 @@ pub(super) fn load_js_checked(
             message: message.to_string(),
         });
     });
-    let blank = match shared.warm.take() {
+    let warm = shared.warm.take();
+    shared.metrics.room_context(warm.is_some());
+    let blank = match warm {
         Some(blank) => blank,
         None => Blank::new()?,
     };
