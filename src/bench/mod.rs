@@ -37,7 +37,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use client::{Client, Frame, instant_at, now_us};
-use report::{ColdStart, Idle, Latency, Report, proc_status_kib};
+use report::{ColdStart, Contexts, Idle, Latency, Report, proc_status_kib};
 
 /// Connections opened (and joined) at the same time during setup.
 const SETUP_CONCURRENCY: usize = 32;
@@ -593,6 +593,7 @@ async fn coldstart(args: &BenchArgs) -> anyhow::Result<Report> {
     // Start the warm room (and let the server compile the kind) first.
     let (join_ref, _) = client.join(&warm_topic).await?;
     client.leave(&warm_topic, join_ref).await?;
+    let contexts_before = room_contexts(&args.url).await;
     let (mut cold, mut warm) = (histogram(), histogram());
     for i in 0..args.count {
         let topic = format!("{}:bench-{run}-cold-{i}", args.kind);
@@ -609,6 +610,13 @@ async fn coldstart(args: &BenchArgs) -> anyhow::Result<Report> {
     let (Some(cold), Some(warm)) = (Latency::from_us(&cold), Latency::from_us(&warm)) else {
         bail!("no joins were measured");
     };
+    let contexts = match (contexts_before, room_contexts(&args.url).await) {
+        (Some(before), Some(after)) => Some(Contexts {
+            warm: after.warm.saturating_sub(before.warm),
+            built: after.built.saturating_sub(before.built),
+        }),
+        _ => None,
+    };
     let mut report = Report::new("coldstart", args.label.clone());
     report.connections = 1;
     report.rooms = args.count + 1;
@@ -619,12 +627,55 @@ async fn coldstart(args: &BenchArgs) -> anyhow::Result<Report> {
         net_p99_ms: cold.p99 - warm.p50,
         cold,
         warm,
+        contexts,
     });
     if let Some(pid) = args.pid {
         report.server_rss_kib = Some(proc_status_kib(pid, "VmRSS")?);
         report.server_peak_rss_kib = Some(proc_status_kib(pid, "VmHWM")?);
     }
     Ok(report)
+}
+
+/// The server's `roomhost_room_contexts_total` samples, read from
+/// `/metrics` on the host and port of the WebSocket URL; `None` when that is
+/// not possible (another server, or one that wants an admin token).
+async fn room_contexts(url: &str) -> Option<Contexts> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse().ok()?;
+    let authority = uri.authority()?.as_str().to_string();
+    let read = async {
+        let mut stream = tokio::net::TcpStream::connect(&authority).await.ok()?;
+        let request = format!("GET /metrics HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.ok()?;
+        Some(body)
+    };
+    let body = tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .ok()??;
+    parse_room_contexts(&body)
+}
+
+/// The two `roomhost_room_contexts_total` samples of an HTTP response whose
+/// status is 200.
+fn parse_room_contexts(response: &str) -> Option<Contexts> {
+    let status = response.lines().next()?;
+    if status.split(' ').nth(1) != Some("200") {
+        return None;
+    }
+    let count = |source: &str| -> Option<u64> {
+        let name = format!("roomhost_room_contexts_total{{source=\"{source}\"}} ");
+        response
+            .lines()
+            .find_map(|line| line.strip_prefix(name.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    Some(Contexts {
+        warm: count("warm")?,
+        built: count("built")?,
+    })
 }
 
 /// Opens R × C idle connections, then joins them to R rooms, reading the
@@ -704,4 +755,23 @@ async fn idle(args: &BenchArgs) -> anyhow::Result<Report> {
         per_joined_conn_kib: per_conn_kib + per_member_kib,
     });
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_room_contexts;
+
+    #[test]
+    fn room_contexts_are_read_from_a_metrics_response() {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/openmetrics-text\r\n\r\n\
+            # TYPE roomhost_room_contexts counter\n\
+            roomhost_room_contexts_total{source=\"warm\"} 70\n\
+            roomhost_room_contexts_total{source=\"built\"} 131\n# EOF\n";
+        let c = parse_room_contexts(ok).expect("both samples");
+        assert_eq!((c.warm, c.built), (70, 131));
+        let denied = ok.replacen("200 OK", "401 Unauthorized", 1);
+        assert!(parse_room_contexts(&denied).is_none());
+        let other = "HTTP/1.1 200 OK\r\n\r\nsome_other_metric 1\n";
+        assert!(parse_room_contexts(other).is_none());
+    }
 }

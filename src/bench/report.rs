@@ -44,6 +44,19 @@ pub struct ColdStart {
     /// Cold start cost: the cold percentile minus the median warm join.
     pub net_p50_ms: f64,
     pub net_p99_ms: f64,
+    /// Where the server's rooms got their JavaScript contexts during the run
+    /// (from its `/metrics`, when the generator may read them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contexts: Option<Contexts>,
+}
+
+/// Contexts the server's rooms took during a run (`roomhost_room_contexts_total`).
+#[derive(Debug, Serialize)]
+pub struct Contexts {
+    /// Ready in the warm pool.
+    pub warm: u64,
+    /// Built on the room's start.
+    pub built: u64,
 }
 
 /// Server memory held by idle rooms and connections.
@@ -188,6 +201,12 @@ impl Report {
                 "cold start ms",
                 format!("p50 {:.3}  p99 {:.3}", c.net_p50_ms, c.net_p99_ms),
             );
+            if let Some(x) = &c.contexts {
+                row(
+                    "contexts",
+                    format!("{} warm, {} built on the join", x.warm, x.built),
+                );
+            }
         }
         if let Some(i) = &self.idle {
             row(
