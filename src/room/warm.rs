@@ -10,8 +10,15 @@
 //! uses a core nothing else wants, and a room that finds the pool empty
 //! builds its own as before. Pooled contexts hold no room's data: a room
 //! sets its limits, loader and host bridge after taking one.
+//!
+//! Nothing a room waits on may be held by the filler: an idle-priority
+//! thread preempted while holding a lock may not run again for seconds on a
+//! busy core (priority inversion). So `take` only tries the lock, and a drop
+//! does not take it at all.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::time::Duration;
 
 use super::js::Blank;
 
@@ -25,14 +32,21 @@ pub struct WarmPool {
 struct Pool {
     state: Mutex<State>,
     wanted: Condvar,
+    /// Set when the pool is dropped; the filler then ends (and drops what
+    /// it holds).
+    closed: AtomicBool,
 }
 
 #[derive(Default)]
 struct State {
     ready: Vec<Blank>,
     capacity: usize,
-    closed: bool,
 }
+
+/// How often a waiting filler looks at `closed` on its own: a drop never
+/// takes the lock, so its wake-up can come just before the filler waits.
+/// (A dropped pool's contexts are freed within this time.)
+const CLOSED_CHECK: Duration = Duration::from_secs(1);
 
 impl Pool {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -60,9 +74,17 @@ impl WarmPool {
     }
 
     /// A ready context if one is waiting (and a refill is requested).
+    ///
+    /// Never waits for the lock: the filler runs at idle priority, and if it
+    /// was preempted while holding it, a busy core may not give it back for
+    /// seconds. A room that finds the lock taken builds its own context.
     pub fn take(&self) -> Option<Blank> {
         let pool = self.shared.as_ref()?;
-        let blank = pool.lock().ready.pop();
+        let blank = match pool.state.try_lock() {
+            Ok(mut state) => state.ready.pop(),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().ready.pop(),
+            Err(TryLockError::WouldBlock) => None,
+        };
         pool.wanted.notify_one();
         blank
     }
@@ -77,11 +99,9 @@ impl WarmPool {
 
 impl Drop for WarmPool {
     fn drop(&mut self) {
+        // Without the lock, for the same reason as `take`.
         if let Some(pool) = &self.shared {
-            let mut state = pool.lock();
-            state.closed = true;
-            state.ready.clear();
-            drop(state);
+            pool.closed.store(true, Ordering::Release);
             pool.wanted.notify_one();
         }
     }
@@ -92,10 +112,14 @@ fn fill(pool: &Pool) {
     loop {
         {
             let mut state = pool.lock();
-            while !state.closed && state.ready.len() >= state.capacity {
-                state = pool.wanted.wait(state).unwrap_or_else(|e| e.into_inner());
+            while !pool.closed.load(Ordering::Acquire) && state.ready.len() >= state.capacity {
+                state = pool
+                    .wanted
+                    .wait_timeout(state, CLOSED_CHECK)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
-            if state.closed {
+            if pool.closed.load(Ordering::Acquire) {
                 return;
             }
         }
@@ -107,11 +131,10 @@ fn fill(pool: &Pool) {
                 return;
             }
         };
-        let mut state = pool.lock();
-        if state.closed {
+        if pool.closed.load(Ordering::Acquire) {
             return;
         }
-        state.ready.push(blank);
+        pool.lock().ready.push(blank);
     }
 }
 
@@ -151,6 +174,35 @@ mod tests {
         assert!(wait_ready(&pool, 2), "refilled after a take");
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(pool.ready(), 2, "never more than capacity");
+    }
+
+    /// A room never waits on the idle-priority filler: while the filler
+    /// holds the lock (here the test holds it), taking returns at once.
+    #[test]
+    fn taking_never_waits_for_the_lock() {
+        let pool = WarmPool::new(1);
+        assert!(wait_ready(&pool, 1));
+        let shared = pool.shared.as_ref().unwrap();
+        let held = shared.lock();
+        let started = Instant::now();
+        assert!(pool.take().is_none(), "the lock is held: build instead");
+        assert!(started.elapsed() < Duration::from_millis(100));
+        drop(held);
+        assert!(pool.take().is_some(), "the ready context is still there");
+    }
+
+    #[test]
+    fn a_dropped_pool_stops_its_thread() {
+        let pool = WarmPool::new(1);
+        assert!(wait_ready(&pool, 1));
+        let shared = Arc::downgrade(pool.shared.as_ref().unwrap());
+        drop(pool);
+        // The filler ends within CLOSED_CHECK and drops the last reference.
+        let until = Instant::now() + CLOSED_CHECK * 5;
+        while shared.strong_count() > 0 {
+            assert!(Instant::now() < until, "the filler is still running");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]
