@@ -203,24 +203,29 @@ async fn supervise(shared: Arc<Shared>, slot: Arc<RoomSlot>) {
         };
         tracing::warn!(topic = %topic, generation, reason = %reason, "room crashed");
         shared.metrics.room_crashed(&reason);
-        for channel in slot.hub.drain() {
-            channel.close_with("phx_error");
-        }
         // Events journaled but never released were never acknowledged.
         keep_upto = Some(
             slot.stats
                 .released_seq
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
-        if shared.shutdown.is_cancelled() {
+        // The crash is on record before any channel hears of it, so a client
+        // that reacts to its `phx_error` already sees it in the admin API.
+        let restart = if shared.shutdown.is_cancelled() {
             slot.mark_stopped();
-            return;
+            None
+        } else {
+            Some(slot.record_crash(
+                &reason,
+                shared.config.max_restarts,
+                shared.config.restart_window,
+            ))
+        };
+        for channel in slot.hub.drain() {
+            channel.close_with("phx_error");
         }
-        let Some(backoff) = slot.record_crash(
-            &reason,
-            shared.config.max_restarts,
-            shared.config.restart_window,
-        ) else {
+        let Some(restart) = restart else { return };
+        let Some(backoff) = restart else {
             tracing::error!(topic = %topic, "room failed: restart intensity exceeded");
             refuse_queued(&slot).await;
             return;
