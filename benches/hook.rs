@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use roomhost::room::js::{Blank, Hook, Identity, RoomJs};
@@ -67,6 +67,27 @@ fn hook(c: &mut Criterion) {
     // the prelude, built ahead by the warm pool...
     c.bench_function("warm context build (runtime, context, prelude)", |b| {
         b.iter(|| black_box(Blank::new().expect("a blank context")))
+    });
+    // The same on fresh memory, as in a server whose rooms stay: each
+    // context is kept until the sample ends, so the heap grows into pages
+    // never touched before (returned to the system after each sample).
+    c.bench_function("warm context build, kept (fresh heap pages)", |b| {
+        b.iter_custom(|iters| {
+            let mut kept = Vec::with_capacity(iters as usize);
+            let started = Instant::now();
+            for _ in 0..iters {
+                kept.push(Blank::new().expect("a blank context"));
+            }
+            let took = started.elapsed();
+            drop(kept);
+            // Give the pages back, so the next sample touches fresh ones.
+            // SAFETY: only asks the allocator to release free memory.
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            unsafe {
+                libc::malloc_trim(0);
+            }
+            took
+        })
     });
     // ...and what is left: the kind's bytecode into a ready context.
     c.bench_function("chat room load into a warm context", |b| {

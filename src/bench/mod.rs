@@ -113,9 +113,9 @@ pub struct BenchArgs {
     /// coldstart: how many never-used rooms to join.
     #[arg(long, default_value_t = 200)]
     count: usize,
-    /// coldstart: milliseconds to wait after each cold/warm pair. 0 (the
-    /// default) is a sustained stream of cold starts; a pause measures cold
-    /// starts that arrive now and then, as first touches of rooms do.
+    /// coldstart: milliseconds to wait before each join, cold and warm. 0
+    /// (the default) is a sustained stream of cold starts; a pause measures
+    /// cold starts that arrive now and then, as first touches of rooms do.
     #[arg(long, default_value_t = 0.0)]
     pause: f64,
     /// Room kind; its `new_msg` must broadcast the pushed `text` back
@@ -595,17 +595,24 @@ async fn coldstart(args: &BenchArgs) -> anyhow::Result<Report> {
     client.leave(&warm_topic, join_ref).await?;
     let contexts_before = room_contexts(&args.url).await;
     let (mut cold, mut warm) = (histogram(), histogram());
-    for i in 0..args.count {
-        let topic = format!("{}:bench-{run}-cold-{i}", args.kind);
-        let (join_ref, took) = client.join(&topic).await?;
-        let _ = cold.record((took.as_micros() as u64).max(1));
-        client.leave(&topic, join_ref).await?;
-        let (join_ref, took) = client.join(&warm_topic).await?;
-        let _ = warm.record((took.as_micros() as u64).max(1));
-        client.leave(&warm_topic, join_ref).await?;
+    // With a pause, each join (cold and warm alike) follows one, so the
+    // two are measured from the same idle state and their difference is
+    // the cold start, not the cost of waking an idle machine.
+    let pause = || async {
         if args.pause > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(args.pause / 1000.0)).await;
         }
+    };
+    for i in 0..args.count {
+        let topic = format!("{}:bench-{run}-cold-{i}", args.kind);
+        pause().await;
+        let (join_ref, took) = client.join(&topic).await?;
+        let _ = cold.record((took.as_micros() as u64).max(1));
+        client.leave(&topic, join_ref).await?;
+        pause().await;
+        let (join_ref, took) = client.join(&warm_topic).await?;
+        let _ = warm.record((took.as_micros() as u64).max(1));
+        client.leave(&warm_topic, join_ref).await?;
     }
     let (Some(cold), Some(warm)) = (Latency::from_us(&cold), Latency::from_us(&warm)) else {
         bail!("no joins were measured");

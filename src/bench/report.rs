@@ -35,7 +35,7 @@ impl Latency {
 #[derive(Debug, Serialize)]
 pub struct ColdStart {
     pub joins: usize,
-    /// Milliseconds waited after each cold/warm pair (0: back to back).
+    /// Milliseconds waited before each join, cold and warm (0: back to back).
     pub pause_ms: f64,
     /// Join of a never-used room.
     pub cold: Latency,
@@ -187,7 +187,7 @@ impl Report {
         if let Some(c) = &self.coldstart {
             row(
                 "joins",
-                format!("{} (pause {} ms after each)", c.joins, c.pause_ms),
+                format!("{} (pause {} ms before each join)", c.joins, c.pause_ms),
             );
             row(
                 "cold join ms",
