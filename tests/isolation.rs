@@ -168,6 +168,48 @@ async fn a_room_that_keeps_crashing_is_marked_failed() {
     assert_eq!(reply["status"], "ok");
 }
 
+/// A join whose outputs are still in the output gate when its room crashes
+/// (here: a push pipelined behind it spins past the CPU budget before the
+/// join's fsync is ever seen) is answered with an error, not left waiting;
+/// the connection forgets the channel, and joining again works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_caught_in_a_crash_is_answered() {
+    let server = server(test_config()).await;
+    let topic = "attack:joining";
+    let mut c = server.client("mallory").await;
+    // Start the room first, so the join below is not held up by its start.
+    let (jr, _) = c.join_ok(topic).await;
+    c.call(&jr, topic, "inc", json!({})).await;
+    let mut crashed_before_ok = 0;
+    for _ in 0..3 {
+        let join_ref = c.next_ref();
+        let push_ref = c.next_ref();
+        // One after the other: the spin runs before the room ever looks at
+        // the join's fsync, so the join's outputs are still gated.
+        let frames = [
+            json!([join_ref, join_ref, topic, "phx_join", {}]),
+            json!([join_ref, push_ref, topic, "spin", {}]),
+        ];
+        for frame in frames {
+            c.send_text(&frame.to_string()).await;
+        }
+        let reply = c.reply(&join_ref).await;
+        if reply["status"] == "ok" {
+            // The join was released before the spin: the crash then reaches
+            // the channel as phx_error.
+            c.until(|v| v[3] == "phx_error" && v[0] == join_ref.as_str())
+                .await;
+        } else {
+            assert_eq!(reply["response"]["reason"], "room crashed", "{reply}");
+            crashed_before_ok += 1;
+        }
+        // The room restarted from its durable state; the topic can be joined.
+        let (_, response) = c.join_ok(topic).await;
+        assert_eq!(response, json!({"n": 1}));
+    }
+    println!("{crashed_before_ok} of 3 joins were caught in the crash");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_apply_per_kind() {
     // The same script as two kinds: 48 MiB of buffers exceed the global

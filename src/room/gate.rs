@@ -109,3 +109,49 @@ impl Room {
         }
     }
 }
+
+/// A room that ends with outputs still in its gate (a crash or a kill; a
+/// clean stop releases everything first) drops them: their events were not
+/// durable and are not replayed. Subscribed channels hear of it from the
+/// supervisor (`phx_error`), but a channel whose join is among them is not in
+/// the hub yet: without an answer here it would wait for a join reply that
+/// never comes. It gets an error reply to its join (and to any push it sent
+/// meanwhile), and the connection forgets it, so the client rejoins.
+impl Drop for Room {
+    fn drop(&mut self) {
+        let joining: Vec<Arc<Channel>> = self
+            .gate
+            .iter()
+            .filter_map(|(_, effect)| match effect {
+                Effect::Subscribe(channel) | Effect::Refused(channel) => Some(channel.clone()),
+                _ => None,
+            })
+            .collect();
+        if joining.is_empty() {
+            return;
+        }
+        let reason = RoomError::Crashed.to_string();
+        for (_, effect) in self.gate.drain(..) {
+            let Effect::Reply {
+                to: ReplyTo::Channel { channel, msg_ref },
+                ..
+            } = effect
+            else {
+                continue;
+            };
+            if joining.iter().any(|j| j.id == channel.id) {
+                let frame = protocol::encode_error_reply(
+                    channel.vsn,
+                    channel.join_ref.as_ref(),
+                    msg_ref.as_ref(),
+                    channel.topic.as_str(),
+                    &reason,
+                );
+                channel.deliver_frame(frame.into());
+            }
+        }
+        for channel in joining {
+            channel.peer.deliver(Outbound::ChannelClosed(channel.id));
+        }
+    }
+}
