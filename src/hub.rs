@@ -146,6 +146,18 @@ impl Channel {
         .into()
     }
 
+    /// An error reply to `msg_ref` (a join or a push of this channel).
+    pub fn deliver_error_reply(&self, msg_ref: Option<&Ref>, reason: &str) -> bool {
+        let frame = protocol::encode_error_reply(
+            self.vsn,
+            self.join_ref.as_ref(),
+            msg_ref,
+            self.topic.as_str(),
+            reason,
+        );
+        self.deliver_frame(frame.into())
+    }
+
     /// Sends `event` (e.g. `phx_error`, `phx_close`) and then tells the
     /// connection the channel is gone.
     pub fn close_with(&self, event: &str) {

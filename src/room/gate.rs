@@ -44,26 +44,22 @@ impl Room {
         let topic = self.slot.topic.as_str();
         match effect {
             Effect::Reply { to, result } => match to {
-                ReplyTo::Channel { channel, msg_ref } => {
-                    let frame = match &result {
-                        Ok(response) => protocol::encode_reply(
+                ReplyTo::Channel { channel, msg_ref } => match &result {
+                    Ok(response) => {
+                        let frame = protocol::encode_reply(
                             channel.vsn,
                             channel.join_ref.as_ref(),
                             msg_ref.as_ref(),
                             topic,
                             Status::Ok,
                             response,
-                        ),
-                        Err(reason) => protocol::encode_error_reply(
-                            channel.vsn,
-                            channel.join_ref.as_ref(),
-                            msg_ref.as_ref(),
-                            topic,
-                            reason,
-                        ),
-                    };
-                    channel.deliver_frame(frame.into());
-                }
+                        );
+                        channel.deliver_frame(frame.into());
+                    }
+                    Err(reason) => {
+                        channel.deliver_error_reply(msg_ref.as_ref(), reason);
+                    }
+                },
                 ReplyTo::Caller(tx) => {
                     let _ = tx.send(result.map_err(RoomError::Refused));
                 }
@@ -140,14 +136,7 @@ impl Drop for Room {
                 continue;
             };
             if joining.iter().any(|j| j.id == channel.id) {
-                let frame = protocol::encode_error_reply(
-                    channel.vsn,
-                    channel.join_ref.as_ref(),
-                    msg_ref.as_ref(),
-                    channel.topic.as_str(),
-                    &reason,
-                );
-                channel.deliver_frame(frame.into());
+                channel.deliver_error_reply(msg_ref.as_ref(), &reason);
             }
         }
         for channel in joining {

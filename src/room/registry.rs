@@ -17,7 +17,6 @@ use crate::config::Durability;
 use crate::feed::Feed;
 use crate::host::Shared;
 use crate::hub::Outbound;
-use crate::protocol;
 use crate::scripts::KindError;
 use crate::store::MemoryJournal;
 use crate::topic::Topic;
@@ -251,26 +250,12 @@ async fn refuse_queued(slot: &RoomSlot) {
             Command::Join {
                 channel, msg_ref, ..
             } => {
-                let frame = protocol::encode_error_reply(
-                    channel.vsn,
-                    channel.join_ref.as_ref(),
-                    msg_ref.as_ref(),
-                    channel.topic.as_str(),
-                    &reason,
-                );
-                channel.deliver_frame(frame.into());
+                channel.deliver_error_reply(msg_ref.as_ref(), &reason);
                 channel.peer.deliver(Outbound::ChannelClosed(channel.id));
             }
             Command::Message { reply, .. } => match reply {
                 ReplyTo::Channel { channel, msg_ref } => {
-                    let frame = protocol::encode_error_reply(
-                        channel.vsn,
-                        channel.join_ref.as_ref(),
-                        msg_ref.as_ref(),
-                        channel.topic.as_str(),
-                        &reason,
-                    );
-                    channel.deliver_frame(frame.into());
+                    channel.deliver_error_reply(msg_ref.as_ref(), &reason);
                 }
                 ReplyTo::Caller(tx) => {
                     let _ = tx.send(Err(error.clone()));
