@@ -24,6 +24,7 @@ export function onMessage(conn, event, payload) {
   switch (event) {
     case "inc": return { n: ++n };
     case "spin": while (true) {}
+    case "busy": { let x = 0; for (let i = 0; i < payload.n; i++) x += i; return { x }; }
     case "alloc": for (;;) keep.push(new Array(1e6));
     case "recurse": { const f = (k) => f(k + 1) + 1; return f(0); }
   }
@@ -208,6 +209,42 @@ async fn a_join_caught_in_a_crash_is_answered() {
         assert_eq!(response, json!({"n": 1}));
     }
     println!("{crashed_before_ok} of 3 joins were caught in the crash");
+}
+
+/// Commands the room took from its mailbox together with one that crashes
+/// it are not lost: the restarted room handles them. Here a rejoin (a leave
+/// of the old channel and a join) queues behind a spinning push while a busy
+/// push holds the room, so all three are taken as one batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_behind_a_crashing_one_are_handled_after_the_restart() {
+    let server = server(test_config()).await;
+    let topic = "attack:behind";
+    let mut c = server.client("mallory").await;
+    let (jr, _) = c.join_ok(topic).await;
+    c.call(&jr, topic, "inc", json!({})).await;
+    let busy_ref = c.next_ref();
+    let spin_ref = c.next_ref();
+    let rejoin_ref = c.next_ref();
+    let frames = [
+        json!([jr, busy_ref, topic, "busy", {"n": 200_000}]),
+        json!([jr, spin_ref, topic, "spin", {}]),
+        json!([rejoin_ref, rejoin_ref, topic, "phx_join", {}]),
+    ];
+    for frame in frames {
+        c.send_text(&frame.to_string()).await;
+    }
+    // The old channel hears of the crash; the join is answered by the
+    // restarted room, with the state it had.
+    c.until(|v| v[3] == "phx_error" && v[0] == jr.as_str())
+        .await;
+    let reply = c.reply(&rejoin_ref).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(reply["response"], json!({"n": 1}));
+    let reply = c.call(&rejoin_ref, topic, "inc", json!({})).await;
+    assert_eq!(reply["response"], json!({"n": 2}), "{reply}");
+    let info = server.api(&format!("/api/rooms/{topic}")).await;
+    assert_eq!(info["restarts"], 1, "{info}");
+    assert_eq!(info["channels"], 1, "{info}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

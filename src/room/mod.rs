@@ -155,6 +155,22 @@ pub struct ConsoleLine {
     pub message: String,
 }
 
+/// A room's incoming commands, owned by whichever generation runs.
+pub(crate) struct Mailbox {
+    pub rx: mpsc::Receiver<Command>,
+    /// The batch being handled. A command that crashes the room is gone, but
+    /// the ones taken with it and not yet handled stay here, ahead of `rx`,
+    /// for the next generation: a join queued behind a crashing push is
+    /// answered by the restarted room, not dropped.
+    pub taken: Vec<Command>,
+}
+
+impl Mailbox {
+    pub fn is_empty(&self) -> bool {
+        self.taken.is_empty() && self.rx.is_empty()
+    }
+}
+
 /// Console lines kept per room.
 pub const CONSOLE_LINES: usize = 100;
 
@@ -169,7 +185,7 @@ pub struct RoomSlot {
     /// The mailbox's receiving end. A tokio mutex held by the running task
     /// for its whole life: when the task dies the lock is released and the
     /// next generation takes over the queued commands.
-    pub(crate) mailbox_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Command>>>,
+    pub(crate) mailbox_rx: Arc<tokio::sync::Mutex<Mailbox>>,
     pub stats: RoomStats,
     console: Mutex<VecDeque<ConsoleLine>>,
     /// The store of durability `off`, kept here so it outlives the task.
@@ -267,7 +283,10 @@ impl RoomSlot {
                 abort: None,
             }),
             watch: watch::channel((0, RoomState::Starting)).0,
-            mailbox_rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            mailbox_rx: Arc::new(tokio::sync::Mutex::new(Mailbox {
+                rx,
+                taken: Vec::new(),
+            })),
             stats: RoomStats::default(),
             console: Mutex::new(VecDeque::new()),
             memory,
@@ -474,13 +493,15 @@ impl RoomSlot {
             s.mailbox = Some(tx);
             self.publish_state(&s);
         }
-        *self.mailbox_rx.lock().await = rx;
+        let mut mailbox = self.mailbox_rx.lock().await;
+        mailbox.rx = rx;
+        mailbox.taken.clear();
         true
     }
 
     /// Under the registry lock: whether nobody can send to this room any
     /// more, in which case it is marked stopped.
-    pub(crate) fn stop_if_unreachable(&self, mailbox: &mpsc::Receiver<Command>) -> bool {
+    pub(crate) fn stop_if_unreachable(&self, mailbox: &Mailbox) -> bool {
         let mut s = self.status();
         let only_ours = s.mailbox.as_ref().is_none_or(|tx| tx.strong_count() == 1);
         if !(only_ours && mailbox.is_empty()) {

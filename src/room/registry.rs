@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
 
 use super::task::{self, Exit};
-use super::{Command, ReplyTo, RoomError, RoomSlot, RoomState};
+use super::{Command, Mailbox, ReplyTo, RoomError, RoomSlot, RoomState};
 use crate::config::Durability;
 use crate::feed::Feed;
 use crate::host::Shared;
@@ -76,11 +76,7 @@ impl Rooms {
 
     /// Called by an idle room task: unregisters the room if nothing can send
     /// to it any more. Holding the map lock means no new sender appears.
-    pub(crate) fn remove_if_unreachable(
-        &self,
-        slot: &Arc<RoomSlot>,
-        mailbox: &mpsc::Receiver<Command>,
-    ) -> bool {
+    pub(crate) fn remove_if_unreachable(&self, slot: &Arc<RoomSlot>, mailbox: &Mailbox) -> bool {
         let mut map = self.map();
         if !slot.stop_if_unreachable(mailbox) {
             return false;
@@ -245,7 +241,9 @@ async fn refuse_queued(slot: &RoomSlot) {
     let error = slot.mailbox().err().unwrap_or(RoomError::Crashed);
     let reason = error.to_string();
     let mut mailbox = slot.mailbox_rx.lock().await;
-    while let Ok(command) = mailbox.try_recv() {
+    let Mailbox { rx, taken } = &mut *mailbox;
+    let queued = std::iter::from_fn(|| rx.try_recv().ok());
+    for command in taken.drain(..).chain(queued) {
         match command {
             Command::Join {
                 channel, msg_ref, ..

@@ -25,7 +25,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
@@ -33,7 +32,7 @@ use super::commit::join;
 use super::gate::Effect;
 use super::js::{CallError, Hook, JsEffect, RoomJs};
 use super::replay::{load_js, replay};
-use super::{Command, ConsoleLine, LeaveReason, ReplyTo, RoomError, RoomSlot, now_ms};
+use super::{Command, ConsoleLine, LeaveReason, Mailbox, ReplyTo, RoomError, RoomSlot, now_ms};
 use crate::config::Durability;
 use crate::conn::Conn;
 use crate::host::Shared;
@@ -272,10 +271,12 @@ impl Room {
         Ok(room)
     }
 
-    async fn serve(&mut self, mailbox: &mut mpsc::Receiver<Command>) -> Result<Exit, String> {
-        // Grows to the largest batch this room has seen (at most BATCH):
-        // a quiet room holds a few slots, not 128 commands (~14 KiB).
-        let mut commands = Vec::new();
+    async fn serve(&mut self, mailbox: &mut Mailbox) -> Result<Exit, String> {
+        // What the previous generation took from the mailbox but did not
+        // handle (the commands behind the one that crashed it) comes first.
+        if !mailbox.taken.is_empty() {
+            self.handle_taken(&mut mailbox.taken).await?;
+        }
         let shutdown = self.shared.shutdown.clone();
         loop {
             let idle_at = self.last_activity + self.shared.config.idle_timeout;
@@ -305,18 +306,14 @@ impl Room {
                     }
                     self.refresh_stats(true);
                 }
-                n = mailbox.recv_many(&mut commands, BATCH) => {
+                // `taken` grows to the largest batch this room has seen (at
+                // most BATCH): a quiet room holds a few slots, not 128
+                // commands (~14 KiB).
+                n = mailbox.rx.recv_many(&mut mailbox.taken, BATCH) => {
                     if n == 0 {
                         return Ok(Exit::Stopped);
                     }
-                    self.last_activity = Instant::now();
-                    let slot = self.slot.clone();
-                    contained(&slot, || self.handle_batch(&mut commands))
-                        .map_err(|f| f.to_string())?;
-                    self.after_batch()?;
-                    if let Some(kind) = self.pending_reload.take() {
-                        self.reload(kind).await?;
-                    }
+                    self.handle_taken(&mut mailbox.taken).await?;
                 }
                 _ = sleep_until(self.sync_due.unwrap_or(idle_at).into()), if self.sync_due.is_some() => {
                     self.sync_due = None;
@@ -342,6 +339,19 @@ impl Room {
         }
     }
 
+    /// Handles a batch taken from the mailbox, writes it, and commits or
+    /// releases it (and reloads the code if the batch asked for it).
+    async fn handle_taken(&mut self, commands: &mut Vec<Command>) -> Result<(), String> {
+        self.last_activity = Instant::now();
+        let slot = self.slot.clone();
+        contained(&slot, || self.handle_batch(commands)).map_err(|f| f.to_string())?;
+        self.after_batch()?;
+        if let Some(kind) = self.pending_reload.take() {
+            self.reload(kind).await?;
+        }
+        Ok(())
+    }
+
     /// Writes the batch, then starts an fsync (strict) or releases at once.
     fn after_batch(&mut self) -> Result<(), String> {
         self.flush_presence();
@@ -365,14 +375,23 @@ impl Room {
 
     /// Handles a batch of commands; an event that runs long marks the room
     /// slow, so its next batches are [`contained`].
+    ///
+    /// A command that crashes the room is consumed (a restart does not run
+    /// it again); the ones after it are left in `commands` for the next
+    /// generation.
     fn handle_batch(&mut self, commands: &mut Vec<Command>) -> Result<(), CallFatal> {
-        for command in commands.drain(..) {
+        let mut batch = commands.drain(..);
+        while let Some(command) = batch.next() {
             let started = Instant::now();
             let handled = self.handle(command);
             if started.elapsed() >= SLOW_EVENT {
                 self.slot.stats.mark_slow();
             }
-            handled?;
+            if let Err(fatal) = handled {
+                let rest: Vec<Command> = batch.collect();
+                *commands = rest;
+                return Err(fatal);
+            }
         }
         Ok(())
     }
@@ -734,7 +753,7 @@ impl Room {
         self.gate.push_back((self.seq, effect));
     }
 
-    async fn try_idle_stop(&mut self, mailbox: &mpsc::Receiver<Command>) -> Result<bool, String> {
+    async fn try_idle_stop(&mut self, mailbox: &Mailbox) -> Result<bool, String> {
         self.settle(true).await?;
         let stopped = self.shared.rooms.remove_if_unreachable(&self.slot, mailbox);
         if stopped {
