@@ -441,6 +441,46 @@ async fn drive(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            // A due send goes before reading: a sender that first read every
+            // frame waiting on its socket (1,000/s in fanout) sent late, and
+            // its lateness counts in every latency (open loop). Frames left
+            // waiting meanwhile are stamped when read, so nothing is hidden.
+            _ = sleep_precise(next_due.unwrap_or(0)), if next_due.is_some() => {
+                let result = match mode {
+                    Mode::Rate(_) => {
+                        // Send every message that is due, each stamped with
+                        // its scheduled time (open loop), then flush once.
+                        let now = now_us();
+                        let mut result = Ok(());
+                        let mut k = interval_k;
+                        let mut due_at = first_due + k * interval_us;
+                        while due_at <= now && due_at < window.end && result.is_ok() {
+                            if window.counts(due_at) {
+                                let _ = stats.send_lag.record(now - due_at);
+                            }
+                            result = feed_stamp(&mut client, &topic, join_ref, due_at, &window, &totals).await;
+                            k += 1;
+                            due_at = first_due + k * interval_us;
+                        }
+                        interval_k = k;
+                        next_due = (due_at < window.end).then_some(due_at);
+                        if result.is_ok() { client.ws.flush().await.map_err(anyhow::Error::from) } else { result }
+                    }
+                    Mode::InFlight(n) => {
+                        next_due = None;
+                        let mut result = Ok(());
+                        while in_flight < n && result.is_ok() {
+                            result = feed_stamp(&mut client, &topic, join_ref, now_us(), &window, &totals).await;
+                            in_flight += 1;
+                        }
+                        if result.is_ok() { client.ws.flush().await.map_err(anyhow::Error::from) } else { result }
+                    }
+                };
+                if result.is_err() {
+                    stats.errors += 1;
+                    break;
+                }
+            }
             next = client.ws.next() => {
                 let text = match next {
                     Some(Ok(Message::Text(text))) => text,
@@ -480,42 +520,6 @@ async fn drive(
                     }
                     Frame::ChannelEnded | Frame::Malformed => stats.errors += 1,
                     Frame::Other => {}
-                }
-            }
-            _ = sleep_precise(next_due.unwrap_or(0)), if next_due.is_some() => {
-                let result = match mode {
-                    Mode::Rate(_) => {
-                        // Send every message that is due, each stamped with
-                        // its scheduled time (open loop), then flush once.
-                        let now = now_us();
-                        let mut result = Ok(());
-                        let mut k = interval_k;
-                        let mut due_at = first_due + k * interval_us;
-                        while due_at <= now && due_at < window.end && result.is_ok() {
-                            if window.counts(due_at) {
-                                let _ = stats.send_lag.record(now - due_at);
-                            }
-                            result = feed_stamp(&mut client, &topic, join_ref, due_at, &window, &totals).await;
-                            k += 1;
-                            due_at = first_due + k * interval_us;
-                        }
-                        interval_k = k;
-                        next_due = (due_at < window.end).then_some(due_at);
-                        if result.is_ok() { client.ws.flush().await.map_err(anyhow::Error::from) } else { result }
-                    }
-                    Mode::InFlight(n) => {
-                        next_due = None;
-                        let mut result = Ok(());
-                        while in_flight < n && result.is_ok() {
-                            result = feed_stamp(&mut client, &topic, join_ref, now_us(), &window, &totals).await;
-                            in_flight += 1;
-                        }
-                        if result.is_ok() { client.ws.flush().await.map_err(anyhow::Error::from) } else { result }
-                    }
-                };
-                if result.is_err() {
-                    stats.errors += 1;
-                    break;
                 }
             }
             _ = heartbeat.tick() => {
