@@ -169,18 +169,26 @@ async fn a_room_that_keeps_crashing_is_marked_failed() {
     assert_eq!(reply["status"], "ok");
 }
 
+/// A server with the `attack` room `topic` running, joined by one client
+/// (the join_ref is returned), its count at 1.
+async fn room_at_one(topic: &str) -> (Server, Client, String) {
+    let server = server(test_config()).await;
+    let mut c = server.client("mallory").await;
+    let (jr, _) = c.join_ok(topic).await;
+    let reply = c.call(&jr, topic, "inc", json!({})).await;
+    assert_eq!(reply["response"], json!({"n": 1}));
+    (server, c, jr)
+}
+
 /// A join whose outputs are still in the output gate when its room crashes
 /// (here: a push pipelined behind it spins past the CPU budget before the
 /// join's fsync is ever seen) is answered with an error, not left waiting;
 /// the connection forgets the channel, and joining again works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_caught_in_a_crash_is_answered() {
-    let server = server(test_config()).await;
     let topic = "attack:joining";
-    let mut c = server.client("mallory").await;
-    // Start the room first, so the join below is not held up by its start.
-    let (jr, _) = c.join_ok(topic).await;
-    c.call(&jr, topic, "inc", json!({})).await;
+    // Started first, so the join below is not held up by the room's start.
+    let (_server, mut c, _) = room_at_one(topic).await;
     let mut crashed_before_ok = 0;
     for _ in 0..3 {
         let join_ref = c.next_ref();
@@ -217,11 +225,8 @@ async fn a_join_caught_in_a_crash_is_answered() {
 /// push holds the room, so all three are taken as one batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_behind_a_crashing_one_are_handled_after_the_restart() {
-    let server = server(test_config()).await;
     let topic = "attack:behind";
-    let mut c = server.client("mallory").await;
-    let (jr, _) = c.join_ok(topic).await;
-    c.call(&jr, topic, "inc", json!({})).await;
+    let (server, mut c, jr) = room_at_one(topic).await;
     let busy_ref = c.next_ref();
     let spin_ref = c.next_ref();
     let rejoin_ref = c.next_ref();
