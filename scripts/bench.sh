@@ -12,6 +12,13 @@
 # with `--msg-rate 0` (no per-connection rate limit) when it has that flag.
 # Environment: BENCH_PRIO (e.g. "chrt -f 10"), BENCH_PORT (4100),
 # BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1), CARGO_TARGET_DIR.
+#
+# With a real-time BENCH_PRIO (chrt -f/-r N), the kernel's high-priority
+# workers of the server's core (kworker/<cpu>:<n>H, where kblockd dispatches
+# every fsync's cache flush) are raised to N+2 for the runs and put back
+# after: at their normal priority a busy real-time server holds them off its
+# core, and every fsync waits until the server idles. Needs root; without it
+# the script says so and runs anyway.
 set -euo pipefail
 
 scenario=${1:?usage: scripts/bench.sh <fanout|rooms|maxtp|coldstart|idle> [durability] [runs] [-- flags]}
@@ -45,7 +52,27 @@ cleanup() {
     wait "$server" 2>/dev/null || true
   fi
 }
-trap cleanup EXIT
+
+# The kernel's high-priority kworkers of the server's core (see the top).
+kworkers() {
+  ps -eo pid=,comm= | awk -v cpu="$server_cpu" '$2 ~ "^kworker/" cpu ":[0-9]+H" { print $1 }'
+}
+raised=()
+restore_kworkers() {
+  for pid in "${raised[@]}"; do
+    chrt -o -p 0 "$pid" 2>/dev/null && renice -n -20 -p "$pid" >/dev/null 2>&1 || true
+  done
+}
+trap 'cleanup; restore_kworkers' EXIT
+if [[ ${prio[0]:-} == chrt && ${prio[1]:-} =~ ^-(f|r)$ && ${prio[2]:-} =~ ^[0-9]+$ ]]; then
+  for pid in $(kworkers); do
+    if chrt -f -p $((prio[2] + 2)) "$pid" 2>/dev/null; then
+      raised+=("$pid")
+    else
+      echo "could not raise kworker $pid above the server (needs root): fsyncs will wait for the server to idle" >&2
+    fi
+  done
+fi
 
 for run in $(seq 1 "$runs"); do
   data=$(mktemp -d "$target/bench-data/run.XXXXXX")

@@ -57,7 +57,7 @@ impl Room {
             let covered = self.seq;
             let events = self.seq.saturating_sub(self.durable);
             let shared = self.shared.clone();
-            self.commit = Some(tokio::task::spawn_blocking(move || {
+            self.commit = Some(spawn_store(move || {
                 let started = std::time::Instant::now();
                 let synced = job();
                 shared.metrics.fsync(started.elapsed(), events);
@@ -138,7 +138,7 @@ impl Room {
         }
         if let Some((seq, bytes)) = self.pending_snapshot.take() {
             let job = self.store.snapshot_job(seq, bytes);
-            self.snapshot_write = Some(tokio::task::spawn_blocking(job));
+            self.snapshot_write = Some(spawn_store(job));
         }
     }
 
@@ -152,7 +152,7 @@ impl Room {
             self.durable = self.durable.max(covered);
         }
         if let Some(job) = self.store.sync_job() {
-            tokio::task::spawn_blocking(job)
+            spawn_store(job)
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("journal sync failed: {e}"))?;
@@ -172,6 +172,18 @@ impl Room {
         self.refresh_stats(true);
         Ok(())
     }
+}
+
+/// Runs a store job (fsync, snapshot file) on a blocking thread that
+/// outranks the room threads under a real-time policy (see
+/// [`super::priority`]).
+fn spawn_store<T: Send + 'static>(
+    job: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> JoinHandle<io::Result<T>> {
+    tokio::task::spawn_blocking(move || {
+        let _raised = super::priority::above_rooms();
+        job()
+    })
 }
 
 /// Awaits an optional blocking job; pending forever when there is none (the

@@ -11,6 +11,7 @@ mod commit;
 mod gate;
 pub mod inspect;
 pub mod js;
+mod priority;
 pub mod registry;
 mod replay;
 mod swap;

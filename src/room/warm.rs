@@ -108,7 +108,7 @@ impl Drop for WarmPool {
 }
 
 fn fill(pool: &Pool) {
-    lower_priority();
+    super::priority::idle();
     loop {
         {
             let mut state = pool.lock();
@@ -135,18 +135,6 @@ fn fill(pool: &Pool) {
             return;
         }
         pool.lock().ready.push(blank);
-    }
-}
-
-/// `SCHED_IDLE` for the calling thread (it inherits the server's policy,
-/// which may be a real-time one under `chrt`): the filler never delays a
-/// room or a socket.
-fn lower_priority() {
-    // SAFETY: plain syscall on the calling thread (pid 0) with a valid param.
-    let param = libc::sched_param { sched_priority: 0 };
-    let failed = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0;
-    if failed {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "warm thread keeps its priority");
     }
 }
 
