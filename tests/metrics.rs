@@ -356,3 +356,44 @@ async fn metrics_and_api_follow_the_admin_rule() {
         "{body}"
     );
 }
+
+/// `relaxed` fsyncs once per interval (10 ms) while events keep coming, not
+/// back to back as fast as the disk allows, and still covers every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_fsyncs_once_per_interval_and_covers_every_event() {
+    let config = roomhost::Config {
+        durability: roomhost::Durability::Relaxed,
+        ..test_config()
+    };
+    let server = Server::start(&[], config).await;
+    let mut alice = server.client("alice").await;
+    let (ja, _) = alice.join_ok("chat:relaxed").await;
+    let started = tokio::time::Instant::now();
+    let mut events = 1; // the join
+    while started.elapsed() < Duration::from_millis(300) {
+        let text = format!("m{events}");
+        let reply = alice
+            .call(&ja, "chat:relaxed", "new_msg", json!({ "text": text }))
+            .await;
+        assert_eq!(reply["status"], "ok", "{reply}");
+        events += 1;
+    }
+    let synced = "roomhost_journal_fsync_group_events_sum";
+    let text = scrape_until(&server, |t| sample(t, synced) >= events as f64).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        sample(&text, synced),
+        events as f64,
+        "every event synced once"
+    );
+    let fsyncs = sample(&text, "roomhost_journal_fsync_duration_seconds_count");
+    let intervals = (elapsed.as_millis() / 10) as f64;
+    assert!(
+        fsyncs >= 1.0 && fsyncs <= intervals + 2.0,
+        "{fsyncs} fsyncs for {events} events in {elapsed:?}"
+    );
+    assert!(
+        events > 2 * intervals as usize,
+        "{events} events: too few to tell"
+    );
+}

@@ -55,7 +55,7 @@ impl Room {
         }
         if let Some(job) = self.store.sync_job() {
             let covered = self.seq;
-            let events = self.seq.saturating_sub(self.durable);
+            let events = self.seq.saturating_sub(self.synced);
             let shared = self.shared.clone();
             self.commit = Some(spawn_store(move || {
                 let started = std::time::Instant::now();
@@ -150,6 +150,7 @@ impl Room {
                 .await
                 .map_err(|e| format!("journal sync failed: {e}"))?;
             self.durable = self.durable.max(covered);
+            self.synced = self.synced.max(covered);
         }
         if let Some(job) = self.store.sync_job() {
             spawn_store(job)
@@ -158,6 +159,7 @@ impl Room {
                 .map_err(|e| format!("journal sync failed: {e}"))?;
         }
         self.durable = self.seq;
+        self.synced = self.seq;
         self.release();
         if snapshot {
             self.take_snapshot()?;

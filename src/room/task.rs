@@ -131,6 +131,9 @@ pub(crate) struct Room {
     pub(super) seq: u64,
     /// Seq of the last event known durable (outputs up to it are released).
     pub(super) durable: u64,
+    /// Seq of the last event a finished fsync covered (`relaxed` releases
+    /// before that, so it can be behind `durable`).
+    pub(super) synced: u64,
     /// Time of the last event; event times never go backwards.
     pub(super) last_at: i64,
     /// Framed records not yet written, and the seq of the first.
@@ -231,6 +234,7 @@ impl Room {
             presence_dirty: true,
             seq: recovered.last_seq,
             durable: recovered.last_seq,
+            synced: recovered.last_seq,
             last_at: replayed.last_at,
             batch: Vec::new(),
             batch_first: 0,
@@ -296,8 +300,16 @@ impl Room {
                     self.last_group = covered.saturating_sub(self.durable);
                     self.last_fsync = took;
                     self.durable = self.durable.max(covered);
+                    self.synced = self.synced.max(covered);
                     self.release();
-                    self.start_commit();
+                    // Strict starts the next group at once; relaxed only if
+                    // its interval ran out while this fsync was in flight.
+                    if self.durability == Durability::Strict
+                        || self.sync_due.is_some_and(|due| due <= Instant::now())
+                    {
+                        self.sync_due = None;
+                        self.start_commit();
+                    }
                 }
                 done = join(&mut self.snapshot_write), if self.snapshot_write.is_some() => {
                     self.snapshot_write = None;
@@ -315,7 +327,7 @@ impl Room {
                     }
                     self.handle_taken(&mut mailbox.taken).await?;
                 }
-                _ = sleep_until(self.sync_due.unwrap_or(idle_at).into()), if self.sync_due.is_some() => {
+                _ = sleep_until(self.sync_due.unwrap_or(idle_at).into()), if self.sync_due.is_some() && self.commit.is_none() => {
                     self.sync_due = None;
                     self.start_commit();
                 }
