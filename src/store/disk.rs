@@ -24,8 +24,11 @@ pub struct DiskJournal {
     dirty: Vec<Arc<File>>,
     /// A new segment's entry in the room directory is not yet synced.
     dir_dirty: bool,
-    /// The room directory itself is new: its entry in the kind directory
-    /// (and the kind's in `rooms`) is not yet synced either.
+    /// The room directory's own entry in the kind directory (and the
+    /// kind's in `rooms`) is not known to be synced: the directory is new,
+    /// or this journal was just opened (an earlier generation may have
+    /// created it and crashed before its sync), so the next directory sync
+    /// covers the parents too.
     parents_dirty: bool,
     bytes: u64,
     /// Inspecting a room another process may be serving: report damage,
@@ -40,7 +43,7 @@ impl DiskJournal {
             current: None,
             dirty: Vec::new(),
             dir_dirty: false,
-            parents_dirty: false,
+            parents_dirty: true,
             bytes: 0,
             read_only: false,
         }
@@ -90,13 +93,13 @@ impl DiskJournal {
             return None;
         }
         let files = std::mem::take(&mut self.dirty);
-        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
-        let parents = std::mem::take(&mut self.parents_dirty);
+        let dir = std::mem::take(&mut self.dir_dirty)
+            .then(|| (self.dir.clone(), std::mem::take(&mut self.parents_dirty)));
         Some(Box::new(move || {
             for file in files {
                 file.sync_data()?;
             }
-            if let Some(dir) = dir {
+            if let Some((dir, parents)) = dir {
                 sync_dir(&dir, parents)?;
             }
             Ok(())
@@ -222,13 +225,16 @@ impl DiskJournal {
             }
         }
         out.last_seq = last;
-        // Keep appending to the newest surviving segment.
+        // Keep appending to the newest surviving segment. The generation
+        // that created it may have died before syncing its entry (and the
+        // room directory's), so this generation's first sync covers them.
         let kept = stop_at.map_or(segments.len(), |n| n);
         if let Some(&start) = segments[..kept].last().filter(|_| !self.read_only) {
             let file = OpenOptions::new()
                 .append(true)
                 .open(self.dir.join(paths::segment_name(start)))?;
             self.current = Some((Arc::new(file), start));
+            self.dir_dirty = true;
         }
         self.bytes = dir_bytes(&self.dir);
         Ok(out)
@@ -311,10 +317,10 @@ fn ensure_dir(dir: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
-/// fsyncs `dir` (a new file's entry in it) and, when `dir` itself is new,
-/// its parent and grandparent (the kind and `rooms` directories), so a new
-/// room directory survives a power loss too. A directory fsync commits the
-/// file system's journal: a rotation in an existing room costs one, not three.
+/// fsyncs `dir` (a new file's entry in it) and, with `parents`, its parent
+/// and grandparent (the kind and `rooms` directories), so a new room
+/// directory survives a power loss too. A directory fsync commits the file
+/// system's journal: a rotation costs one, not three.
 fn sync_dir(dir: &Path, parents: bool) -> io::Result<()> {
     let mut at = Some(dir);
     for _ in 0..if parents { 3 } else { 1 } {
@@ -434,9 +440,10 @@ mod tests {
     }
 
     #[test]
-    fn only_a_new_room_directory_syncs_its_parents() {
+    fn a_rotation_syncs_the_room_directory_and_a_new_journal_its_parents_too() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = DiskJournal::new(dir.path().join("rooms/chat/x"));
+        let room = dir.path().join("rooms/chat/x");
+        let mut j = DiskJournal::new(room.clone());
         j.append(&event_bytes(1), 1).unwrap();
         assert!(j.dir_dirty && j.parents_dirty, "a new room directory");
         j.sync_job().unwrap()().unwrap();
@@ -452,6 +459,16 @@ mod tests {
         );
         j.sync_job().unwrap()().unwrap();
         assert_eq!(seqs(&j.recover(None).unwrap()), [1, 2, 3]);
+        // A journal reopened on its segment (a restart) syncs the directory
+        // and its parents once: the generation that created them may have
+        // died before its sync.
+        let mut j = DiskJournal::new(room);
+        let r = j.recover(None).unwrap();
+        j.append(&event_bytes(r.last_seq + 1), r.last_seq + 1)
+            .unwrap();
+        assert!(j.dir_dirty && j.parents_dirty, "a journal just opened");
+        j.sync_job().unwrap()().unwrap();
+        assert!(!j.dir_dirty && !j.parents_dirty);
     }
 
     #[test]
