@@ -71,6 +71,26 @@ fn contained<T>(slot: &RoomSlot, f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Hands `items` to `f` in order. When `f` fails or panics, the item it was
+/// given is consumed and the ones after it stay in `items`, in order (the
+/// mailbox outlives a room task that panics, so the next generation gets
+/// them).
+fn each_in_order<T, E>(items: &mut Vec<T>, mut f: impl FnMut(T) -> Result<(), E>) -> Result<(), E> {
+    /// Puts what is left back in order however the loop ends.
+    struct Rest<'a, T>(&'a mut Vec<T>);
+    impl<T> Drop for Rest<'_, T> {
+        fn drop(&mut self) {
+            self.0.reverse();
+        }
+    }
+    items.reverse();
+    let rest = Rest(items);
+    while let Some(item) = rest.0.pop() {
+        f(item)?;
+    }
+    Ok(())
+}
+
 /// A room's share of the snapshot thresholds (`--snapshot-events`,
 /// `--snapshot-secs`): uniform in 0.75..1, so a room never waits longer than
 /// configured, and rooms started together at the same rate do not all
@@ -388,24 +408,18 @@ impl Room {
     /// Handles a batch of commands; an event that runs long marks the room
     /// slow, so its next batches are [`contained`].
     ///
-    /// A command that crashes the room is consumed (a restart does not run
-    /// it again); the ones after it are left in `commands` for the next
-    /// generation.
+    /// A command that crashes the room, by a fatal error or a panic, is
+    /// consumed (a restart does not run it again); the ones after it are left
+    /// in `commands` for the next generation.
     fn handle_batch(&mut self, commands: &mut Vec<Command>) -> Result<(), CallFatal> {
-        let mut batch = commands.drain(..);
-        while let Some(command) = batch.next() {
+        each_in_order(commands, |command| {
             let started = Instant::now();
             let handled = self.handle(command);
             if started.elapsed() >= SLOW_EVENT {
                 self.slot.stats.mark_slow();
             }
-            if let Err(fatal) = handled {
-                let rest: Vec<Command> = batch.collect();
-                *commands = rest;
-                return Err(fatal);
-            }
-        }
-        Ok(())
+            handled
+        })
     }
 
     fn handle(&mut self, command: Command) -> Result<(), CallFatal> {
@@ -817,7 +831,32 @@ impl std::fmt::Display for CallFatal {
 
 #[cfg(test)]
 mod tests {
-    use super::snapshot_jitter;
+    use super::{each_in_order, snapshot_jitter};
+
+    #[test]
+    fn the_items_behind_a_failing_or_panicking_one_stay_in_order() {
+        let mut seen = Vec::new();
+        let mut items = vec![1, 2, 3, 4];
+        let all = each_in_order(&mut items, |n| {
+            seen.push(n);
+            Ok::<(), ()>(())
+        });
+        assert_eq!((all, seen, items.len()), (Ok(()), vec![1, 2, 3, 4], 0));
+
+        let mut items = vec![1, 2, 3, 4];
+        let failed = each_in_order(&mut items, |n| if n == 2 { Err(n) } else { Ok(()) });
+        assert_eq!((failed, items), (Err(2), vec![3, 4]));
+
+        let mut items = vec![1, 2, 3, 4];
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            each_in_order(&mut items, |n| {
+                assert_ne!(n, 2, "a bug in a handler");
+                Ok::<(), ()>(())
+            })
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(items, vec![3, 4]);
+    }
 
     #[test]
     fn snapshot_thresholds_spread_below_the_configured_ones() {
