@@ -127,34 +127,80 @@ pub enum CallError {
 /// Per-call CPU deadline, checked by the interrupt handler. Measured in CPU
 /// time of the thread running the JS, so a busy machine (or a descheduled
 /// worker) never makes a well-behaved hook look like a runaway one.
+///
+/// Reading the thread's CPU clock is a system call (no vDSO for it), ~1 µs
+/// on a VM, and every hook arms and checks the budget: 4–5% of the server's
+/// CPU under `maxtp`. So neither reads it on the common path:
+/// - `arm` takes the thread's last reading plus the wall time since, which
+///   is never less than the CPU time now (a thread cannot run longer than
+///   the wall clock), so a call is never charged for more than it used; it
+///   reads the clock afresh when the last reading is over [`REREAD`] old, so
+///   a runaway call gets at most that much extra.
+/// - `expired` cannot be true while the wall time since `arm` is within the
+///   allowance, and only reads the clock after that.
 struct Budget {
-    /// Deadline in thread CPU nanoseconds; `u64::MAX` while idle.
-    deadline: AtomicU64,
+    /// CPU nanoseconds the armed call may use; `u64::MAX` while idle.
+    allowance: AtomicU64,
+    /// Wall clock at `arm` (nanoseconds since `origin`).
+    armed_at: AtomicU64,
+    /// Thread CPU time at `arm`, or slightly more (see above).
+    cpu_at_arm: AtomicU64,
+    origin: std::time::Instant,
     /// Set when the handler interrupted JS, so the error can be told apart
     /// from an ordinary exception.
     fired: AtomicBool,
 }
 
+/// How old a thread's CPU clock reading may be for [`Budget::arm`] to build
+/// on it instead of reading the clock.
+const REREAD: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// This thread's last CPU clock reading and the wall clock then.
+    static LAST_CPU_READ: Cell<Option<(u64, std::time::Instant)>> = const { Cell::new(None) };
+}
+
 impl Budget {
     fn new() -> Budget {
         Budget {
-            deadline: AtomicU64::new(u64::MAX),
+            allowance: AtomicU64::new(u64::MAX),
+            armed_at: AtomicU64::new(0),
+            cpu_at_arm: AtomicU64::new(0),
+            origin: std::time::Instant::now(),
             fired: AtomicBool::new(false),
         }
     }
 
-    fn now(&self) -> u64 {
-        thread_cpu_nanos()
+    fn wall(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
     }
 
-    fn arm(&self, budget: Duration) {
+    fn arm(&self, allowance: Duration) {
         self.fired.store(false, Ordering::Relaxed);
-        let deadline = self.now().saturating_add(budget.as_nanos() as u64);
-        self.deadline.store(deadline, Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let cpu = match LAST_CPU_READ.get() {
+            Some((cpu, at)) if now.duration_since(at) <= REREAD => {
+                cpu + now.duration_since(at).as_nanos() as u64
+            }
+            _ => read_thread_cpu(),
+        };
+        self.cpu_at_arm.store(cpu, Ordering::Relaxed);
+        let armed_at = now.saturating_duration_since(self.origin).as_nanos() as u64;
+        self.armed_at.store(armed_at, Ordering::Relaxed);
+        self.allowance
+            .store(allowance.as_nanos() as u64, Ordering::Relaxed);
     }
 
     fn expired(&self) -> bool {
-        let expired = self.now() > self.deadline.load(Ordering::Relaxed);
+        let allowance = self.allowance.load(Ordering::Relaxed);
+        let wall = self
+            .wall()
+            .saturating_sub(self.armed_at.load(Ordering::Relaxed));
+        if wall <= allowance {
+            return false; // the thread cannot have run longer than this
+        }
+        let used = read_thread_cpu().saturating_sub(self.cpu_at_arm.load(Ordering::Relaxed));
+        let expired = used > allowance;
         if expired {
             self.fired.store(true, Ordering::Relaxed);
         }
@@ -162,7 +208,7 @@ impl Budget {
     }
 
     fn disarm(&self) -> bool {
-        self.deadline.store(u64::MAX, Ordering::Relaxed);
+        self.allowance.store(u64::MAX, Ordering::Relaxed);
         self.fired.load(Ordering::Relaxed)
     }
 }
@@ -448,6 +494,13 @@ impl RoomJs {
         }
         result
     }
+}
+
+/// CPU time consumed by the calling thread, remembered for [`Budget::arm`].
+fn read_thread_cpu() -> u64 {
+    let cpu = thread_cpu_nanos();
+    LAST_CPU_READ.set(Some((cpu, std::time::Instant::now())));
+    cpu
 }
 
 /// CPU time consumed by the calling thread.
@@ -952,6 +1005,47 @@ mod tests {
             );
             assert!(started.elapsed() < Duration::from_millis(500));
         }
+    }
+
+    #[test]
+    fn the_budget_charges_cpu_time_never_more_than_used() {
+        let allowance = Duration::from_millis(20);
+        let used_until_expired = |budget: &Budget| {
+            let before = thread_cpu_nanos();
+            while !budget.expired() {}
+            Duration::from_nanos(thread_cpu_nanos() - before)
+        };
+        let budget = Budget::new();
+        // Asleep past the allowance is not running.
+        budget.arm(allowance);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!budget.expired());
+        let used = used_until_expired(&budget);
+        assert!(budget.disarm(), "fired");
+        assert!(
+            used >= allowance - Duration::from_millis(1) && used < allowance + REREAD,
+            "{used:?}"
+        );
+        // Armed on a recent reading (no clock read): charged less, never more,
+        // than it used, by at most REREAD.
+        read_thread_cpu();
+        std::thread::sleep(REREAD / 2);
+        budget.arm(allowance);
+        let used = used_until_expired(&budget);
+        assert!(budget.disarm());
+        assert!(
+            used >= allowance && used <= allowance + REREAD + Duration::from_millis(1),
+            "{used:?}"
+        );
+        // Running since that reading: charged all of it.
+        read_thread_cpu();
+        let start = thread_cpu_nanos();
+        while thread_cpu_nanos() - start < (REREAD / 2).as_nanos() as u64 {}
+        budget.arm(allowance);
+        let used = used_until_expired(&budget);
+        assert!(budget.disarm());
+        assert!(used >= allowance - REREAD / 4, "{used:?}");
+        assert!(!budget.expired(), "idle once disarmed");
     }
 
     #[test]
