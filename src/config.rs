@@ -235,6 +235,11 @@ pub struct Config {
     /// QuickJS runtimes kept built ahead (by an idle-priority thread) so a
     /// new room skips building one; 0 = none.
     pub warm_contexts: usize,
+    /// Bytes of free heap the same thread keeps faulted in, so a new room's
+    /// memory takes no page faults; 0 = none. Only useful with glibc tuned by
+    /// [`crate::heap::tune_for_rooms`] (the `roomhost` binary does, and sets
+    /// 512 KiB); at most [`crate::heap::MAX_WARM_HEAP`].
+    pub warm_heap: usize,
     /// `Authorization: Bearer` token for the admin API; without it the admin
     /// API is served to loopback peers only.
     pub admin_token: Option<String>,
@@ -278,6 +283,7 @@ impl Default for Config {
             watch_scripts: true,
             js_threads: 0,
             warm_contexts: 4,
+            warm_heap: 0,
             admin_token: None,
             auth_secret: None,
             allowed_origins: Vec::new(),

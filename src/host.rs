@@ -141,7 +141,10 @@ impl HostBuilder {
             .thread_name("roomhost-js")
             .enable_all()
             .build()?;
-        let warm = crate::room::warm::WarmPool::new(config.warm_contexts);
+        let warm = crate::room::warm::WarmPool::new(
+            config.warm_contexts,
+            config.warm_heap.min(crate::heap::MAX_WARM_HEAP),
+        );
         let shared = Arc::new(Shared {
             js: runtime.handle().clone(),
             config,

@@ -22,6 +22,7 @@ pub mod conn;
 pub mod feed;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod heap;
 mod host;
 pub mod hub;
 pub mod metrics;

@@ -97,6 +97,10 @@ struct ServeArgs {
     /// cold start skips building one (0 = none).
     #[arg(long, env = "ROOMHOST_WARM_CONTEXTS", default_value_t = 4)]
     warm_contexts: usize,
+    /// Free heap kept faulted in, at idle priority, so a new room's memory
+    /// takes no page faults (0 = none; at most 512KiB).
+    #[arg(long, env = "ROOMHOST_WARM_HEAP", default_value = "512KiB", value_parser = parse_warm_heap)]
+    warm_heap: usize,
     /// Seconds a long-poll session may go without a request before it
     /// expires and its channels leave.
     #[arg(long, env = "ROOMHOST_LONGPOLL_TIMEOUT", default_value_t = 20.0)]
@@ -196,6 +200,7 @@ impl ServeArgs {
             snapshot_every: seconds(self.snapshot_secs, "snapshot-secs")?,
             js_threads: self.js_threads,
             warm_contexts: self.warm_contexts,
+            warm_heap: self.warm_heap,
             longpoll_timeout: seconds(self.longpoll_timeout, "longpoll-timeout")?,
             admin_token: std::env::var("ROOMHOST_ADMIN_TOKEN")
                 .ok()
@@ -212,25 +217,21 @@ impl ServeArgs {
     }
 }
 
-/// glibc gives each thread that allocates its own arena, and grows a thread
-/// arena one `mprotect` call at a time: a new room (a fresh QuickJS heap,
-/// allocated 4 KiB at a time) made ~60 such calls, 15% of a cold start's CPU
-/// in a profile. The main arena grows by `brk` with 128 KiB of padding, and
-/// with few threads one arena costs no contention (each thread's tcache
-/// still serves small allocations without the lock). An explicit
-/// `MALLOC_ARENA_MAX` in the environment wins.
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only tunes the allocator; called before any thread.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
+fn parse_warm_heap(text: &str) -> Result<usize, String> {
+    let bytes = roomhost::config::parse_bytes(text)?;
+    if bytes > roomhost::heap::MAX_WARM_HEAP {
+        return Err(format!(
+            "at most {}KiB",
+            roomhost::heap::MAX_WARM_HEAP >> 10
+        ));
     }
+    Ok(bytes)
 }
 
 fn main() -> ExitCode {
-    one_malloc_arena();
+    // Before any thread: one malloc arena, and a heap the warm thread can
+    // keep faulted in ahead of new rooms (see `roomhost::heap`).
+    let heap_tuned = roomhost::heap::tune_for_rooms();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -241,8 +242,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match cli.command {
-        None => serve(cli.serve),
-        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve, heap_tuned),
+        Some(Command::Serve(args)) => serve(args, heap_tuned),
         Some(Command::Check { file }) => check(&file),
         Some(Command::Inspect {
             topic,
@@ -294,8 +295,11 @@ fn token(user: &str, ttl: &str, secret_file: Option<&std::path::Path>) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = args.config()?;
+fn serve(args: ServeArgs, heap_tuned: bool) -> anyhow::Result<ExitCode> {
+    let mut config = args.config()?;
+    if !heap_tuned {
+        config.warm_heap = 0; // another allocator: nothing to keep warm
+    }
     if config.auth_secret.as_ref().is_some_and(|s| s.is_weak()) {
         tracing::warn!(
             "the token secret is shorter than 32 bytes; use a long random one (openssl rand -hex 32)"
