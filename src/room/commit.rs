@@ -25,7 +25,8 @@ impl Room {
         Ok(())
     }
 
-    /// Strict mode, after a batch: starts the fsync now, or gathers first.
+    /// Strict mode, after a batch or an fsync: starts the fsync now, or
+    /// gathers first.
     ///
     /// When the last fsync covered more events than are waiting now, the
     /// senders of those events are probably answering their replies this

@@ -322,11 +322,15 @@ impl Room {
                     self.durable = self.durable.max(covered);
                     self.synced = self.synced.max(covered);
                     self.release();
-                    // Strict starts the next group at once; relaxed only if
-                    // its interval ran out while this fsync was in flight.
-                    if self.durability == Durability::Strict
-                        || self.sync_due.is_some_and(|due| due <= Instant::now())
-                    {
+                    // Strict gathers the next group as after a batch: the
+                    // senders just released are answering now, and starting
+                    // at once with what came in during this fsync split each
+                    // round into two groups, each fsynced and fanned out on
+                    // its own (see `commit_or_gather`). Relaxed syncs only
+                    // if its interval ran out while this fsync was in flight.
+                    if self.durability == Durability::Strict {
+                        self.commit_or_gather();
+                    } else if self.sync_due.is_some_and(|due| due <= Instant::now()) {
                         self.sync_due = None;
                         self.start_commit();
                     }
