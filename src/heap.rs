@@ -13,8 +13,8 @@
 
 /// Tunes glibc's allocator for a room host (the `roomhost` binary calls it
 /// first thing; an embedding program may too, before it starts threads),
-/// unless the environment sets the same knob (`MALLOC_ARENA_MAX`,
-/// `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`). Returns whether the
+/// unless the environment sets the same knobs (`MALLOC_ARENA_MAX`;
+/// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_`). Returns whether the
 /// heap is set up for [`prefault`] to help: without it, keep `warm_heap` 0.
 ///
 /// - One arena: glibc gives each thread that allocates its own arena and
@@ -30,19 +30,18 @@ pub fn tune_for_rooms() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let unset = |name: &str| std::env::var_os(name).is_none();
+        let heap_ours = unset("MALLOC_MMAP_THRESHOLD_") && unset("MALLOC_TRIM_THRESHOLD_");
         // SAFETY: mallopt only tunes the allocator.
         unsafe {
             if unset("MALLOC_ARENA_MAX") {
                 libc::mallopt(libc::M_ARENA_MAX, 1);
             }
-            if unset("MALLOC_MMAP_THRESHOLD_") {
+            if heap_ours {
                 libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
-            }
-            if unset("MALLOC_TRIM_THRESHOLD_") {
                 libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD as libc::c_int);
             }
         }
-        true
+        heap_ours
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     false
