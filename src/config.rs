@@ -183,6 +183,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Snapshot after this many journaled events...
     pub snapshot_every_events: u64,
+    /// ...or once replaying the events since the last snapshot would take
+    /// about this long: the time their hooks took (or, if more, 20 times what
+    /// the room's last snapshot took, so snapshots of a large state stay a
+    /// small share of the room's time)...
+    pub snapshot_replay: Duration,
     /// ...or this long after the first event not covered by a snapshot.
     pub snapshot_every: Duration,
     /// More than `max_restarts` crashes within `restart_window` marks a room failed.
@@ -260,7 +265,8 @@ impl Default for Config {
             script_limits: ScriptLimits::default(),
             kind_limits: Default::default(),
             idle_timeout: Duration::from_secs(300),
-            snapshot_every_events: 1000,
+            snapshot_every_events: 10_000,
+            snapshot_replay: Duration::from_millis(50),
             snapshot_every: Duration::from_secs(60),
             max_restarts: 5,
             restart_window: Duration::from_secs(10),

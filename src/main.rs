@@ -85,8 +85,12 @@ struct ServeArgs {
     #[arg(long, env = "ROOMHOST_IDLE_TIMEOUT", default_value_t = 300.0)]
     idle_timeout: f64,
     /// Snapshot after this many events...
-    #[arg(long, env = "ROOMHOST_SNAPSHOT_EVENTS", default_value_t = 1000)]
+    #[arg(long, env = "ROOMHOST_SNAPSHOT_EVENTS", default_value_t = 10_000)]
     snapshot_events: u64,
+    /// ...or once replaying them would take this many milliseconds (their
+    /// hooks' time, or 20 times the last snapshot's if more)...
+    #[arg(long, env = "ROOMHOST_SNAPSHOT_REPLAY_MS", default_value_t = 50.0)]
+    snapshot_replay_ms: f64,
     /// ...or this many seconds after the first event not in a snapshot.
     #[arg(long, env = "ROOMHOST_SNAPSHOT_SECS", default_value_t = 60.0)]
     snapshot_secs: f64,
@@ -197,6 +201,8 @@ impl ServeArgs {
             durability: self.durability,
             idle_timeout: seconds(self.idle_timeout, "idle-timeout")?,
             snapshot_every_events: self.snapshot_events.max(1),
+            snapshot_replay: Duration::try_from_secs_f64(self.snapshot_replay_ms / 1000.0)
+                .context("--snapshot-replay-ms must be a number of milliseconds")?,
             snapshot_every: seconds(self.snapshot_secs, "snapshot-secs")?,
             js_threads: self.js_threads,
             warm_contexts: self.warm_contexts,

@@ -582,3 +582,64 @@ async fn inspect_prints_state_and_journal_without_touching_it() {
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.contains("journal   4 events"), "{text}");
 }
+
+/// A room whose hooks are cheap spins here on demand: `spin` runs ~1M loop
+/// iterations (milliseconds even in a release build), `noop` nothing.
+const SPIN: &str = r#"
+let n = 0;
+export function onMessage(conn, event, payload) {
+  if (event === "spin") { let x = 0; for (let i = 0; i < 1e6; i++) x += i; n += x > 0 ? 1 : 0; }
+  return { n };
+}
+export function snapshot() { return { n }; }
+export function restore(s) { n = s.n; }
+"#;
+
+/// Waits up to 2 s for a snapshot file in the room's directory.
+async fn snapshot_appears(dir: &Path) -> bool {
+    for _ in 0..40 {
+        if dir.is_dir() && !files(dir, "snapshot-").is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_comes_when_replaying_the_journal_would_take_long() {
+    let mut config = roomhost::Config {
+        snapshot_every_events: 1_000_000,
+        snapshot_replay: Duration::from_millis(10),
+        ..test_config()
+    };
+    config.script_limits.cpu_per_call = Duration::from_secs(5);
+    let server = Server::start(&[("spin.js", SPIN)], config).await;
+    let mut c = server.client("alice").await;
+    let dir = |name: &str| room_dir(server.data.path(), "spin", name);
+
+    // Cheap hooks: a join and three events are far from 10 ms of replay.
+    let (cheap, _) = c.join_ok("spin:cheap").await;
+    for _ in 0..3 {
+        let reply = c.call(&cheap, "spin:cheap", "noop", json!({})).await;
+        assert_eq!(reply["status"], "ok");
+    }
+    // One costly hook is replay enough for a snapshot.
+    let (costly, _) = c.join_ok("spin:costly").await;
+    let reply = c.call(&costly, "spin:costly", "spin", json!({})).await;
+    assert_eq!(reply["status"], "ok");
+    assert!(
+        snapshot_appears(&dir("costly")).await,
+        "a costly event snapshots"
+    );
+    assert!(
+        files(&dir("cheap"), "snapshot-").is_empty(),
+        "cheap events do not snapshot"
+    );
+    let reply = c.call(&cheap, "spin:cheap", "spin", json!({})).await;
+    assert_eq!(reply["status"], "ok");
+    assert!(
+        snapshot_appears(&dir("cheap")).await,
+        "then a costly one does"
+    );
+}

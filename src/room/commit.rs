@@ -3,7 +3,7 @@
 
 use std::io;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use tokio::task::JoinHandle;
@@ -100,6 +100,7 @@ impl Room {
             return Ok(());
         }
         self.flush_batch()?;
+        let started = Instant::now();
         let room = match self.js.snapshot() {
             Ok(room) => room,
             Err(CallError::Fatal(f)) => return Err(f.to_string()),
@@ -116,9 +117,11 @@ impl Room {
             room: &room,
         }
         .encode();
+        self.snapshot_took = started.elapsed();
         self.store.rotate();
         self.pending_snapshot = Some((self.seq, bytes));
         self.unsnapshotted = 0;
+        self.unsnapshotted_work = Duration::ZERO;
         self.unsnapshotted_since = None;
         self.snapshot_due = SnapshotDue::draw(&self.shared.config);
         self.write_pending_snapshot();

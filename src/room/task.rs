@@ -92,20 +92,27 @@ fn each_in_order<T, E>(items: &mut Vec<T>, mut f: impl FnMut(T) -> Result<(), E>
 }
 
 /// A room's share of the snapshot thresholds (`--snapshot-events`,
-/// `--snapshot-secs`): uniform in 0.75..1, so a room never waits longer than
-/// configured, and rooms started together at the same rate do not all
-/// snapshot in the same millisecond. A snapshot costs its room ~0.3–1 ms of
-/// JS; 100 of them back to back stalled every room on the core for tens of
-/// milliseconds.
+/// `--snapshot-replay-ms`, `--snapshot-secs`): uniform in 0.75..1, so a room
+/// never waits longer than configured, and rooms started together at the
+/// same rate do not all snapshot in the same millisecond. A snapshot costs
+/// its room ~0.3–1 ms of JS; 100 of them back to back stalled every room on
+/// the core for tens of milliseconds.
 fn snapshot_jitter() -> f64 {
     0.75 + rand::random::<f64>() * 0.25
 }
 
-/// When this room snapshots next: after this many events, or this long after
-/// the first unsnapshotted one. Drawn at start and after every snapshot.
-#[derive(Clone, Copy)]
+/// Replay work that a snapshot may wait for, in multiples of what the room's
+/// last snapshot took: snapshots of a large state stay under ~5% of the time
+/// the room spends in hooks.
+const SNAPSHOT_COST_RATIO: u32 = 20;
+
+/// When this room snapshots next: after this many events, once replaying
+/// them would take this long (their hooks' time), or this long after the
+/// first unsnapshotted one. Drawn at start and after every snapshot.
+#[derive(Clone, Copy, Debug)]
 pub(super) struct SnapshotDue {
     pub events: u64,
+    pub replay: Duration,
     pub after: Duration,
 }
 
@@ -114,8 +121,16 @@ impl SnapshotDue {
         let share = snapshot_jitter();
         SnapshotDue {
             events: ((config.snapshot_every_events as f64 * share) as u64).max(1),
+            replay: config.snapshot_replay.mul_f64(share),
             after: config.snapshot_every.mul_f64(share),
         }
+    }
+
+    /// Whether `events` unsnapshotted events whose hooks took `work` call
+    /// for a snapshot, when the last one took `last_snapshot`.
+    pub(super) fn reached(&self, events: u64, work: Duration, last_snapshot: Duration) -> bool {
+        events >= self.events
+            || (events > 0 && work >= self.replay.max(last_snapshot * SNAPSHOT_COST_RATIO))
     }
 }
 
@@ -172,7 +187,12 @@ pub(crate) struct Room {
     /// A snapshot taken but not yet written: its events are not released.
     pub(super) pending_snapshot: Option<(u64, Vec<u8>)>,
     pub(super) unsnapshotted: u64,
+    /// What replaying the unsnapshotted events would take: their hooks'
+    /// time (at start, the replay's own).
+    pub(super) unsnapshotted_work: Duration,
     pub(super) unsnapshotted_since: Option<Instant>,
+    /// Room-thread time of the last snapshot (`snapshot()` and encoding).
+    pub(super) snapshot_took: Duration,
     pub(super) snapshot_due: SnapshotDue,
     pub(super) last_activity: Instant,
     pub(super) stats_at: Instant,
@@ -228,8 +248,10 @@ impl Room {
             tracing::warn!(topic = %topic, generation, repair = %repair, "journal repaired");
         }
         let js = load_js(&shared, &slot, &kind, generation)?;
+        let replay_started = Instant::now();
         let replayed = replay(&js, &recovered, &topic)?;
         let now = Instant::now();
+        let replay_took = now - replay_started;
         let mut room = Room {
             generation,
             kind,
@@ -266,6 +288,12 @@ impl Room {
             snapshot_write: None,
             pending_snapshot: None,
             unsnapshotted: recovered.events.len() as u64,
+            unsnapshotted_work: if recovered.events.is_empty() {
+                Duration::ZERO
+            } else {
+                replay_took
+            },
+            snapshot_took: Duration::ZERO,
             unsnapshotted_since: (!recovered.events.is_empty()).then_some(now),
             snapshot_due: SnapshotDue::draw(&shared.config),
             last_activity: now,
@@ -291,7 +319,15 @@ impl Room {
         room.refresh_stats(true);
         room.slot
             .set_running(generation, &room.kind.version, room.kind.has_snapshot);
-        tracing::info!(topic = %room.slot.topic, generation, seq = room.seq, version = %room.kind.version, "room running");
+        tracing::info!(
+            topic = %room.slot.topic,
+            generation,
+            seq = room.seq,
+            replayed = room.unsnapshotted,
+            replay_ms = %format_args!("{:.2}", replay_took.as_secs_f64() * 1e3),
+            version = %room.kind.version,
+            "room running"
+        );
         Ok(room)
     }
 
@@ -402,7 +438,11 @@ impl Room {
                 }
             }
         }
-        if self.unsnapshotted >= self.snapshot_due.events {
+        if self.snapshot_due.reached(
+            self.unsnapshotted,
+            self.unsnapshotted_work,
+            self.snapshot_took,
+        ) {
             self.take_snapshot()?;
         }
         self.refresh_stats(false);
@@ -657,9 +697,10 @@ impl Room {
         }
         let started = Instant::now();
         let called = self.js.call(conn, hook, at, seed);
+        let took = started.elapsed();
         self.shared
             .metrics
-            .hook(self.slot.topic.kind(), kind.label(), started.elapsed());
+            .hook(self.slot.topic.kind(), kind.label(), took);
         match called {
             Ok(called) => {
                 self.last_at = at;
@@ -705,6 +746,7 @@ impl Room {
                     self.gate.push_back((self.seq, effect));
                 }
                 self.unsnapshotted += 1;
+                self.unsnapshotted_work += took;
                 self.unsnapshotted_since.get_or_insert_with(Instant::now);
                 Ok(Ok(called.response))
             }
@@ -835,7 +877,9 @@ impl std::fmt::Display for CallFatal {
 
 #[cfg(test)]
 mod tests {
-    use super::{each_in_order, snapshot_jitter};
+    use std::time::Duration;
+
+    use super::{SnapshotDue, each_in_order, snapshot_jitter};
 
     #[test]
     fn the_items_behind_a_failing_or_panicking_one_stay_in_order() {
@@ -860,6 +904,28 @@ mod tests {
         }));
         assert!(panicked.is_err());
         assert_eq!(items, vec![3, 4]);
+    }
+
+    #[test]
+    fn a_snapshot_is_due_by_events_or_by_replay_work_scaled_by_its_own_cost() {
+        let ms = Duration::from_millis;
+        let due = SnapshotDue {
+            events: 100,
+            replay: ms(10),
+            after: Duration::from_secs(60),
+        };
+        assert!(
+            !due.reached(0, ms(50), Duration::ZERO),
+            "nothing to snapshot"
+        );
+        assert!(!due.reached(99, ms(9), Duration::ZERO));
+        assert!(due.reached(100, Duration::ZERO, Duration::ZERO));
+        assert!(due.reached(5, ms(10), Duration::ZERO));
+        // A snapshot that took 2 ms waits for 40 ms of replay work...
+        assert!(!due.reached(5, ms(39), ms(2)));
+        assert!(due.reached(5, ms(40), ms(2)));
+        // ...but not past the event threshold.
+        assert!(due.reached(100, ms(1), ms(2)));
     }
 
     #[test]
