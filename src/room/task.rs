@@ -250,6 +250,7 @@ impl Room {
         let js = load_js(&shared, &slot, &kind, generation)?;
         let replay_started = Instant::now();
         let replayed = replay(&js, &recovered, &topic)?;
+        let replayed_events = recovered.events.len();
         let now = Instant::now();
         let replay_took = now - replay_started;
         let mut room = Room {
@@ -323,7 +324,7 @@ impl Room {
             topic = %room.slot.topic,
             generation,
             seq = room.seq,
-            replayed = room.unsnapshotted,
+            replayed = replayed_events,
             replay_ms = %format_args!("{:.2}", replay_took.as_secs_f64() * 1e3),
             version = %room.kind.version,
             "room running"
