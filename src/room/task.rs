@@ -109,7 +109,7 @@ const SNAPSHOT_COST_RATIO: u32 = 20;
 /// When this room snapshots next: after this many events, once replaying
 /// them would take this long (their hooks' time), or this long after the
 /// first unsnapshotted one. Drawn at start and after every snapshot.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub(super) struct SnapshotDue {
     pub events: u64,
     pub replay: Duration,
@@ -288,8 +288,8 @@ impl Room {
             last_fsync: Duration::ZERO,
             snapshot_write: None,
             pending_snapshot: None,
-            unsnapshotted: recovered.events.len() as u64,
-            unsnapshotted_work: if recovered.events.is_empty() {
+            unsnapshotted: replayed_events as u64,
+            unsnapshotted_work: if replayed_events == 0 {
                 Duration::ZERO
             } else {
                 replay_took
