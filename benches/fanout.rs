@@ -18,8 +18,8 @@ const CHANNELS: usize = 1000;
 const QUEUE: usize = 512;
 
 fn fanout(c: &mut Criterion) {
-    let hub = Hub::default();
     let topic = Topic::parse("chat:lobby").expect("valid topic");
+    let hub = Hub::new(topic.clone());
     let mut receivers: Vec<mpsc::Receiver<Outbound>> = Vec::with_capacity(CHANNELS);
     for id in 0..CHANNELS {
         let (peer, rx) = Peer::new(QUEUE + 1);

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use roomhost::room::js::{Blank, Hook, Identity, RoomJs};
-use roomhost::scripts::{ModuleSource, compile_file};
+use roomhost::engine::{Blank, Hook, Identity, ModuleSource, RoomJs};
+use roomhost::scripts::compile_file;
 use roomhost::{Conn, ScriptLimits};
 use serde_json::value::RawValue;
 
@@ -23,7 +23,7 @@ fn hook(c: &mut Criterion) {
     let kind = Arc::new(compile_file(&root, "chat.js", "chat", &limits).expect("chat.js compiles"));
     let js = RoomJs::load(
         &Identity::new("chat", "bench"),
-        ModuleSource::Compiled(kind.clone()),
+        ModuleSource::Compiled(kind.modules.clone()),
         &kind.entry,
         &limits,
         None,
@@ -55,7 +55,7 @@ fn hook(c: &mut Criterion) {
         b.iter(|| {
             RoomJs::load(
                 &Identity::new("chat", "bench2"),
-                ModuleSource::Compiled(kind.clone()),
+                ModuleSource::Compiled(kind.modules.clone()),
                 &kind.entry,
                 &limits,
                 None,
@@ -97,7 +97,7 @@ fn hook(c: &mut Criterion) {
                 RoomJs::load_into(
                     blank,
                     &Identity::new("chat", "bench3"),
-                    ModuleSource::Compiled(kind.clone()),
+                    ModuleSource::Compiled(kind.modules.clone()),
                     &kind.entry,
                     &limits,
                     None,
@@ -131,7 +131,7 @@ fn footprint(kind: &Arc<roomhost::scripts::CompiledKind>, limits: &ScriptLimits,
         .map(|i| {
             RoomJs::load(
                 &Identity::new("chat", &format!("f{i}")),
-                ModuleSource::Compiled(kind.clone()),
+                ModuleSource::Compiled(kind.modules.clone()),
                 &kind.entry,
                 limits,
                 None,

@@ -5,7 +5,7 @@
 //! touched, and on a virtual machine the first touch of each 4 KiB page is
 //! the expensive part: faulting in 208 KiB page by page takes ~130 µs here
 //! (`MADV_POPULATE_WRITE` of the same range ~100 µs), a quarter of a cold
-//! start. The warm thread ([`crate::room::warm`]) keeps [`Config::warm_heap`]
+//! start. The warm thread ([`crate::engine::warm`]) keeps [`Config::warm_heap`]
 //! bytes at the top of the heap faulted in, at idle priority, so a room that
 //! starts finds its pages there.
 //!

@@ -1,4 +1,11 @@
-//! Fan-out from a room to the channels joined to it.
+//! Fan-out from a room to the channels joined to it, and the one place that
+//! turns what a room sends into frames.
+//!
+//! A room emits [`Output`]s (a reply, a script's [`Emit`], a host notice, a
+//! membership change); its gate hands each one, once released, to the
+//! [`FanOut`] seam, which [`Hub`] implements for this process's channels.
+//! Only this module calls the codec (`protocol`) to build server frames:
+//! changing how a broadcast is encoded means reading this file alone.
 //!
 //! Each client connection has one bounded outbound queue ([`Peer`]); a room
 //! never waits on it. A broadcast is encoded once per serializer version and
@@ -20,8 +27,76 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conn::Conn;
 use crate::feed::Feed;
-use crate::protocol::{self, Ref, Vsn};
+use crate::protocol::{self, Ref, Status, Vsn};
 use crate::topic::Topic;
+
+/// A message a room script sends (`room.broadcast`, `room.push`), or the
+/// host sends on a room's behalf: one shape from the JS engine to the frames.
+#[derive(Debug, PartialEq)]
+pub struct Emit {
+    pub event: String,
+    /// JSON text.
+    pub payload: String,
+    pub to: Audience,
+}
+
+/// Who an [`Emit`] is for.
+#[derive(Debug, PartialEq)]
+pub enum Audience {
+    /// Every joined channel, except those of this connection id.
+    All { except: Option<String> },
+    /// The channel of this connection id, if joined.
+    Conn(String),
+}
+
+impl Emit {
+    /// A host broadcast to every channel.
+    pub fn to_all(event: impl Into<String>, payload: String) -> Emit {
+        Emit {
+            event: event.into(),
+            payload,
+            to: Audience::All { except: None },
+        }
+    }
+
+    pub fn is_broadcast(&self) -> bool {
+        matches!(self.to, Audience::All { .. })
+    }
+}
+
+/// What a room hands the fan-out once its gate released it.
+#[derive(Debug)]
+pub enum Output {
+    /// The `phx_reply` to a channel's join or push: `Ok(response JSON)` or
+    /// `Err(reason)`.
+    Reply {
+        channel: Arc<Channel>,
+        msg_ref: Option<Ref>,
+        result: Result<String, String>,
+    },
+    /// A script's (or the host's) message to the room's channels.
+    Emit(Emit),
+    /// A host push to one channel (`room_info`, `presence_state`).
+    Notice {
+        channel: Arc<Channel>,
+        event: &'static str,
+        payload: String,
+    },
+    /// A join succeeded: the channel starts receiving broadcasts.
+    Subscribe(Arc<Channel>),
+    /// A join was refused: the connection forgets the channel.
+    Refused(Arc<Channel>),
+    /// A channel left: stop sending to it; `close` sends `phx_close` first.
+    Unsubscribe { channel: ChannelId, close: bool },
+}
+
+/// The fan-out seam: where a room's released outputs go. [`Hub`] delivers
+/// them to this process's channels; a cluster backplane would also carry
+/// them to the channels of other nodes.
+pub trait FanOut: Send + Sync {
+    /// Delivers one output; returns the frames queued.
+    fn deliver(&self, output: Output) -> usize;
+}
 
 /// A frame ready to write: encoded once, shared by reference count.
 pub type Frame = Utf8Bytes;
@@ -146,6 +221,24 @@ impl Channel {
         .into()
     }
 
+    /// The reply to `msg_ref` (a join or a push of this channel).
+    pub fn deliver_reply(&self, msg_ref: Option<&Ref>, result: &Result<String, String>) -> bool {
+        match result {
+            Ok(response) => {
+                let frame = protocol::encode_reply(
+                    self.vsn,
+                    self.join_ref.as_ref(),
+                    msg_ref,
+                    self.topic.as_str(),
+                    Status::Ok,
+                    response,
+                );
+                self.deliver_frame(frame.into())
+            }
+            Err(reason) => self.deliver_error_reply(msg_ref, reason),
+        }
+    }
+
     /// An error reply to `msg_ref` (a join or a push of this channel).
     pub fn deliver_error_reply(&self, msg_ref: Option<&Ref>, reason: &str) -> bool {
         let frame = protocol::encode_error_reply(
@@ -158,18 +251,24 @@ impl Channel {
         self.deliver_frame(frame.into())
     }
 
-    /// Sends `event` (e.g. `phx_error`, `phx_close`) and then tells the
-    /// connection the channel is gone.
-    pub fn close_with(&self, event: &str) {
-        let frame = protocol::encode(
+    /// The frame that ends this channel on the client: `event` is
+    /// `phx_error` or `phx_close`, addressed to the join.
+    pub fn close_frame(&self, event: &str) -> Frame {
+        protocol::encode(
             self.vsn,
             self.join_ref.as_ref(),
             self.join_ref.as_ref(),
             self.topic.as_str(),
             event,
             "{}",
-        );
-        if self.deliver_frame(frame.into()) {
+        )
+        .into()
+    }
+
+    /// Sends `event` (e.g. `phx_error`, `phx_close`) and then tells the
+    /// connection the channel is gone.
+    pub fn close_with(&self, event: &str) {
+        if self.deliver_frame(self.close_frame(event)) {
             self.peer.deliver(Outbound::ChannelClosed(self.id));
         }
     }
@@ -210,8 +309,8 @@ impl<'a> Broadcast<'a> {
 }
 
 /// The channels joined to one room.
-#[derive(Default)]
 pub struct Hub {
+    topic: Topic,
     /// A std mutex: only the room task (and the supervisor once the task is
     /// dead) touches it, never across an `.await`, so it is uncontended.
     channels: Mutex<Vec<Arc<Channel>>>,
@@ -220,6 +319,14 @@ pub struct Hub {
 }
 
 impl Hub {
+    pub fn new(topic: Topic) -> Hub {
+        Hub {
+            topic,
+            channels: Mutex::default(),
+            feed: OnceLock::new(),
+        }
+    }
+
     /// Records every later broadcast into `feed` as well. A hub keeps the
     /// first feed it is given; the registry only ever hands it the topic's.
     pub fn attach_feed(&self, feed: Arc<Feed>) {
@@ -290,6 +397,56 @@ impl Hub {
     }
 }
 
+impl FanOut for Hub {
+    fn deliver(&self, output: Output) -> usize {
+        match output {
+            Output::Reply {
+                channel,
+                msg_ref,
+                result,
+            } => usize::from(channel.deliver_reply(msg_ref.as_ref(), &result)),
+            Output::Emit(Emit {
+                event,
+                payload,
+                to: Audience::All { except },
+            }) => {
+                let broadcast = Broadcast::new(self.topic.as_str(), &event, &payload);
+                self.publish(&broadcast, except.as_deref())
+            }
+            Output::Emit(Emit {
+                event,
+                payload,
+                to: Audience::Conn(conn_id),
+            }) => self.find_conn(&conn_id).map_or(0, |channel| {
+                usize::from(channel.deliver_frame(channel.push_frame(&event, &payload)))
+            }),
+            Output::Notice {
+                channel,
+                event,
+                payload,
+            } => usize::from(channel.deliver_frame(channel.push_frame(event, &payload))),
+            Output::Subscribe(channel) => {
+                self.subscribe(channel);
+                0
+            }
+            Output::Refused(channel) => {
+                channel.peer.deliver(Outbound::ChannelClosed(channel.id));
+                0
+            }
+            Output::Unsubscribe { channel, close } => {
+                if let Some(channel) = self.unsubscribe(channel) {
+                    if close {
+                        channel.close_with("phx_close");
+                    } else {
+                        channel.peer.deliver(Outbound::ChannelClosed(channel.id));
+                    }
+                }
+                0
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,7 +469,7 @@ mod tests {
 
     #[test]
     fn broadcast_is_encoded_once_per_version_and_shared() {
-        let hub = Hub::default();
+        let hub = Hub::new(Topic::parse("chat:x").unwrap());
         let (a, mut ra) = channel(1, Vsn::V2, 4);
         let (b, mut rb) = channel(2, Vsn::V2, 4);
         let (c, mut rc) = channel(3, Vsn::V1, 4);
@@ -336,7 +493,7 @@ mod tests {
 
     #[test]
     fn full_queue_kicks_the_slow_consumer_only() {
-        let hub = Hub::default();
+        let hub = Hub::new(Topic::parse("chat:x").unwrap());
         let (slow, _keep) = channel(1, Vsn::V2, 2);
         let (fast, mut rf) = channel(2, Vsn::V2, 64);
         hub.subscribe(slow.clone());
@@ -356,7 +513,7 @@ mod tests {
 
     #[test]
     fn unsubscribe_and_drain() {
-        let hub = Hub::default();
+        let hub = Hub::new(Topic::parse("chat:x").unwrap());
         let (a, _ra) = channel(1, Vsn::V2, 4);
         let (b, _rb) = channel(2, Vsn::V2, 4);
         hub.subscribe(a);

@@ -17,8 +17,10 @@
 //! ```
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod engine;
 pub mod feed;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -27,8 +29,8 @@ mod host;
 pub mod hub;
 pub mod metrics;
 pub mod presence;
+mod priority;
 pub mod protocol;
-mod reload;
 pub mod room;
 pub mod scripts;
 pub mod store;
@@ -37,5 +39,5 @@ mod web;
 
 pub use config::{Config, Durability, ScriptLimits};
 pub use conn::Conn;
-pub use host::{BuildError, Host, HostBuilder, RoomHandle};
-pub use room::{RoomError, RoomInfo, RoomState};
+pub use host::{BuildError, Host, HostBuilder};
+pub use room::{Crash, RoomError, RoomHandle, RoomInfo, RoomState};

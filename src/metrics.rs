@@ -6,7 +6,15 @@
 //! happen (a connection opens, a room crashes, a journal fsync completes);
 //! gauges that describe the current state of the rooms (rooms by state,
 //! channels, JS memory) are computed when `/metrics` is scraped.
+//!
+//! Every count the host shows lives here once: the admin API's totals read
+//! these metrics, they keep no twin atomics. A connection is counted by an
+//! [`OpenConnection`] guard, so every way a transport ends uncounts it.
+//!
+//! A leaf: labels are plain strings chosen by the callers (a crash's
+//! reason label, a room's state), never types of the layers above.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -16,14 +24,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::room::RoomState;
-
 type Labels1 = [(&'static str, &'static str); 1];
 type HookLabels = [(&'static str, String); 2];
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Values of the `reason` label of crashes and restarts.
-const CRASH_REASONS: [&str; 6] = ["cpu", "memory", "killed", "panic", "storage", "other"];
+pub const CRASH_REASONS: [&str; 6] = ["cpu", "memory", "killed", "panic", "storage", "other"];
+/// Values of the `state` label of `roomhost_rooms`.
+pub const ROOM_STATES: [&str; 5] = ["starting", "running", "restarting", "stopped", "failed"];
 /// Values of the `transport` label.
 const TRANSPORTS: [&str; 3] = ["websocket", "longpoll", "http"];
 /// Values of the `reason` label of auth failures ([`crate::auth::AuthError::label`]).
@@ -62,6 +70,21 @@ pub struct Metrics {
     rate_limited: Counter,
     auth_failures: Family<Labels1, Counter>,
     refused: Family<Labels1, Counter>,
+    /// Client messages per second over the last second (the dashboard's
+    /// rate), and the `messages_in` total it was computed from.
+    messages_per_sec: AtomicU64,
+    messages_in_at_tick: AtomicU64,
+}
+
+/// One open client connection, counted in `roomhost_connections` from its
+/// creation until it is dropped.
+#[must_use = "the connection is uncounted when this is dropped"]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -98,6 +121,8 @@ impl Metrics {
             rate_limited: Counter::default(),
             auth_failures: Family::default(),
             refused: Family::default(),
+            messages_per_sec: AtomicU64::new(0),
+            messages_in_at_tick: AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register(
@@ -235,30 +260,62 @@ impl Metrics {
             .inc();
     }
 
-    /// A room task ended abnormally; `reason` is its free-form crash text.
-    pub fn room_crashed(&self, reason: &str) {
-        self.room_crashes
-            .get_or_create(&[("reason", crash_reason(reason))])
-            .inc();
+    /// Room tasks started so far.
+    pub fn room_starts_total(&self) -> u64 {
+        self.room_starts.get()
     }
 
-    /// A crashed room is scheduled to restart.
-    pub fn room_restarted(&self, reason: &str) {
+    /// A room task ended abnormally; `reason` is one of [`CRASH_REASONS`].
+    pub fn room_crashed(&self, reason: &'static str) {
+        self.room_crashes.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// A crashed room is scheduled to restart; `reason` as for crashes.
+    pub fn room_restarted(&self, reason: &'static str) {
         self.room_restarts
-            .get_or_create(&[("reason", crash_reason(reason))])
+            .get_or_create(&[("reason", reason)])
             .inc();
     }
 
-    pub fn connection_opened(&self, transport: &'static str) {
-        self.connections
+    /// Counts a connection over `transport` until the guard drops.
+    pub fn connection_opened(&self, transport: &'static str) -> OpenConnection {
+        let gauge = self
+            .connections
             .get_or_create(&[("transport", transport)])
-            .inc();
+            .clone();
+        gauge.inc();
+        OpenConnection(gauge)
     }
 
-    pub fn connection_closed(&self, transport: &'static str) {
-        self.connections
-            .get_or_create(&[("transport", transport)])
-            .dec();
+    /// Open connections over every transport.
+    pub fn connections_open(&self) -> u64 {
+        TRANSPORTS
+            .iter()
+            .map(|t| self.connections.get_or_create(&[("transport", *t)]).get())
+            .sum::<i64>()
+            .max(0) as u64
+    }
+
+    /// Client messages received over every transport.
+    pub fn messages_in_total(&self) -> u64 {
+        TRANSPORTS
+            .iter()
+            .map(|t| self.messages_in.get_or_create(&[("transport", *t)]).get())
+            .sum()
+    }
+
+    /// Called once a second: the client messages of the last second become
+    /// [`Metrics::messages_per_sec`].
+    pub fn tick_message_rate(&self) {
+        let now = self.messages_in_total();
+        let before = self.messages_in_at_tick.swap(now, Ordering::Relaxed);
+        self.messages_per_sec
+            .store(now.saturating_sub(before), Ordering::Relaxed);
+    }
+
+    /// Client messages received in the last second.
+    pub fn messages_per_sec(&self) -> u64 {
+        self.messages_per_sec.load(Ordering::Relaxed)
     }
 
     pub fn messages_in(&self, transport: &'static str, n: usize) {
@@ -316,25 +373,14 @@ impl Metrics {
     }
 
     /// The current picture of the rooms, set just before encoding.
-    pub(crate) fn set_rooms(&self, rooms: &[RoomSample]) {
-        for state in [
-            RoomState::Starting,
-            RoomState::Running,
-            RoomState::Restarting,
-            RoomState::Stopped,
-            RoomState::Failed,
-        ] {
+    pub fn set_rooms(&self, rooms: &[RoomSample]) {
+        for state in ROOM_STATES {
             let n = rooms.iter().filter(|r| r.state == state).count();
-            self.rooms
-                .get_or_create(&[("state", state_label(state))])
-                .set(n as i64);
+            self.rooms.get_or_create(&[("state", state)]).set(n as i64);
         }
         self.channels
             .set(rooms.iter().map(|r| r.channels as i64).sum());
-        let mut running: Vec<&RoomSample> = rooms
-            .iter()
-            .filter(|r| r.state == RoomState::Running)
-            .collect();
+        let mut running: Vec<&RoomSample> = rooms.iter().filter(|r| r.state == "running").collect();
         let total: u64 = running.iter().map(|r| r.js_memory).sum();
         self.js_memory.set(i64::try_from(total).unwrap_or(i64::MAX));
         running.sort_by_key(|r| std::cmp::Reverse(r.js_memory));
@@ -356,38 +402,12 @@ impl Metrics {
 }
 
 /// What `/metrics` needs to know about one registered room.
-pub(crate) struct RoomSample {
+pub struct RoomSample {
     pub topic: String,
-    pub state: RoomState,
+    /// One of [`ROOM_STATES`].
+    pub state: &'static str,
     pub channels: usize,
     pub js_memory: u64,
-}
-
-fn state_label(state: RoomState) -> &'static str {
-    match state {
-        RoomState::Starting => "starting",
-        RoomState::Running => "running",
-        RoomState::Restarting => "restarting",
-        RoomState::Stopped => "stopped",
-        RoomState::Failed => "failed",
-    }
-}
-
-/// A bounded label for a crash's free-form reason.
-pub fn crash_reason(reason: &str) -> &'static str {
-    if reason.contains("CPU budget") {
-        "cpu"
-    } else if reason.contains("out of memory") {
-        "memory"
-    } else if reason == "killed" {
-        "killed"
-    } else if reason.starts_with("panic") {
-        "panic"
-    } else if reason.contains("journal") || reason.contains("snapshot") {
-        "storage"
-    } else {
-        "other"
-    }
 }
 
 #[cfg(test)]
@@ -395,22 +415,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crash_reasons_are_bounded() {
-        assert_eq!(crash_reason("CPU budget exceeded"), "cpu");
-        assert_eq!(crash_reason("out of memory"), "memory");
-        assert_eq!(crash_reason("killed"), "killed");
-        assert_eq!(crash_reason("panic: oops"), "panic");
-        assert_eq!(crash_reason("journal sync failed: EIO"), "storage");
-        assert_eq!(crash_reason("anything else"), "other");
-    }
-
-    #[test]
     fn metrics_encode_with_names_and_labels() {
         let m = Metrics::new();
         m.room_started();
         m.room_context(true);
         m.room_crashed("killed");
-        m.connection_opened("websocket");
+        let _open = m.connection_opened("websocket");
         m.auth_failed("expired");
         m.refused("auth");
         m.rate_limited();
@@ -418,7 +428,7 @@ mod tests {
         m.fsync(Duration::from_millis(3), 4);
         m.set_rooms(&[RoomSample {
             topic: "chat:a".into(),
-            state: RoomState::Running,
+            state: "running",
             channels: 2,
             js_memory: 100_000,
         }]);

@@ -1,105 +1,84 @@
-//! The output gate's contents: what an event asked to send, and how it is
-//! delivered once the event is durable.
+//! The output gate (as in Durable Objects): what an event asked to send
+//! waits here until the event is durable, then goes to the fan-out in the
+//! order it was asked for. A client never sees the effect of an event a
+//! crash could take back.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::task::Room;
+use tokio::sync::oneshot;
+
 use super::{ReplyTo, RoomError};
-use crate::hub::{Broadcast, Channel, ChannelId, Outbound};
-use crate::protocol::{self, Status};
+use crate::hub::{Channel, Emit, FanOut, Outbound, Output};
+use crate::metrics::Metrics;
 
 /// An output waiting in the gate.
 #[derive(Debug)]
 pub(super) enum Effect {
-    Reply {
-        to: ReplyTo,
+    /// For the room's channels (see [`Output`]).
+    Out(Output),
+    /// The answer to a Rust caller (library API, HTTP post).
+    Answer {
+        to: oneshot::Sender<Result<String, RoomError>>,
         result: Result<String, String>,
     },
-    Broadcast {
-        event: String,
-        payload: String,
-        except: Option<String>,
-    },
-    Push {
-        conn_id: String,
-        event: String,
-        payload: String,
-    },
-    /// A join succeeded: the channel starts receiving broadcasts.
-    Subscribe(Arc<Channel>),
-    /// A host push to one channel (e.g. `presence_state`).
-    ChannelPush {
-        channel: Arc<Channel>,
-        event: &'static str,
-        payload: String,
-    },
-    /// A join was refused: the connection forgets the channel.
-    Refused(Arc<Channel>),
-    /// A channel left: stop sending to it; `close` sends `phx_close` first.
-    Unsubscribe { channel: ChannelId, close: bool },
 }
 
-impl Room {
-    pub(super) fn apply(&self, effect: Effect) {
-        let topic = self.slot.topic.as_str();
-        match effect {
-            Effect::Reply { to, result } => match to {
-                ReplyTo::Channel { channel, msg_ref } => match &result {
-                    Ok(response) => {
-                        let frame = protocol::encode_reply(
-                            channel.vsn,
-                            channel.join_ref.as_ref(),
-                            msg_ref.as_ref(),
-                            topic,
-                            Status::Ok,
-                            response,
-                        );
-                        channel.deliver_frame(frame.into());
-                    }
-                    Err(reason) => {
-                        channel.deliver_error_reply(msg_ref.as_ref(), reason);
-                    }
-                },
-                ReplyTo::Caller(tx) => {
-                    let _ = tx.send(result.map_err(RoomError::Refused));
-                }
-            },
-            Effect::Broadcast {
-                event,
-                payload,
-                except,
-            } => {
-                let broadcast = Broadcast::new(topic, &event, &payload);
-                let delivered = self.slot.hub.publish(&broadcast, except.as_deref());
-                self.shared.metrics.fanout(delivered);
-            }
-            Effect::Push {
-                conn_id,
-                event,
-                payload,
-            } => {
-                if let Some(channel) = self.slot.hub.find_conn(&conn_id) {
-                    channel.deliver_frame(channel.push_frame(&event, &payload));
-                }
-            }
-            Effect::Subscribe(channel) => self.slot.hub.subscribe(channel),
-            Effect::ChannelPush {
+impl Effect {
+    /// The answer to a command, wherever it goes.
+    pub(super) fn reply(to: ReplyTo, result: Result<String, String>) -> Effect {
+        match to {
+            ReplyTo::Channel { channel, msg_ref } => Effect::Out(Output::Reply {
                 channel,
-                event,
-                payload,
-            } => {
-                channel.deliver_frame(channel.push_frame(event, &payload));
-            }
-            Effect::Refused(channel) => {
-                channel.peer.deliver(Outbound::ChannelClosed(channel.id));
-            }
-            Effect::Unsubscribe { channel, close } => {
-                if let Some(channel) = self.slot.hub.unsubscribe(channel) {
-                    if close {
-                        channel.close_with("phx_close");
-                    } else {
-                        channel.peer.deliver(Outbound::ChannelClosed(channel.id));
+                msg_ref,
+                result,
+            }),
+            ReplyTo::Caller(to) => Effect::Answer { to, result },
+        }
+    }
+}
+
+impl From<Emit> for Effect {
+    fn from(emit: Emit) -> Effect {
+        Effect::Out(Output::Emit(emit))
+    }
+}
+
+impl From<Output> for Effect {
+    fn from(output: Output) -> Effect {
+        Effect::Out(output)
+    }
+}
+
+/// Effects in the order they were asked for, each behind the seq of the
+/// last event journaled when it was.
+#[derive(Default)]
+pub(super) struct Gate {
+    held: VecDeque<(u64, Effect)>,
+}
+
+impl Gate {
+    /// Holds `effect` until event `seq` is durable.
+    pub(super) fn hold(&mut self, seq: u64, effect: impl Into<Effect>) {
+        self.held.push_back((seq, effect.into()));
+    }
+
+    /// Delivers every held effect whose event is durable (`seq <= durable`).
+    pub(super) fn release(&mut self, durable: u64, fanout: &dyn FanOut, metrics: &Metrics) {
+        while self.held.front().is_some_and(|(seq, _)| *seq <= durable) {
+            let Some((_, effect)) = self.held.pop_front() else {
+                break;
+            };
+            match effect {
+                Effect::Out(output) => {
+                    let broadcast = matches!(&output, Output::Emit(emit) if emit.is_broadcast());
+                    let delivered = fanout.deliver(output);
+                    if broadcast {
+                        metrics.fanout(delivered);
                     }
+                }
+                Effect::Answer { to, result } => {
+                    let _ = to.send(result.map_err(RoomError::Refused));
                 }
             }
         }
@@ -113,13 +92,15 @@ impl Room {
 /// the hub yet: without an answer here it would wait for a join reply that
 /// never comes. It gets an error reply to its join (and to any push it sent
 /// meanwhile), and the connection forgets it, so the client rejoins.
-impl Drop for Room {
+impl Drop for Gate {
     fn drop(&mut self) {
         let joining: Vec<Arc<Channel>> = self
-            .gate
+            .held
             .iter()
             .filter_map(|(_, effect)| match effect {
-                Effect::Subscribe(channel) | Effect::Refused(channel) => Some(channel.clone()),
+                Effect::Out(Output::Subscribe(channel) | Output::Refused(channel)) => {
+                    Some(channel.clone())
+                }
                 _ => None,
             })
             .collect();
@@ -127,11 +108,10 @@ impl Drop for Room {
             return;
         }
         let reason = RoomError::Crashed.to_string();
-        for (_, effect) in self.gate.drain(..) {
-            let Effect::Reply {
-                to: ReplyTo::Channel { channel, msg_ref },
-                ..
-            } = effect
+        for (_, effect) in self.held.drain(..) {
+            let Effect::Out(Output::Reply {
+                channel, msg_ref, ..
+            }) = effect
             else {
                 continue;
             };

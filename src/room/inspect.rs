@@ -9,10 +9,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::js::{Identity, RoomJs};
 use super::replay::replay;
 use crate::config::ScriptLimits;
-use crate::scripts::{ModuleSource, Scripts};
+use crate::engine::{Identity, ModuleSource, RoomJs};
+use crate::scripts::Scripts;
 use crate::store::{DiskJournal, Event, Snapshot};
 use crate::topic::Topic;
 
@@ -108,13 +108,13 @@ pub fn inspect(scripts_dir: &Path, data_dir: &Path, topic: &Topic) -> std::io::R
             let identity = Identity::new(topic.kind(), topic.name());
             let js = RoomJs::load(
                 &identity,
-                ModuleSource::Compiled(kind.clone()),
+                ModuleSource::Compiled(kind.modules.clone()),
                 &kind.entry,
                 &ScriptLimits::default(),
                 None,
             )
             .map_err(|e| e.to_string())?;
-            let replayed = replay(&js, &recovered, topic)?;
+            let replayed = replay(&js, &recovered, topic).map_err(|e| e.to_string())?;
             let state: String = js.snapshot().map_err(|e| e.to_string())?;
             Ok::<_, String>((replayed, state))
         });

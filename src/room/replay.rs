@@ -7,25 +7,26 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::js::{Blank, CallError, ConsoleSink, Hook, Identity, RoomJs};
-use super::{ConsoleLine, RoomSlot, now_ms};
+use super::{ConsoleLine, Crash, LogLevel, RoomEnv, RoomSlot};
+use crate::clock::now_ms;
 use crate::conn::Conn;
-use crate::host::Shared;
+use crate::engine::{Blank, CallError, ConsoleSink, Hook, Identity, ModuleSource, RoomJs};
 use crate::presence::Presence;
-use crate::scripts::{CompiledKind, ModuleSource, ScriptError};
+use crate::scripts::{CompiledKind, ScriptError};
 use crate::store::{Event, EventKind, Recovered, Snapshot};
 
 pub(super) fn load_js(
-    shared: &Shared,
+    env: &RoomEnv,
     slot: &Arc<RoomSlot>,
     kind: &Arc<CompiledKind>,
     generation: u64,
-) -> Result<RoomJs, String> {
-    load_js_checked(shared, slot, kind, generation).map_err(|e| format!("script error: {e}"))
+) -> Result<RoomJs, Crash> {
+    load_js_checked(env, slot, kind, generation)
+        .map_err(|e| Crash::script(format!("script error: {e}")))
 }
 
 pub(super) fn load_js_checked(
-    shared: &Shared,
+    env: &RoomEnv,
     slot: &Arc<RoomSlot>,
     kind: &Arc<CompiledKind>,
     generation: u64,
@@ -36,10 +37,10 @@ pub(super) fn load_js_checked(
     let console: ConsoleSink = Arc::new(move |level, message| {
         let topic = console_slot.topic.as_str();
         match level {
-            super::LogLevel::Error => {
+            LogLevel::Error => {
                 tracing::error!(target: "roomhost::script", topic, generation, "{message}")
             }
-            super::LogLevel::Warn => {
+            LogLevel::Warn => {
                 tracing::warn!(target: "roomhost::script", topic, generation, "{message}")
             }
             _ => tracing::info!(target: "roomhost::script", topic, generation, "{message}"),
@@ -51,8 +52,8 @@ pub(super) fn load_js_checked(
             message: message.to_string(),
         });
     });
-    let warm = shared.warm.take();
-    shared.metrics.room_context(warm.is_some());
+    let warm = env.warm.take();
+    env.metrics.room_context(warm.is_some());
     let blank = match warm {
         Some(blank) => blank,
         None => Blank::new()?,
@@ -60,9 +61,9 @@ pub(super) fn load_js_checked(
     let js = RoomJs::load_into(
         blank,
         &identity,
-        ModuleSource::Compiled(kind.clone()),
+        ModuleSource::Compiled(kind.modules.clone()),
         &kind.entry,
-        shared.scripts.limits(slot.topic.kind()),
+        env.scripts.limits(slot.topic.kind()),
         Some(console),
     )?;
     js.set_generation(generation);
@@ -87,19 +88,28 @@ pub(crate) fn replay(
     js: &RoomJs,
     recovered: &Recovered,
     topic: &crate::topic::Topic,
-) -> Result<Replayed, String> {
+) -> Result<Replayed, Crash> {
     js.set_replaying(true);
     let mut members: HashMap<Arc<str>, Conn> = HashMap::new();
     let mut presence = Presence::default();
     let mut last_at = 0;
     if let Some(bytes) = &recovered.snapshot {
-        let snapshot = Snapshot::decode(bytes).map_err(|e| format!("snapshot: {e}"))?;
+        let snapshot = Snapshot::decode(bytes).map_err(|e| Crash::storage("snapshot", e))?;
         js.restore(snapshot.room.get(), snapshot.at)
-            .map_err(|e| format!("restore() failed: {e}"))?;
+            .map_err(|e| match e {
+                CallError::Fatal(fatal) => Crash::Js {
+                    fatal,
+                    context: Some("restore() failed".into()),
+                },
+                CallError::Script { message, .. } => {
+                    Crash::script(format!("restore() failed: {message}"))
+                }
+            })?;
         let saved: SnapshotMembers = serde_json::from_str(snapshot.room.get())
-            .map_err(|e| format!("snapshot members: {e}"))?;
+            .map_err(|e| Crash::storage("snapshot members", e))?;
         for (i, (id, user, meta)) in saved.members.into_iter().enumerate() {
-            let meta = RawValue::from_string(meta).map_err(|e| format!("snapshot member: {e}"))?;
+            let meta =
+                RawValue::from_string(meta).map_err(|e| Crash::storage("snapshot member", e))?;
             let conn = Conn {
                 id: id.into(),
                 user: user.into(),
@@ -111,7 +121,7 @@ pub(crate) fn replay(
         last_at = snapshot.at;
     }
     for bytes in &recovered.events {
-        let event = Event::decode(bytes).map_err(|e| format!("journal record: {e}"))?;
+        let event = Event::decode(bytes).map_err(|e| Crash::storage("journal record", e))?;
         let conn = Conn {
             id: (&*event.conn.id).into(),
             user: (&*event.conn.user).into(),
@@ -166,7 +176,12 @@ pub(crate) fn replay(
                     EventKind::Message => {}
                 }
             }
-            Err(CallError::Fatal(f)) => return Err(format!("replaying seq {}: {f}", event.seq)),
+            Err(CallError::Fatal(fatal)) => {
+                return Err(Crash::Js {
+                    fatal,
+                    context: Some(format!("replaying seq {}", event.seq)),
+                });
+            }
         }
         last_at = last_at.max(event.at);
     }

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use super::gate::Effect;
-use super::js::{CallError, RoomJs};
+use super::Crash;
 use super::replay::{load_js_checked, replay};
 use super::task::Room;
+use crate::engine::{CallError, Emit, RoomJs};
 use crate::scripts::{CompiledKind, ScriptError};
 
 impl Room {
@@ -15,7 +15,7 @@ impl Room {
     /// replay of the journal with the new code). Channels stay joined and get
     /// `room_reloaded`; the journal gets a snapshot at the switch so replay
     /// never mixes versions. If the new code fails, the old one stays.
-    pub(super) async fn reload(&mut self, kind: Arc<CompiledKind>) -> Result<(), String> {
+    pub(super) async fn reload(&mut self, kind: Arc<CompiledKind>) -> Result<(), Crash> {
         if kind.version == self.kind.version {
             return Ok(());
         }
@@ -26,20 +26,16 @@ impl Room {
                 self.js = js;
                 self.kind = kind;
                 self.generation = generation;
-                self.presence_dirty = true;
+                self.members.presence_changed();
                 self.slot
                     .set_running(generation, &self.kind.version, self.kind.has_snapshot);
-                self.unsnapshotted = self.unsnapshotted.max(1);
+                self.snapshots.force_next();
                 self.take_snapshot()?;
                 let payload = serde_json::json!({
                     "version": self.kind.version,
                     "generation": generation,
                 });
-                self.gate_now(Effect::Broadcast {
-                    event: "room_reloaded".into(),
-                    payload: payload.to_string(),
-                    except: None,
-                });
+                self.hold_now(Emit::to_all("room_reloaded", payload.to_string()));
                 tracing::info!(topic = %self.slot.topic, generation, version = %self.kind.version, "room reloaded");
             }
             Err(error) => {
@@ -57,7 +53,7 @@ impl Room {
         kind: &Arc<CompiledKind>,
         generation: u64,
     ) -> Result<RoomJs, ScriptError> {
-        let js = load_js_checked(&self.shared, &self.slot, kind, generation)?;
+        let js = load_js_checked(self.env(), &self.slot, kind, generation)?;
         let at_entry = |message: String| ScriptError::from_js(&kind.entry, &message, None);
         if self.kind.has_snapshot && kind.has_snapshot {
             let state = self.js.snapshot().map_err(|e| {
@@ -67,20 +63,18 @@ impl Room {
                     None,
                 )
             })?;
-            js.restore(&state, self.last_at).map_err(|e| match e {
-                CallError::Script { message, stack } => ScriptError::from_js(
-                    &kind.entry,
-                    &format!("restore() threw: {message}"),
-                    stack.as_deref(),
-                ),
-                CallError::Fatal(f) => at_entry(format!("restore(): {f}")),
-            })?;
+            js.restore(&state, self.journal.last_at())
+                .map_err(|e| match e {
+                    CallError::Script { message, stack } => ScriptError::from_js(
+                        &kind.entry,
+                        &format!("restore() threw: {message}"),
+                        stack.as_deref(),
+                    ),
+                    CallError::Fatal(f) => at_entry(format!("restore(): {f}")),
+                })?;
         } else {
-            let recovered = self
-                .store
-                .recover(None)
-                .map_err(|e| at_entry(format!("reading the journal: {e}")))?;
-            replay(&js, &recovered, &self.slot.topic).map_err(at_entry)?;
+            let recovered = self.journal.reread().map_err(|e| at_entry(e.to_string()))?;
+            replay(&js, &recovered, &self.slot.topic).map_err(|e| at_entry(e.to_string()))?;
         }
         Ok(js)
     }
@@ -94,10 +88,6 @@ impl Room {
             "column": error.column,
             "message": error.message,
         });
-        self.gate_now(Effect::Broadcast {
-            event: "script_error".into(),
-            payload: payload.to_string(),
-            except: None,
-        });
+        self.hold_now(Emit::to_all("script_error", payload.to_string()));
     }
 }

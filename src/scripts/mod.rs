@@ -1,22 +1,22 @@
 //! Room kinds on disk: `rooms-js/<kind>.js` and the modules it imports.
 //!
-//! [`Scripts`] compiles each kind once (see [`loader`]) and keeps its last
+//! [`Scripts`] compiles each kind once (see [`compile`]) and keeps its last
 //! good version. [`Scripts::refresh`] re-reads the sources of every known
 //! kind and reports what changed: a new version (rooms switch to it), a
 //! script error (rooms keep the old version), or a deleted kind (live rooms
-//! keep running, new rooms are refused). The file watcher that calls it lives
-//! in `crate::reload`.
+//! keep running, new rooms are refused). The file watcher that calls it, and
+//! moves the rooms to new code, belongs to the rooms (`room::reload`).
+//!
+//! Sits on the engine (which evaluates the code) and below the rooms.
 
-pub mod loader;
+pub mod compile;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use loader::{
-    CompiledKind, KindError, ModuleSource, ScriptError, ScriptLoader, ScriptResolver, compile_file,
-    resolve_import,
-};
+pub use crate::engine::ScriptError;
+pub use compile::{CompiledKind, KindError, compile_file};
 
 use crate::config::ScriptLimits;
 use crate::topic::is_valid_kind;

@@ -7,6 +7,9 @@
 //!
 //! With durability `off` the same records go to a [`MemoryJournal`] owned by
 //! the room's registry slot, so state still survives room crashes.
+//!
+//! [`Store`] is the narrow interface the room uses (recover, append, sync,
+//! snapshot): a second backend implements it without touching the room.
 
 pub mod disk;
 pub mod frame;
@@ -129,80 +132,112 @@ pub struct Recovered {
 /// A slow store operation for a blocking thread.
 pub type Job = Box<dyn FnOnce() -> io::Result<()> + Send>;
 
-/// One room's journal and snapshots, on disk or in memory.
-pub enum Store {
-    Disk(DiskJournal),
-    Memory(Arc<Mutex<MemoryJournal>>),
+/// One room's journal and snapshots: the seam a second backend implements.
+/// The room task is its only user; it calls the fast operations inline and
+/// runs the [`Job`]s it is handed (fsyncs, snapshot files) on a blocking
+/// thread, so a slow store never stops the room from handling events.
+pub trait Store: Send {
+    /// Reads what survived, repairing damage. Events after `keep_upto` are
+    /// discarded: after a room crash they were never acknowledged.
+    fn recover(&mut self, keep_upto: Option<u64>) -> io::Result<Recovered>;
+
+    /// Appends framed records of consecutive events starting at `first_seq`.
+    fn append(&mut self, framed: &[u8], first_seq: u64) -> io::Result<()>;
+
+    /// The job that makes everything appended so far durable, if any is due.
+    fn sync_job(&mut self) -> Option<Job>;
+
+    /// Starts a new journal segment at the next append (after a snapshot).
+    fn rotate(&mut self) {}
+
+    /// Writes a snapshot of the state as of `seq` atomically, then drops
+    /// what it makes obsolete.
+    fn snapshot_job(&mut self, seq: u64, snapshot: Vec<u8>) -> Job;
+
+    /// Journal and snapshot bytes held.
+    fn bytes(&self) -> u64;
 }
 
-impl Store {
-    pub fn disk(data_dir: &Path, topic: &Topic) -> Store {
-        Store::Disk(DiskJournal::new(paths::room_dir(
+/// The store of one room: on disk under `data_dir`, or (durability `off`)
+/// the in-memory journal its registry slot keeps across crashes.
+pub fn open(
+    data_dir: &Path,
+    topic: &Topic,
+    memory: Option<&Arc<Mutex<MemoryJournal>>>,
+) -> Box<dyn Store> {
+    match memory {
+        Some(memory) => Box::new(SharedMemory(memory.clone())),
+        None => Box::new(DiskJournal::new(paths::room_dir(
             data_dir,
             topic.kind(),
             topic.name(),
-        )))
-    }
-
-    /// Reads what survived, repairing damage. Events after `keep_upto` are
-    /// discarded: after a room crash they were never acknowledged.
-    pub fn recover(&mut self, keep_upto: Option<u64>) -> io::Result<Recovered> {
-        match self {
-            Store::Disk(d) => d.recover(keep_upto),
-            Store::Memory(m) => Ok(lock(m).recover(keep_upto)),
-        }
-    }
-
-    /// Appends framed records of consecutive events starting at `first_seq`.
-    pub fn append(&mut self, framed: &[u8], first_seq: u64) -> io::Result<()> {
-        match self {
-            Store::Disk(d) => d.append(framed, first_seq),
-            Store::Memory(m) => lock(m).append(framed, first_seq),
-        }
-    }
-
-    /// The fsync that makes everything appended so far durable, if any is due.
-    pub fn sync_job(&mut self) -> Option<Job> {
-        match self {
-            Store::Disk(d) => d.sync_job(),
-            Store::Memory(_) => None,
-        }
-    }
-
-    /// Starts a new journal segment at the next append (after a snapshot).
-    pub fn rotate(&mut self) {
-        if let Store::Disk(d) = self {
-            d.rotate();
-        }
-    }
-
-    /// Writes a snapshot atomically, then drops what it makes obsolete.
-    pub fn snapshot_job(&mut self, seq: u64, snapshot: Vec<u8>) -> Job {
-        match self {
-            Store::Disk(d) => d.snapshot_job(seq, snapshot),
-            Store::Memory(m) => {
-                let m = m.clone();
-                Box::new(move || {
-                    lock(&m).snapshot(seq, snapshot);
-                    Ok(())
-                })
-            }
-        }
-    }
-
-    /// Journal and snapshot bytes held.
-    pub fn bytes(&self) -> u64 {
-        match self {
-            Store::Disk(d) => d.bytes(),
-            Store::Memory(m) => lock(m).bytes(),
-        }
-    }
-
-    pub fn is_durable(&self) -> bool {
-        matches!(self, Store::Disk(_))
+        ))),
     }
 }
 
-fn lock(m: &Mutex<MemoryJournal>) -> std::sync::MutexGuard<'_, MemoryJournal> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+impl Store for DiskJournal {
+    fn recover(&mut self, keep_upto: Option<u64>) -> io::Result<Recovered> {
+        DiskJournal::recover(self, keep_upto)
+    }
+
+    fn append(&mut self, framed: &[u8], first_seq: u64) -> io::Result<()> {
+        DiskJournal::append(self, framed, first_seq)
+    }
+
+    fn sync_job(&mut self) -> Option<Job> {
+        DiskJournal::sync_job(self)
+    }
+
+    fn rotate(&mut self) {
+        DiskJournal::rotate(self);
+    }
+
+    fn snapshot_job(&mut self, seq: u64, snapshot: Vec<u8>) -> Job {
+        DiskJournal::snapshot_job(self, seq, snapshot)
+    }
+
+    fn bytes(&self) -> u64 {
+        DiskJournal::bytes(self)
+    }
+}
+
+/// A [`MemoryJournal`] shared with the registry slot that outlives the room
+/// task: nothing to sync, snapshots are a swap in memory.
+struct SharedMemory(Arc<Mutex<MemoryJournal>>);
+
+impl SharedMemory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryJournal> {
+        // Every operation completes under the lock: a poisoned journal is
+        // still consistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store for SharedMemory {
+    fn recover(&mut self, keep_upto: Option<u64>) -> io::Result<Recovered> {
+        Ok(self.lock().recover(keep_upto))
+    }
+
+    fn append(&mut self, framed: &[u8], first_seq: u64) -> io::Result<()> {
+        self.lock().append(framed, first_seq)
+    }
+
+    fn sync_job(&mut self) -> Option<Job> {
+        None
+    }
+
+    fn snapshot_job(&mut self, seq: u64, snapshot: Vec<u8>) -> Job {
+        let memory = self.0.clone();
+        Box::new(move || {
+            memory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .snapshot(seq, snapshot);
+            Ok(())
+        })
+    }
+
+    fn bytes(&self) -> u64 {
+        self.lock().bytes()
+    }
 }

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -15,20 +14,20 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::host::Shared;
-use crate::room::registry;
-use crate::room::{RoomError, RoomState, now_ms};
+use super::WebState;
+use crate::clock::now_ms;
+use crate::room::{RoomError, RoomState};
 use crate::store::disk::list_rooms;
 use crate::topic::Topic;
 
 /// Refuses admin requests that are neither from loopback (without a token
 /// configured) nor carry the admin token.
 pub(crate) async fn require_admin(
-    State(shared): State<Arc<Shared>>,
+    State(web): State<Arc<WebState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let allowed = match &shared.config.admin_token {
+    let allowed = match &web.config.admin_token {
         Some(token) => request
             .headers()
             .get(header::AUTHORIZATION)
@@ -43,7 +42,7 @@ pub(crate) async fn require_admin(
     if allowed {
         return next.run(request).await;
     }
-    let reason = if shared.config.admin_token.is_some() {
+    let reason = if web.config.admin_token.is_some() {
         "admin API: Authorization: Bearer <ROOMHOST_ADMIN_TOKEN> required"
     } else {
         "admin API: loopback clients only (set ROOMHOST_ADMIN_TOKEN to allow others)"
@@ -56,7 +55,7 @@ pub(crate) async fn require_admin(
 /// configured (the page then asks for it). Without a token, remote peers
 /// could not use it anyway.
 pub(crate) async fn admin_page_access(
-    State(shared): State<Arc<Shared>>,
+    State(web): State<Arc<WebState>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -64,7 +63,7 @@ pub(crate) async fn admin_page_access(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
-    if loopback || shared.config.admin_token.is_some() {
+    if loopback || web.config.admin_token.is_some() {
         return next.run(request).await;
     }
     let reason = "dashboard: loopback clients only (set ROOMHOST_ADMIN_TOKEN to allow others)";
@@ -100,15 +99,22 @@ impl From<RoomError> for ApiError {
     }
 }
 
-fn topic(text: &str) -> Result<Topic, ApiError> {
+impl From<super::connect::Refusal> for ApiError {
+    fn from(refusal: super::connect::Refusal) -> Self {
+        ApiError(refusal.status, refusal.reason)
+    }
+}
+
+/// A topic from a request's path: 400 if it is not one.
+pub(crate) fn parse_topic(text: &str) -> Result<Topic, ApiError> {
     Topic::parse(text).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 /// Stopped rooms with durable state, described like live ones.
-fn stopped_rooms(shared: &Shared) -> Vec<serde_json::Value> {
-    list_rooms(&shared.config.data_dir)
+fn stopped_rooms(web: &WebState) -> Vec<serde_json::Value> {
+    list_rooms(&web.config.data_dir)
         .into_iter()
-        .filter(|(topic, _)| Topic::parse(topic).is_ok_and(|t| shared.rooms.get(&t).is_none()))
+        .filter(|(topic, _)| Topic::parse(topic).is_ok_and(|t| web.rooms.get(&t).is_none()))
         .map(|(topic, bytes)| {
             let kind = topic.split(':').next().unwrap_or_default().to_string();
             json!({
@@ -122,44 +128,44 @@ fn stopped_rooms(shared: &Shared) -> Vec<serde_json::Value> {
 }
 
 /// A live room's description, with its kind's pending script error.
-fn room_json(shared: &Shared, slot: &crate::room::RoomSlot) -> serde_json::Value {
+fn room_json(web: &WebState, slot: &crate::room::RoomSlot) -> serde_json::Value {
     let mut info = slot.info();
-    info.script_error = shared.scripts.error(slot.topic.kind());
+    info.script_error = web.scripts.error(slot.topic.kind());
     json!(info)
 }
 
-pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let live: Vec<serde_json::Value> = shared
+pub(crate) async fn list(State(web): State<Arc<WebState>>) -> Json<serde_json::Value> {
+    let live: Vec<serde_json::Value> = web
         .rooms
         .list()
         .iter()
-        .map(|slot| room_json(&shared, slot))
+        .map(|slot| room_json(&web, slot))
         .collect();
     let running = live.len();
     let mut rooms = live;
-    rooms.extend(stopped_rooms(&shared));
+    rooms.extend(stopped_rooms(&web));
     Json(json!({
         "rooms": rooms,
         "totals": {
             "rooms": running,
-            "connections": shared.connections.load(Ordering::Relaxed),
-            "messages_per_sec": shared.messages_per_sec.load(Ordering::Relaxed),
-            "messages_in": shared.messages_in.load(Ordering::Relaxed),
-            "room_starts": shared.room_starts.load(Ordering::Relaxed),
+            "connections": web.metrics.connections_open(),
+            "messages_per_sec": web.metrics.messages_per_sec(),
+            "messages_in": web.metrics.messages_in_total(),
+            "room_starts": web.metrics.room_starts_total(),
             "at": now_ms(),
         }
     }))
 }
 
 pub(crate) async fn show(
-    State(shared): State<Arc<Shared>>,
+    State(web): State<Arc<WebState>>,
     Path(text): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let topic = topic(&text)?;
-    if let Some(slot) = shared.rooms.get(&topic) {
-        return Ok(Json(room_json(&shared, &slot)));
+    let topic = parse_topic(&text)?;
+    if let Some(slot) = web.rooms.get(&topic) {
+        return Ok(Json(room_json(&web, &slot)));
     }
-    stopped_rooms(&shared)
+    stopped_rooms(&web)
         .into_iter()
         .find(|r| r["topic"] == topic.as_str())
         .map(Json)
@@ -167,51 +173,49 @@ pub(crate) async fn show(
 }
 
 pub(crate) async fn console(
-    State(shared): State<Arc<Shared>>,
+    State(web): State<Arc<WebState>>,
     Path(text): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let topic = topic(&text)?;
-    let slot = shared.rooms.get(&topic).ok_or(RoomError::NotFound)?;
+    let topic = parse_topic(&text)?;
+    let slot = web.rooms.get(&topic).ok_or(RoomError::NotFound)?;
     Ok(Json(json!({ "lines": slot.console_lines() })))
 }
 
 /// The room's JS state via `snapshot()` (starts a stopped room).
 pub(crate) async fn state(
-    State(shared): State<Arc<Shared>>,
+    State(web): State<Arc<WebState>>,
     Path(text): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let topic = topic(&text)?;
-    let host_room = crate::host::room_handle(&shared, topic)?;
+    let topic = parse_topic(&text)?;
+    let host_room = web.rooms.handle(topic)?;
     Ok(Json(host_room.state().await?))
 }
 
 pub(crate) async fn kill(
-    State(shared): State<Arc<Shared>>,
+    State(web): State<Arc<WebState>>,
     Path(text): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let topic = topic(&text)?;
-    let generation = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        registry::kill(&shared, &topic),
-    )
-    .await
-    .map_err(|_| {
-        ApiError(
-            StatusCode::GATEWAY_TIMEOUT,
-            "room did not restart within 30 s".into(),
-        )
-    })??;
+    let topic = parse_topic(&text)?;
+    let generation =
+        tokio::time::timeout(std::time::Duration::from_secs(30), web.rooms.kill(&topic))
+            .await
+            .map_err(|_| {
+                ApiError(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "room did not restart within 30 s".into(),
+                )
+            })??;
     Ok(Json(
         json!({ "topic": topic.as_str(), "generation": generation }),
     ))
 }
 
 pub(crate) async fn reset(
-    State(shared): State<Arc<Shared>>,
+    State(web): State<Arc<WebState>>,
     Path(text): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let topic = topic(&text)?;
-    let state = registry::reset(&shared, &topic).await?;
+    let topic = parse_topic(&text)?;
+    let state = web.rooms.reset(&topic).await?;
     Ok(Json(json!({ "topic": topic.as_str(), "state": state })))
 }
 
@@ -220,6 +224,6 @@ pub(crate) async fn healthz() -> &'static str {
 }
 
 /// Every room kind: version serving, pending script error, removed.
-pub(crate) async fn kinds(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    Json(json!({ "kinds": shared.scripts.list() }))
+pub(crate) async fn kinds(State(web): State<Arc<WebState>>) -> Json<serde_json::Value> {
+    Json(json!({ "kinds": web.scripts.list() }))
 }

@@ -20,11 +20,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
+use super::WebState;
 use crate::conn::Conn;
-use crate::host::Shared;
 use crate::hub::{Channel, ChannelId, Frame, Outbound, Peer};
 use crate::protocol::{self, BadFrame, Incoming, Ref, Status, Vsn};
-use crate::room::registry;
 use crate::room::{Command, LeaveReason, ReplyTo};
 use crate::topic::Topic;
 
@@ -64,7 +63,7 @@ impl ChannelTable {
 
 /// A connection's channel bookkeeping and frame handling.
 pub(crate) struct Channels {
-    shared: Arc<Shared>,
+    web: Arc<WebState>,
     conn: Conn,
     vsn: Vsn,
     peer: Arc<Peer>,
@@ -74,18 +73,18 @@ pub(crate) struct Channels {
 }
 
 impl Channels {
-    pub fn new(shared: Arc<Shared>, conn: Conn, vsn: Vsn, peer: Arc<Peer>) -> Channels {
+    pub fn new(web: Arc<WebState>, conn: Conn, vsn: Vsn, peer: Arc<Peer>) -> Channels {
         Channels {
             conn,
             vsn,
             peer,
             table: ChannelTable::default(),
             rate: RateLimit::new(
-                shared.config.msg_rate,
-                shared.config.msg_burst,
+                web.config.msg_rate,
+                web.config.msg_burst,
                 std::time::Instant::now(),
             ),
-            shared,
+            web,
         }
     }
 
@@ -110,7 +109,7 @@ impl Channels {
 
     /// Decodes a text frame under the configured JSON nesting limit.
     fn decode(&self, text: &str) -> Result<Incoming, BadFrame> {
-        protocol::decode_text_within(self.vsn, text, self.shared.config.max_json_depth)
+        protocol::decode_text_within(self.vsn, text, self.web.config.max_json_depth)
     }
 
     /// Handles one decoded frame. `Err` when the client is disconnected for
@@ -122,13 +121,13 @@ impl Channels {
                 Verdict::Allow => {}
                 Verdict::Refuse => {
                     tracing::debug!(conn = %self.conn.id, topic = %message.topic, "rate limited");
-                    self.shared.metrics.rate_limited();
+                    self.web.metrics.rate_limited();
                     self.reply_error(&message, "rate_limited").await;
                     return Ok(());
                 }
                 Verdict::Disconnect => {
                     tracing::warn!(conn = %self.conn.id, user = %self.conn.user, "disconnected: rate limit exceeded");
-                    self.shared.metrics.rate_limited();
+                    self.web.metrics.rate_limited();
                     return Err((1008, "rate limit exceeded".into()));
                 }
             }
@@ -186,15 +185,15 @@ impl Channels {
                 })
                 .await;
         }
-        if self.table.len() >= self.shared.config.max_channels_per_conn {
+        if self.table.len() >= self.web.config.max_channels_per_conn {
             return self.reply_error(&message, "too many channels joined").await;
         }
-        let (_, mailbox) = match registry::open(&self.shared, &topic) {
+        let (_, mailbox) = match self.web.rooms.open(&topic) {
             Ok(room) => room,
             Err(e) => return self.reply_error(&message, &e.to_string()).await,
         };
         let channel = Arc::new(Channel {
-            id: self.shared.next_channel.fetch_add(1, Ordering::Relaxed),
+            id: self.web.next_channel.fetch_add(1, Ordering::Relaxed),
             topic: topic.clone(),
             conn: self.conn.clone(),
             join_ref: message.join_ref.clone().or_else(|| message.msg_ref.clone()),

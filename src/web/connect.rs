@@ -15,9 +15,9 @@ use axum::extract::ConnectInfo;
 use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use serde_json::value::RawValue;
 
+use super::WebState;
 use crate::auth::{self, AuthError};
 use crate::conn::{Conn, random_handle};
-use crate::host::Shared;
 use crate::protocol::Vsn;
 
 /// The transport a client connects over, as room scripts see it in
@@ -113,13 +113,13 @@ fn presented_token(params: &HashMap<String, String>, headers: &HeaderMap) -> Opt
 /// The user a client may connect as: the token's `sub` when a secret is
 /// configured (the `user` param is then ignored), else the `user` param.
 fn authenticate(
-    shared: &Shared,
+    web: &WebState,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Result<String, Refusal> {
-    let Some(secret) = &shared.config.auth_secret else {
+    let Some(secret) = &web.config.auth_secret else {
         return user_param(params.get("user").map(String::as_str)).map_err(|reason| {
-            shared.metrics.refused("bad_request");
+            web.metrics.refused("bad_request");
             Refusal::bad_request(reason)
         });
     };
@@ -128,8 +128,8 @@ fn authenticate(
         None => Err(AuthError::Missing),
     };
     verified.map(|claims| claims.user).map_err(|e| {
-        shared.metrics.auth_failed(e.label());
-        shared.metrics.refused("auth");
+        web.metrics.auth_failed(e.label());
+        web.metrics.refused("auth");
         tracing::debug!(reason = %e, "connection refused: token");
         Refusal::forbidden(e.to_string())
     })
@@ -138,17 +138,17 @@ fn authenticate(
 /// The identity of a client, from its connect params and request headers.
 /// Each call mints a new connection id.
 pub(crate) fn identify(
-    shared: &Shared,
+    web: &WebState,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
     transport: Transport,
 ) -> Result<Conn, Refusal> {
-    if let Err(reason) = super::origin::check(&shared.config.allowed_origins, headers) {
-        shared.metrics.refused("origin");
+    if let Err(reason) = super::origin::check(&web.config.allowed_origins, headers) {
+        web.metrics.refused("origin");
         tracing::debug!(%reason, "connection refused: origin");
         return Err(Refusal::forbidden(reason));
     }
-    let user = authenticate(shared, params, headers)?;
+    let user = authenticate(web, params, headers)?;
     let meta = RawValue::from_string(transport.meta().to_string()).expect("valid JSON");
     Ok(Conn::new(user, meta))
 }
@@ -156,14 +156,14 @@ pub(crate) fn identify(
 /// [`identify`] plus the serializer version: what a Phoenix socket (WebSocket
 /// or long-poll) needs before its first frame.
 pub(crate) fn connect(
-    shared: &Shared,
+    web: &WebState,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
     transport: Transport,
 ) -> Result<(Conn, Vsn), Refusal> {
-    let conn = identify(shared, params, headers, transport)?;
+    let conn = identify(web, params, headers, transport)?;
     let vsn = Vsn::from_param(params.get("vsn").map(String::as_str)).map_err(|reason| {
-        shared.metrics.refused("bad_request");
+        web.metrics.refused("bad_request");
         Refusal::bad_request(reason)
     })?;
     Ok((conn, vsn))
@@ -187,22 +187,22 @@ impl ClientAddresses {
 /// loopback peers (unless `limit_loopback`: a reverse proxy on the same
 /// machine would put every user behind one address), nor without connect
 /// info (an embedder's own router).
-pub(crate) fn limited_peer(shared: &Shared, extensions: &Extensions) -> Option<IpAddr> {
+pub(crate) fn limited_peer(web: &WebState, extensions: &Extensions) -> Option<IpAddr> {
     let ConnectInfo(peer) = extensions.get::<ConnectInfo<SocketAddr>>()?;
     let ip = peer.ip().to_canonical();
-    (!ip.is_loopback() || shared.config.limit_loopback).then_some(ip)
+    (!ip.is_loopback() || web.config.limit_loopback).then_some(ip)
 }
 
 /// One connection counted against its address; uncounted when dropped, so
 /// every way a connection ends gives its slot back.
 pub(crate) struct AddressSlot {
-    shared: Arc<Shared>,
+    web: Arc<WebState>,
     ip: IpAddr,
 }
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut map = self.shared.client_addresses.map();
+        let mut map = self.web.client_addresses.map();
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -217,18 +217,18 @@ impl Drop for AddressSlot {
 /// the peer is loopback (unless `limit_loopback`), or the server was not
 /// started with connect info (an embedder's own router).
 pub(crate) fn admit(
-    shared: &Arc<Shared>,
+    web: &Arc<WebState>,
     extensions: &Extensions,
 ) -> Result<Option<AddressSlot>, Refusal> {
-    let max = shared.config.max_conns_per_ip;
-    let Some(ip) = limited_peer(shared, extensions).filter(|_| max > 0) else {
+    let max = web.config.max_conns_per_ip;
+    let Some(ip) = limited_peer(web, extensions).filter(|_| max > 0) else {
         return Ok(None);
     };
-    let mut map = shared.client_addresses.map();
+    let mut map = web.client_addresses.map();
     let open = map.entry(ip).or_insert(0);
     if *open >= max {
         tracing::info!(%ip, max, "connection refused: too many connections from this address");
-        shared.metrics.refused("conns_per_ip");
+        web.metrics.refused("conns_per_ip");
         return Err(Refusal {
             status: StatusCode::TOO_MANY_REQUESTS,
             reason: format!("too many connections from this address (limit {max})"),
@@ -236,7 +236,7 @@ pub(crate) fn admit(
     }
     *open += 1;
     Ok(Some(AddressSlot {
-        shared: shared.clone(),
+        web: web.clone(),
         ip,
     }))
 }

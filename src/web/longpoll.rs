@@ -24,7 +24,6 @@
 //! channel leaves, which is what a closed WebSocket does.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -37,12 +36,13 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::WebState;
 use super::channels::{ChannelTable, Channels};
 use super::connect::{AddressSlot, Transport, admit, connect};
 use super::session_token::{SessionId, SessionTokens};
 use super::{BodyError, media_type, read_body};
-use crate::host::Shared;
 use crate::hub::{Frame, Kick, Outbound, Peer};
+use crate::metrics::OpenConnection;
 use crate::protocol::{self, Vsn};
 
 /// The header phoenix.js and roomhost's UI may carry the session token in;
@@ -158,16 +158,16 @@ impl Drop for Busy {
 
 /// `GET /socket/longpoll`: a new session, or a poll of an existing one.
 pub(crate) async fn poll(
-    State(shared): State<Arc<Shared>>,
+    State(web): State<Arc<WebState>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
     extensions: Extensions,
 ) -> Response {
     if named_session(&params, &headers).is_none() {
-        return open(&shared, &params, &headers, &extensions);
+        return open(&web, &params, &headers, &extensions);
     }
-    match shared.longpoll.resume(&params, &headers) {
-        Some(session) => listen(&shared, session).await,
+    match web.longpoll.resume(&params, &headers) {
+        Some(session) => listen(&web, session).await,
         None => gone(),
     }
 }
@@ -193,18 +193,18 @@ fn named_session<'a>(
 
 /// Starts a session after the same connect checks as a WebSocket.
 fn open(
-    shared: &Arc<Shared>,
+    web: &Arc<WebState>,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
     extensions: &Extensions,
 ) -> Response {
-    let (conn, vsn) = match connect(shared, params, headers, Transport::LongPoll) {
+    let (conn, vsn) = match connect(web, params, headers, Transport::LongPoll) {
         Ok(connected) => connected,
         Err(refusal) => {
             return Answer::status(403).reason(&refusal.reason).into_response();
         }
     };
-    let address = match admit(shared, extensions) {
+    let address = match admit(web, extensions) {
         Ok(address) => address,
         Err(refusal) => {
             return Answer::status(refusal.status.as_u16())
@@ -212,12 +212,12 @@ fn open(
                 .into_response();
         }
     };
-    let (peer, outbound) = Peer::new(shared.config.outbound_queue);
-    let channels = Channels::new(shared.clone(), conn, vsn, peer.clone());
+    let (peer, outbound) = Peer::new(web.config.outbound_queue);
+    let channels = Channels::new(web.clone(), conn, vsn, peer.clone());
     let id: SessionId = rand::random();
     let session = Arc::new(Session {
         id,
-        token: shared.longpoll.tokens.sign(&id),
+        token: web.longpoll.tokens.sign(&id),
         vsn,
         peer,
         outbound: tokio::sync::Mutex::new(outbound),
@@ -231,15 +231,11 @@ fn open(
         ended: CancellationToken::new(),
         _address: address,
     });
-    shared.longpoll.map().insert(id, session.clone());
-    shared.connections.fetch_add(1, Ordering::Relaxed);
-    shared
-        .metrics
-        .connection_opened(Transport::LongPoll.label());
+    web.longpoll.map().insert(id, session.clone());
+    let open = web.metrics.connection_opened(Transport::LongPoll.label());
     let token = session.token.clone();
-    shared
-        .connection_tasks
-        .spawn(supervise(shared.clone(), session));
+    web.connection_tasks
+        .spawn(supervise(web.clone(), session, open));
     Answer::status(410)
         .token(&token)
         .messages(&[])
@@ -248,10 +244,10 @@ fn open(
 
 /// Holds a poll until messages are queued, the window passes, a newer poll
 /// takes over or the session ends.
-async fn listen(shared: &Shared, session: Arc<Session>) -> Response {
+async fn listen(web: &WebState, session: Arc<Session>) -> Response {
     let _busy = session.busy();
     let superseded = session.take_poll();
-    let deadline = tokio::time::Instant::now() + shared.config.longpoll_window;
+    let deadline = tokio::time::Instant::now() + web.config.longpoll_window;
     let mut outbound = tokio::select! {
         outbound = session.outbound.lock() => outbound,
         _ = superseded.cancelled() => return quiet(&session),
@@ -265,7 +261,7 @@ async fn listen(shared: &Shared, session: Arc<Session>) -> Response {
         let received = tokio::select! {
             biased;
             _ = superseded.cancelled() => break,
-            n = outbound.recv_many(&mut items, shared.config.outbound_queue.max(1)) => n,
+            n = outbound.recv_many(&mut items, web.config.outbound_queue.max(1)) => n,
             _ = session.ended.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => break,
         };
@@ -282,8 +278,7 @@ async fn listen(shared: &Shared, session: Arc<Session>) -> Response {
     }
     drop(outbound);
     if !frames.is_empty() {
-        shared
-            .metrics
+        web.metrics
             .messages_out(Transport::LongPoll.label(), frames.len());
         let messages: Vec<&str> = frames.iter().map(|f| f.as_str()).collect();
         return Answer::status(200)
@@ -299,12 +294,12 @@ async fn listen(shared: &Shared, session: Arc<Session>) -> Response {
 
 /// `POST /socket/longpoll`: a batch of frames from the client.
 pub(crate) async fn publish(
-    State(shared): State<Arc<Shared>>,
+    State(web): State<Arc<WebState>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(session) = shared.longpoll.resume(&params, &headers) else {
+    let Some(session) = web.longpoll.resume(&params, &headers) else {
         return gone();
     };
     let _busy = session.busy();
@@ -320,7 +315,7 @@ pub(crate) async fn publish(
                 .into_response();
         }
     };
-    let frame_limit = shared.config.max_frame_bytes;
+    let frame_limit = web.config.max_frame_bytes;
     let limit = frame_limit.saturating_mul(MAX_BATCH_FRAMES_OF_LIMIT);
     let body = match read_body(body, limit).await {
         Ok(body) => body,
@@ -343,7 +338,7 @@ pub(crate) async fn publish(
     // Decode the whole batch first: a batch with a frame nothing could be
     // answered for is refused whole, so no half of it reaches a room.
     let mut frames = Vec::with_capacity(lines.len());
-    let max_depth = shared.config.max_json_depth;
+    let max_depth = web.config.max_json_depth;
     for (n, line) in lines.iter().enumerate() {
         match protocol::decode_text_within(session.vsn, line, max_depth) {
             Err(bad) if bad.reply_to.is_none() => {
@@ -353,11 +348,7 @@ pub(crate) async fn publish(
             decoded => frames.push(decoded),
         }
     }
-    shared
-        .messages_in
-        .fetch_add(frames.len() as u64, Ordering::Relaxed);
-    shared
-        .metrics
+    web.metrics
         .messages_in(Transport::LongPoll.label(), frames.len());
     let dispatch = async {
         let mut channels = session.channels.lock().await;
@@ -417,8 +408,8 @@ fn split_batch(text: &str, ndjson: bool, frame_limit: usize) -> Result<Vec<&str>
 
 /// Expires the session when no request arrives in time, and ends it when
 /// it is kicked (slow consumer) or the server shuts down.
-async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
-    let timeout = shared.config.longpoll_timeout;
+async fn supervise(web: Arc<WebState>, session: Arc<Session>, open: OpenConnection) {
+    let timeout = web.config.longpoll_timeout;
     let why = loop {
         let check_at = session
             .expires_at(timeout)
@@ -430,23 +421,20 @@ async fn supervise(shared: Arc<Shared>, session: Arc<Session>) {
                 }
             }
             _ = session.peer.kicked().cancelled() => break "kicked",
-            _ = shared.close_connections.cancelled() => break "server shutting down",
+            _ = web.close_connections.cancelled() => break "server shutting down",
             _ = session.ended.cancelled() => break "closed",
         }
     };
     session.ended.cancel();
-    shared.longpoll.remove(&session.id);
+    web.longpoll.remove(&session.id);
     // Requests in flight answer on `ended` and let go of both locks.
     session.outbound.lock().await.close();
     let mut channels = session.channels.lock().await;
     tracing::debug!(conn = %channels.conn().id, reason = why, "long-poll session ended");
     channels.leave_all().await;
-    shared.connections.fetch_sub(1, Ordering::Relaxed);
-    shared
-        .metrics
-        .connection_closed(Transport::LongPoll.label());
+    drop(open);
     if session.peer.kick_reason() == Some(Kick::SlowConsumer) {
-        shared.metrics.slow_consumer();
+        web.metrics.slow_consumer();
     }
 }
 

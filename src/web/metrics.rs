@@ -7,13 +7,13 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::host::Shared;
+use super::WebState;
 use crate::metrics::RoomSample;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let rooms: Vec<RoomSample> = shared
+pub(crate) async fn metrics(State(web): State<Arc<WebState>>) -> Response {
+    let rooms: Vec<RoomSample> = web
         .rooms
         .list()
         .iter()
@@ -21,16 +21,16 @@ pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             let info = slot.info();
             RoomSample {
                 topic: info.topic,
-                state: info.state,
+                state: info.state.label(),
                 channels: info.channels,
                 js_memory: info.js_memory,
             }
         })
         .collect();
-    shared.metrics.set_rooms(&rooms);
+    web.metrics.set_rooms(&rooms);
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
-        shared.metrics.encode(),
+        web.metrics.encode(),
     )
         .into_response()
 }

@@ -1,8 +1,12 @@
 //! HTTP: the router, assembled in one place. Handlers are small functions in
 //! `socket` (Phoenix WebSocket), `longpoll` (Phoenix long-poll), `sse` (SSE
 //! stream + HTTP post), `api` (admin API) and `assets` (the UI); `connect`
-//! (who may connect) and `channels` (a connection's channels) are shared by
+//! (who may connect) and `channels` (a connection's channels) are web by
 //! the transports.
+//!
+//! The top layer: it reaches the rooms through [`Rooms`] (open, kill,
+//! reset, list) and their mailboxes, and everything else it uses is in its
+//! own [`WebState`].
 
 mod api;
 mod assets;
@@ -11,17 +15,15 @@ mod connect;
 mod longpoll;
 mod metrics;
 mod origin;
+mod post;
 mod rate;
 mod session_token;
 mod socket;
 mod sse;
 
-pub(crate) use connect::ClientAddresses;
-pub(crate) use longpoll::Sessions as LongPollSessions;
-pub(crate) use origin::validate_allowed as validate_allowed_origin;
-pub(crate) use rate::AddressBuckets;
-
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -29,14 +31,78 @@ use axum::http::{HeaderMap, header};
 use axum::middleware;
 use axum::routing::{get, post};
 use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::host::Shared;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::room::Rooms;
+use crate::scripts::Scripts;
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+/// What the HTTP side uses: the settings, the rooms, the kinds (for the
+/// API), the metrics, and the connections' own state.
+pub(crate) struct WebState {
+    config: Config,
+    rooms: Rooms,
+    scripts: Scripts,
+    metrics: Arc<Metrics>,
+    /// Live long-poll sessions and the key that signs their tokens.
+    longpoll: longpoll::Sessions,
+    /// Open connections per client address (`max_conns_per_ip`).
+    client_addresses: connect::ClientAddresses,
+    /// Message rate limits of HTTP posts, per client address.
+    post_buckets: rate::AddressBuckets,
+    /// Client connection tasks, awaited (briefly) on shutdown.
+    connection_tasks: TaskTracker,
+    /// Cancelled after the rooms stopped: connections close.
+    close_connections: CancellationToken,
+    /// Ids of channels, unique in this host.
+    next_channel: AtomicU64,
+}
+
+impl WebState {
+    pub(crate) fn new(
+        config: Config,
+        rooms: Rooms,
+        scripts: Scripts,
+        metrics: Arc<Metrics>,
+    ) -> WebState {
+        WebState {
+            config,
+            rooms,
+            scripts,
+            metrics,
+            longpoll: Default::default(),
+            client_addresses: Default::default(),
+            post_buckets: Default::default(),
+            connection_tasks: TaskTracker::new(),
+            close_connections: CancellationToken::new(),
+            next_channel: AtomicU64::new(1),
+        }
+    }
+
+    /// Closes every connection (after the rooms stopped) and waits briefly
+    /// for their tasks.
+    pub(crate) async fn close_connections(&self) {
+        self.close_connections.cancel();
+        self.connection_tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.connection_tasks.wait()).await;
+    }
+}
+
+/// Refuses settings the web side cannot serve with.
+pub(crate) fn check_config(config: &Config) -> Result<(), String> {
+    for origin in &config.allowed_origins {
+        origin::validate_allowed(origin)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn router(web: Arc<WebState>) -> Router {
     let dashboard = Router::new()
         .route("/admin", get(assets::admin))
         .route_layer(middleware::from_fn_with_state(
-            shared.clone(),
+            web.clone(),
             api::admin_page_access,
         ));
     let admin = Router::new()
@@ -49,7 +115,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/rooms/{topic}/reset", post(api::reset))
         .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(
-            shared.clone(),
+            web.clone(),
             api::require_admin,
         ));
     Router::new()
@@ -61,11 +127,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(longpoll::poll).post(longpoll::publish),
         )
         .route("/api/rooms/{topic}/events", get(sse::events))
-        .route("/api/rooms/{topic}/messages", post(sse::post_message))
+        .route(
+            "/api/rooms/{topic}/messages",
+            post(post::post_message).route_layer(middleware::from_fn_with_state(
+                web.clone(),
+                post::limit_posts,
+            )),
+        )
         .route("/healthz", get(api::healthz))
         .merge(dashboard)
         .merge(admin)
-        .with_state(shared)
+        .with_state(web)
 }
 
 /// The request's media type, lowercased, without parameters (`""` if none).

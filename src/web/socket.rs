@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -25,9 +24,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::WebState;
 use super::channels::{ChannelTable, Channels};
 use super::connect::{Transport, admit, connect};
-use crate::host::Shared;
 use crate::hub::{Kick, Outbound, Peer};
 use crate::protocol;
 
@@ -40,22 +39,22 @@ const WRITE_BATCH: usize = 64;
 const READ_BUFFER: usize = 1 << 10;
 
 pub(crate) async fn upgrade(
-    State(shared): State<Arc<Shared>>,
+    State(web): State<Arc<WebState>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
     extensions: Extensions,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let (conn, vsn) = match connect(&shared, &params, &headers, Transport::WebSocket) {
+    let (conn, vsn) = match connect(&web, &params, &headers, Transport::WebSocket) {
         Ok(connected) => connected,
         Err(refusal) => return (refusal.status, refusal.reason).into_response(),
     };
-    let address = match admit(&shared, &extensions) {
+    let address = match admit(&web, &extensions) {
         Ok(address) => address,
         Err(refusal) => return (refusal.status, refusal.reason).into_response(),
     };
-    let limit = shared.config.max_frame_bytes;
-    let tasks = shared.connection_tasks.clone();
+    let limit = web.config.max_frame_bytes;
+    let tasks = web.connection_tasks.clone();
     // phoenix.js with `authToken` offers ["phoenix", "base64url.bearer.phx.…"];
     // browsers fail the handshake unless one of them is answered.
     ws.protocols(["phoenix"])
@@ -63,10 +62,10 @@ pub(crate) async fn upgrade(
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| {
-            let peer = Peer::new(shared.config.outbound_queue);
-            let channels = Channels::new(shared.clone(), conn, vsn, peer.0.clone());
+            let peer = Peer::new(web.config.outbound_queue);
+            let channels = Channels::new(web.clone(), conn, vsn, peer.0.clone());
             tasks.track_future(async move {
-                serve(socket, shared, channels, peer).await;
+                serve(socket, web, channels, peer).await;
                 drop(address);
             })
         })
@@ -74,14 +73,11 @@ pub(crate) async fn upgrade(
 
 async fn serve(
     socket: WebSocket,
-    shared: Arc<Shared>,
+    web: Arc<WebState>,
     mut channels: Channels,
     (peer, outbound): (Arc<Peer>, mpsc::Receiver<Outbound>),
 ) {
-    shared.connections.fetch_add(1, Ordering::Relaxed);
-    shared
-        .metrics
-        .connection_opened(Transport::WebSocket.label());
+    let open = web.metrics.connection_opened(Transport::WebSocket.label());
     let conn_id = channels.conn().id.clone();
     tracing::debug!(conn = %conn_id, user = %channels.conn().user, "connected");
     let (sink, stream) = socket.split();
@@ -92,11 +88,11 @@ async fn serve(
         peer.clone(),
         channels.table(),
         done.clone(),
-        shared.clone(),
+        web.clone(),
     ));
-    let close = read_loop(&shared, &peer, &mut channels, stream).await;
+    let close = read_loop(&web, &peer, &mut channels, stream).await;
     if peer.kick_reason() == Some(Kick::SlowConsumer) {
-        shared.metrics.slow_consumer();
+        web.metrics.slow_consumer();
     }
     if let Some((code, reason)) = close {
         let close = Outbound::Close {
@@ -108,10 +104,7 @@ async fn serve(
     done.cancel();
     channels.leave_all().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    shared.connections.fetch_sub(1, Ordering::Relaxed);
-    shared
-        .metrics
-        .connection_closed(Transport::WebSocket.label());
+    drop(open);
     tracing::debug!(conn = %conn_id, "disconnected");
 }
 
@@ -120,14 +113,14 @@ type Close = (u16, String);
 
 /// Reads until the client goes away or we close; returns our close frame.
 async fn read_loop(
-    shared: &Shared,
+    web: &WebState,
     peer: &Peer,
     channels: &mut Channels,
     mut stream: SplitStream<WebSocket>,
 ) -> Option<Close> {
-    let timeout = shared.config.heartbeat_timeout;
+    let timeout = web.config.heartbeat_timeout;
     let kicked = peer.kicked().clone();
-    let closing = shared.close_connections.clone();
+    let closing = web.close_connections.clone();
     loop {
         let next = tokio::select! {
             biased;
@@ -147,7 +140,7 @@ async fn read_loop(
                         1009,
                         format!(
                             "frame too large (limit {} bytes)",
-                            shared.config.max_frame_bytes
+                            web.config.max_frame_bytes
                         ),
                     ));
                 }
@@ -157,8 +150,7 @@ async fn read_loop(
         };
         let handled = match message {
             Message::Text(text) => {
-                shared.messages_in.fetch_add(1, Ordering::Relaxed);
-                shared.metrics.messages_in(Transport::WebSocket.label(), 1);
+                web.metrics.messages_in(Transport::WebSocket.label(), 1);
                 channels.on_text(text.as_str()).await
             }
             Message::Binary(bytes) => {
@@ -189,7 +181,7 @@ async fn write_loop(
     peer: Arc<Peer>,
     channels: ChannelTable,
     done: CancellationToken,
-    shared: Arc<Shared>,
+    web: Arc<WebState>,
 ) {
     // Grows to the largest batch seen (at most WRITE_BATCH): an idle or
     // quiet connection holds a few slots, not 64.
@@ -219,8 +211,7 @@ async fn write_loop(
         };
         match written {
             Ok((frames, open)) => {
-                shared
-                    .metrics
+                web.metrics
                     .messages_out(Transport::WebSocket.label(), frames);
                 if !open {
                     return;

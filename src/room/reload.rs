@@ -1,5 +1,6 @@
 //! Hot reload: watch the scripts directory and move running rooms to new
-//! code without a restart.
+//! code without a restart. It belongs to the rooms: the scripts layer only
+//! compiles and reports what changed.
 //!
 //! The watcher (notify) only says "something changed" (access events, such
 //! as the refresh's own reads, are ignored); after a short quiet period
@@ -12,15 +13,12 @@
 //! broken one is reported to the log, the API and every channel of the kind
 //! while the old version keeps serving.
 
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use crate::host::Shared;
-use crate::room::registry;
-use crate::room::{Command, RoomState};
+use super::{Command, RoomState, Rooms};
 use crate::scripts::KindChange;
 
 /// How long the directory must stay quiet before a refresh, so the several
@@ -32,7 +30,9 @@ pub(crate) struct Watcher {
     _watcher: RecommendedWatcher,
 }
 
-pub(crate) fn watch(shared: &Arc<Shared>) -> Result<Watcher, String> {
+/// Watches the rooms' scripts directory until the watcher is dropped.
+pub(crate) fn watch(rooms: &Rooms) -> Result<Watcher, String> {
+    let env = rooms.env();
     let (tx, rx) = mpsc::unbounded_channel();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
@@ -44,36 +44,31 @@ pub(crate) fn watch(shared: &Arc<Shared>) -> Result<Watcher, String> {
         })
         .map_err(|e| e.to_string())?;
     watcher
-        .watch(shared.scripts.root(), RecursiveMode::Recursive)
-        .map_err(|e| format!("watching {}: {e}", shared.scripts.root().display()))?;
-    shared
-        .js
-        .spawn(refresh_on_change(Arc::downgrade(shared), rx));
+        .watch(env.scripts.root(), RecursiveMode::Recursive)
+        .map_err(|e| format!("watching {}: {e}", env.scripts.root().display()))?;
+    env.js.spawn(refresh_on_change(rooms.clone(), rx));
     Ok(Watcher { _watcher: watcher })
 }
 
-async fn refresh_on_change(shared: Weak<Shared>, mut changed: mpsc::UnboundedReceiver<()>) {
+/// Ends when the watcher is dropped (its sender with it).
+async fn refresh_on_change(rooms: Rooms, mut changed: mpsc::UnboundedReceiver<()>) {
     while changed.recv().await.is_some() {
         // Wait until the directory is quiet for DEBOUNCE.
         while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let scripts = shared.scripts.clone();
+        let scripts = rooms.env().scripts.clone();
         let changes = tokio::task::spawn_blocking(move || scripts.refresh())
             .await
             .unwrap_or_default();
         for change in changes {
-            apply(&shared, change).await;
+            apply(&rooms, change).await;
         }
     }
 }
 
 /// Hands one kind's change to its rooms.
-pub(crate) async fn apply(shared: &Arc<Shared>, change: KindChange) {
+async fn apply(rooms: &Rooms, change: KindChange) {
     let rooms_of = |kind: &str| {
-        shared
-            .rooms
+        rooms
             .list()
             .into_iter()
             .filter(|slot| slot.topic.kind() == kind)
@@ -85,7 +80,7 @@ pub(crate) async fn apply(shared: &Arc<Shared>, change: KindChange) {
             for slot in rooms_of(&compiled.kind) {
                 if slot.state() == RoomState::Failed {
                     // The code changed: a failed room gets another chance.
-                    let _ = registry::reset(shared, &slot.topic).await;
+                    let _ = rooms.reset(&slot.topic).await;
                 } else if let Ok(mailbox) = slot.mailbox() {
                     let _ = mailbox.send(Command::Reload(compiled.clone())).await;
                 }

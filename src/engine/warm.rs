@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
-use super::js::Blank;
+use super::Blank;
 
 /// Up to `capacity` ready [`Blank`]s, refilled by a background thread that
 /// ends when the pool is dropped.
@@ -121,7 +121,7 @@ impl Drop for WarmPool {
 }
 
 fn fill(pool: &Pool) {
-    super::priority::idle();
+    crate::priority::idle();
     let heap = pool.lock().heap;
     let mut room_started = true;
     loop {

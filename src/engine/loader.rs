@@ -1,11 +1,7 @@
-//! Compiling room scripts: the module resolver and loader that keep every
-//! import inside the scripts directory, and `compile_file`, which evaluates a
-//! kind in a scratch runtime and keeps the bytecode of its module graph.
-//!
-//! Compiling a kind means evaluating it in a scratch runtime with the same
-//! limits as a room: syntax errors, top-level exceptions and bad exports are
-//! found before any room runs the code. Rooms then load the bytecode, which is
-//! cheaper than parsing the source again for every room.
+//! Where a room runtime's modules come from: the resolver and loader that
+//! keep every import inside the scripts directory, and the bytecode of a
+//! compiled module graph ([`Bytecode`]) that rooms load instead of parsing
+//! the sources again.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,9 +11,6 @@ use std::sync::{Arc, Mutex};
 use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::Declared;
 use rquickjs::{Ctx, Module, WriteOptions};
-
-use crate::config::ScriptLimits;
-use crate::room::js::{Identity, RoomJs};
 
 /// A script problem with its location, as `file:line:col: message`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -78,34 +71,8 @@ fn parse_frame(frame: &str) -> Option<(String, u32, u32)> {
     Some((file.to_string(), line, column))
 }
 
-/// Why a kind cannot be used.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum KindError {
-    #[error("unknown room kind")]
-    Unknown,
-    /// The kind's file was deleted: live rooms keep their code, new rooms
-    /// cannot start.
-    #[error("room kind removed")]
-    Removed,
-    #[error("script error: {0}")]
-    Script(ScriptError),
-}
-
-/// One kind compiled: bytecode of its module graph and a version id.
-#[derive(Debug)]
-pub struct CompiledKind {
-    pub kind: String,
-    /// Short content hash of every module in the graph; changes with any edit.
-    pub version: String,
-    /// Module name of the kind itself (`<kind>.js`).
-    pub entry: String,
-    /// Bytecode by module name (path relative to the scripts directory).
-    pub modules: BTreeMap<String, Vec<u8>>,
-    /// CRC32C of each module's source, to notice edits.
-    pub sources: BTreeMap<String, u32>,
-    /// Whether the kind exports `snapshot`/`restore`.
-    pub has_snapshot: bool,
-}
+/// Bytecode by module name (path relative to the scripts directory).
+pub type Bytecode = BTreeMap<String, Vec<u8>>;
 
 /// Bytecode and source checksum by module name, filled during a compile.
 pub type CompiledModules = BTreeMap<String, (Vec<u8>, u32)>;
@@ -120,7 +87,7 @@ pub enum ModuleSource {
         compiled: Arc<Mutex<CompiledModules>>,
     },
     /// Load bytecode compiled earlier.
-    Compiled(Arc<CompiledKind>),
+    Compiled(Arc<Bytecode>),
 }
 
 impl ModuleSource {
@@ -160,8 +127,8 @@ impl ModuleSource {
                     .insert(name.to_string(), (bytecode, hash));
                 Ok(module)
             }
-            ModuleSource::Compiled(kind) => {
-                let bytes = kind.modules.get(name).ok_or_else(|| {
+            ModuleSource::Compiled(modules) => {
+                let bytes = modules.get(name).ok_or_else(|| {
                     rquickjs::Error::new_loading_message(
                         name,
                         "not part of the compiled module graph",
@@ -242,44 +209,6 @@ impl Loader for ScriptLoader {
     ) -> rquickjs::Result<Module<'js, Declared>> {
         self.0.declare(ctx, name)
     }
-}
-
-/// Compiles and evaluates `entry` (relative to `root`) in a scratch runtime.
-pub fn compile_file(
-    root: &Path,
-    entry: &str,
-    kind: &str,
-    limits: &ScriptLimits,
-) -> Result<CompiledKind, ScriptError> {
-    let compiled = Arc::new(Mutex::new(BTreeMap::new()));
-    let source = ModuleSource::Disk {
-        root: root.to_path_buf(),
-        compiled: compiled.clone(),
-    };
-    let identity = Identity::new(kind, "__check__");
-    let js = RoomJs::load(&identity, source, entry, limits, None)?;
-    let has_snapshot = js.has_snapshot();
-    drop(js);
-    let modules = std::mem::take(&mut *compiled.lock().unwrap_or_else(|p| p.into_inner()));
-    let mut digest = 0u32;
-    for (name, (_, hash)) in &modules {
-        digest = crc32c::crc32c_append(digest, name.as_bytes());
-        digest = crc32c::crc32c_append(digest, &hash.to_le_bytes());
-    }
-    Ok(CompiledKind {
-        kind: kind.to_string(),
-        version: format!("{digest:08x}"),
-        entry: entry.to_string(),
-        sources: modules
-            .iter()
-            .map(|(k, (_, crc))| (k.clone(), *crc))
-            .collect(),
-        modules: modules
-            .into_iter()
-            .map(|(k, (bytes, _))| (k, bytes))
-            .collect(),
-        has_snapshot,
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,254 @@
+//! The host side of `room.*` and `console.*`: the [`Bridge`] (runtime
+//! userdata the host functions write into), the native functions the
+//! prelude wraps, and the built-ins added on first use.
+//!
+//! Host functions never panic (a panic inside one poisons the runtime):
+//! they only record into the bridge and return.
+
+use std::cell::{Cell, RefCell};
+
+use rquickjs::prelude::Opt;
+use rquickjs::{Ctx, Function, JsLifetime, Object, Value};
+
+use super::{ConsoleSink, LogLevel};
+use crate::hub::{Audience, Emit};
+
+/// Host state reachable from host functions (runtime userdata). Only touched
+/// while the runtime lock is held, inside `ctx.with`.
+pub(super) struct Bridge {
+    pub(super) effects: RefCell<Vec<Emit>>,
+    /// During replay, console output is suppressed (effects are dropped by
+    /// the room task).
+    pub(super) replaying: Cell<bool>,
+    pub(super) generation: Cell<u64>,
+    /// The [`Builtins`] groups added so far (one bit each).
+    pub(super) builtins: Cell<u8>,
+    pub(super) identity: String,
+    pub(super) presence: RefCell<String>,
+    pub(super) console: Option<ConsoleSink>,
+}
+
+impl Bridge {
+    pub(super) fn new(identity: String, console: Option<ConsoleSink>) -> Bridge {
+        Bridge {
+            effects: RefCell::new(Vec::new()),
+            replaying: Cell::new(false),
+            generation: Cell::new(0),
+            builtins: Cell::new(0),
+            identity,
+            presence: RefCell::new("{}".into()),
+            console,
+        }
+    }
+}
+
+// SAFETY: `Bridge` holds no JS values, so it is the same type for every 'js.
+unsafe impl<'js> JsLifetime<'js> for Bridge {
+    type Changed<'to> = Bridge;
+}
+
+pub(super) fn bridge<'a>(ctx: &'a Ctx<'_>) -> rquickjs::runtime::UserDataGuard<'a, Bridge> {
+    ctx.userdata::<Bridge>()
+        .expect("the bridge is stored before any JS runs")
+}
+
+/// The host functions behind `room.*` and `console.*`. Each only records
+/// into the bridge and returns; none can panic.
+pub(super) fn install_natives(ctx: &Ctx) -> rquickjs::Result<()> {
+    let native = Object::new(ctx.clone())?;
+    native.set(
+        "identity",
+        Function::new(ctx.clone(), |ctx: Ctx| bridge(&ctx).identity.clone())?,
+    )?;
+    native.set(
+        "generation",
+        Function::new(ctx.clone(), |ctx: Ctx| bridge(&ctx).generation.get() as f64)?,
+    )?;
+    native.set(
+        "presence",
+        Function::new(ctx.clone(), |ctx: Ctx| {
+            bridge(&ctx).presence.borrow().clone()
+        })?,
+    )?;
+    native.set(
+        "broadcast",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx, event: String, payload: String, except: Option<String>| {
+                bridge(&ctx).effects.borrow_mut().push(Emit {
+                    event,
+                    payload,
+                    to: Audience::All { except },
+                });
+            },
+        )?,
+    )?;
+    native.set(
+        "push",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx, conn_id: String, event: String, payload: String| {
+                bridge(&ctx).effects.borrow_mut().push(Emit {
+                    event,
+                    payload,
+                    to: Audience::Conn(conn_id),
+                });
+            },
+        )?,
+    )?;
+    native.set(
+        "log",
+        Function::new(ctx.clone(), |ctx: Ctx, level: String, text: String| {
+            let bridge = bridge(&ctx);
+            if bridge.replaying.get() {
+                return;
+            }
+            let level = match level.as_str() {
+                "error" => LogLevel::Error,
+                "warn" => LogLevel::Warn,
+                "info" => LogLevel::Info,
+                _ => LogLevel::Log,
+            };
+            if let Some(console) = &bridge.console {
+                console(level, truncate(&text, 8 << 10));
+            }
+        })?,
+    )?;
+    ctx.globals().set("__roomhost_native", native)
+}
+
+/// Built-ins most rooms never use, though they are a sixth of the work of
+/// building a context and 19 KiB of its heap: they are added the first time
+/// a script reads or assigns one of their globals.
+#[derive(Clone, Copy)]
+enum Builtins {
+    TypedArrays = 1,
+    Base64 = 2,
+}
+
+const LAZY_BUILTINS: &[(Builtins, &[&str])] = &[
+    (
+        Builtins::TypedArrays,
+        &[
+            "ArrayBuffer",
+            "SharedArrayBuffer",
+            "DataView",
+            "Atomics",
+            "Int8Array",
+            "Uint8Array",
+            "Uint8ClampedArray",
+            "Int16Array",
+            "Uint16Array",
+            "Int32Array",
+            "Uint32Array",
+            "Float16Array",
+            "Float32Array",
+            "Float64Array",
+            "BigInt64Array",
+            "BigUint64Array",
+        ],
+    ),
+    (Builtins::Base64, &["atob", "btoa", "DOMException"]),
+];
+
+/// Defines each lazy global as a configurable accessor. Adding the group
+/// defines its real globals over these accessors, so afterwards a script
+/// sees exactly what `Context::full` would have given it.
+pub(super) fn install_lazy_builtins<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
+    use rquickjs::qjs;
+    let raw = ctx.as_raw().as_ptr();
+    let globals = ctx.globals();
+    for &(group, names) in LAZY_BUILTINS {
+        for &name in names {
+            // One function is both the getter (called with no argument) and
+            // the setter: a context builds half as many.
+            let access = Function::new(
+                ctx.clone(),
+                move |ctx: Ctx<'js>, value: Opt<Value<'js>>| -> rquickjs::Result<Value<'js>> {
+                    add_builtins(&ctx, group)?;
+                    let globals = ctx.globals();
+                    match value.0 {
+                        None => globals.get(name),
+                        Some(value) => globals
+                            .set(name, value)
+                            .map(|()| Value::new_undefined(ctx.clone())),
+                    }
+                },
+            )?;
+            // SAFETY: `raw` is this live, locked context. The define takes
+            // ownership of one reference each for the getter and the
+            // setter, which the two dups give it; the atom is freed here.
+            let defined = unsafe {
+                let atom = qjs::JS_NewAtomLen(raw, name.as_ptr().cast(), name.len() as _);
+                if atom == qjs::JS_ATOM_NULL {
+                    return Err(rquickjs::Error::Allocation);
+                }
+                let defined = qjs::JS_DefinePropertyGetSet(
+                    raw,
+                    globals.as_raw(),
+                    atom,
+                    qjs::JS_DupValue(raw, access.as_raw()),
+                    qjs::JS_DupValue(raw, access.as_raw()),
+                    qjs::JS_PROP_CONFIGURABLE as _,
+                );
+                qjs::JS_FreeAtom(raw, atom);
+                defined
+            };
+            if defined < 0 {
+                return Err(rquickjs::Error::Allocation);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn add_builtins(ctx: &Ctx, group: Builtins) -> rquickjs::Result<()> {
+    let bit = group as u8;
+    if bridge(ctx).builtins.get() & bit != 0 {
+        return Ok(());
+    }
+    // QuickJS aborts the process if a group's global already exists, so the
+    // accessors go first; a script that made one of them permanent gets an
+    // exception instead.
+    let globals = ctx.globals();
+    let names = LAZY_BUILTINS
+        .iter()
+        .filter(|(g, _)| *g as u8 == bit)
+        .flat_map(|(_, names)| names.iter());
+    for &name in names {
+        if globals.remove(name).is_err() || globals.contains_key(name)? {
+            return Err(rquickjs::Exception::throw_type(
+                ctx,
+                &format!("globalThis.{name} was redefined as permanent before its first use"),
+            ));
+        }
+    }
+    {
+        let bridge = bridge(ctx);
+        bridge.builtins.set(bridge.builtins.get() | bit);
+    }
+    let ptr = ctx.as_raw().as_ptr();
+    // SAFETY: `ctx` is live and locked (we are inside one of its calls), and
+    // none of the group's globals exists, as QuickJS requires.
+    let added = unsafe {
+        match group {
+            Builtins::TypedArrays => rquickjs::qjs::JS_AddIntrinsicTypedArrays(ptr),
+            Builtins::Base64 => rquickjs::qjs::JS_AddIntrinsicAToB(ptr),
+        }
+    };
+    if added < 0 {
+        return Err(rquickjs::Error::Allocation);
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,160 @@
+//! A room's members: the connections joined to it (with their channels) and
+//! their presence, kept together so a membership change and its presence
+//! change cannot drift apart. Also tracks whether the script's copy of the
+//! presence (`room.presence()`) is stale.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::conn::Conn;
+use crate::hub::{Channel, ChannelId};
+use crate::presence::{Presence, UpdateError};
+
+pub(super) struct Member {
+    pub(super) conn: Conn,
+    /// `None` for members rebuilt by replay whose channel died with an
+    /// earlier generation.
+    pub(super) channel: Option<Arc<Channel>>,
+}
+
+pub(super) struct Members {
+    by_conn: HashMap<Arc<str>, Member>,
+    presence: Presence,
+    /// The JS side's copy of the presence (`room.presence()`) is stale.
+    presence_dirty: bool,
+}
+
+impl Members {
+    /// The members a replay ended with (their channels are gone) and their
+    /// presence.
+    pub(super) fn rebuilt(conns: Vec<Conn>, presence: Presence) -> Members {
+        Members {
+            by_conn: conns
+                .into_iter()
+                .map(|conn| {
+                    let member = Member {
+                        conn,
+                        channel: None,
+                    };
+                    (member.conn.id.clone(), member)
+                })
+                .collect(),
+            presence,
+            presence_dirty: true,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_conn.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_conn.is_empty()
+    }
+
+    pub(super) fn contains(&self, conn_id: &str) -> bool {
+        self.by_conn.contains_key(conn_id)
+    }
+
+    /// The id of the channel `conn_id` is joined with, if it has one.
+    pub(super) fn channel_of(&self, conn_id: &str) -> Option<ChannelId> {
+        self.by_conn
+            .get(conn_id)
+            .and_then(|m| m.channel.as_ref())
+            .map(|c| c.id)
+    }
+
+    /// Whether `channel` is the current membership of its connection.
+    pub(super) fn is_member(&self, channel: &Channel) -> bool {
+        self.channel_of(&channel.conn.id) == Some(channel.id)
+    }
+
+    /// Every member's connection id.
+    pub(super) fn ids(&self) -> Vec<Arc<str>> {
+        self.by_conn.keys().cloned().collect()
+    }
+
+    /// The connection ids of members with a live channel.
+    pub(super) fn joined_ids(&self) -> Vec<Arc<str>> {
+        self.by_conn
+            .iter()
+            .filter(|(_, m)| m.channel.is_some())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Adds a member whose join succeeded (its presence joined before the
+    /// hook ran, see [`Members::presence_join`]).
+    pub(super) fn insert(&mut self, conn: Conn, channel: Arc<Channel>) {
+        self.by_conn.insert(
+            conn.id.clone(),
+            Member {
+                conn,
+                channel: Some(channel),
+            },
+        );
+    }
+
+    /// Removes a member and its presence.
+    pub(super) fn remove(&mut self, conn_id: &str) -> Option<Member> {
+        let member = self.by_conn.remove(conn_id)?;
+        self.presence.leave(&member.conn);
+        self.presence_dirty = true;
+        Some(member)
+    }
+
+    /// A joining connection's presence, so `onJoin` already sees it.
+    pub(super) fn presence_join(&mut self, conn: &Conn, phx_ref: String, at: i64) {
+        self.presence.join(conn, phx_ref, at);
+        self.presence_dirty = true;
+    }
+
+    /// Takes back [`Members::presence_join`] for a refused join.
+    pub(super) fn presence_refused(&mut self, conn: &Conn) {
+        self.presence.leave(conn);
+    }
+
+    /// A member's own presence meta update (`presence_update`).
+    pub(super) fn presence_update(
+        &mut self,
+        conn: &Conn,
+        patch: &str,
+        now: Instant,
+    ) -> Result<(), UpdateError> {
+        self.presence.update(conn, patch, now)?;
+        self.presence_dirty = true;
+        Ok(())
+    }
+
+    /// Clears `typing` flags that ran out.
+    pub(super) fn expire_typing(&mut self, now: Instant) {
+        self.presence.expire_typing(now);
+        self.presence_dirty = true;
+    }
+
+    /// When the next `typing` flag runs out.
+    pub(super) fn presence_deadline(&self) -> Option<Instant> {
+        self.presence.next_deadline()
+    }
+
+    /// The presence for the script, if its copy is stale.
+    pub(super) fn presence_for_js(&mut self) -> Option<String> {
+        std::mem::take(&mut self.presence_dirty).then(|| self.presence.state_json())
+    }
+
+    /// The script's copy must be refreshed before its next hook (new code).
+    pub(super) fn presence_changed(&mut self) {
+        self.presence_dirty = true;
+    }
+
+    /// `presence_state` for a channel that just joined.
+    pub(super) fn presence_state(&self) -> String {
+        self.presence.state_json()
+    }
+
+    /// The presence changes since the last diff (`presence_diff`).
+    pub(super) fn take_presence_diff(&mut self) -> Option<String> {
+        self.presence.take_diff()
+    }
+}
