@@ -124,3 +124,75 @@ impl Drop for Gate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Conn;
+    use crate::hub::{Hub, Peer};
+    use crate::protocol::{Ref, Vsn, empty_object};
+    use crate::topic::Topic;
+    use tokio::sync::mpsc;
+
+    fn channel(id: u64) -> (Arc<Channel>, mpsc::Receiver<Outbound>) {
+        let (peer, rx) = Peer::new(16);
+        let channel = Channel {
+            id,
+            topic: Topic::parse("chat:x").unwrap(),
+            conn: Conn::new(format!("u{id}"), empty_object()),
+            join_ref: Some(Ref::from_text("1")),
+            vsn: Vsn::V2,
+            peer,
+        };
+        (Arc::new(channel), rx)
+    }
+
+    fn frames(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|out| match out {
+                Outbound::Frame(f) => f.as_str().to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn outputs_wait_for_their_event_and_leave_in_order() {
+        let hub = Hub::new(Topic::parse("chat:x").unwrap());
+        let metrics = Metrics::new();
+        let (a, mut ra) = channel(1);
+        let mut gate = Gate::default();
+        gate.hold(0, Output::Subscribe(a.clone()));
+        gate.hold(1, Emit::to_all("first", "{}".into()));
+        let (tx, mut answer) = oneshot::channel();
+        gate.hold(2, Effect::reply(ReplyTo::Caller(tx), Err("no".into())));
+        gate.hold(2, Emit::to_all("second", "{}".into()));
+        gate.release(1, &hub, &metrics);
+        assert_eq!(frames(&mut ra), [r#"[null,null,"chat:x","first",{}]"#]);
+        assert!(answer.try_recv().is_err(), "event 2 is not durable yet");
+        gate.release(2, &hub, &metrics);
+        assert!(matches!(answer.try_recv(), Ok(Err(RoomError::Refused(r))) if r == "no"));
+        assert_eq!(frames(&mut ra), [r#"[null,null,"chat:x","second",{}]"#]);
+        assert!(metrics.encode().contains("roomhost_fanout_deliveries_total 2"));
+    }
+
+    #[test]
+    fn a_join_still_in_the_gate_of_a_dead_room_is_answered() {
+        let (joining, mut rx) = channel(7);
+        let mut gate = Gate::default();
+        gate.hold(3, Output::Subscribe(joining.clone()));
+        gate.hold(
+            3,
+            Output::Reply {
+                channel: joining.clone(),
+                msg_ref: Some(Ref::from_text("5")),
+                result: Ok("{}".into()),
+            },
+        );
+        drop(gate);
+        let out = frames(&mut rx);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[0].contains(r#""phx_reply",{"status":"error","response":{"reason":"room crashed"}}"#), "{out:?}");
+        assert_eq!(out[1], "ChannelClosed(7)");
+    }
+}

@@ -340,3 +340,157 @@ pub(super) async fn join<T>(job: &mut Option<JoinHandle<io::Result<T>>>) -> io::
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::protocol::empty_object;
+    use crate::store::frame;
+
+    /// A store that keeps the records it is given and counts its fsyncs;
+    /// `fail_sync` makes every fsync fail.
+    #[derive(Clone, Default)]
+    struct Probe {
+        records: Arc<Mutex<Vec<u64>>>,
+        syncs: Arc<Mutex<u32>>,
+        fail_sync: bool,
+        dirty: bool,
+    }
+
+    impl Store for Probe {
+        fn recover(&mut self, _keep_upto: Option<u64>) -> io::Result<Recovered> {
+            Ok(Recovered::default())
+        }
+
+        fn append(&mut self, framed: &[u8], first_seq: u64) -> io::Result<()> {
+            let (frames, damage) = frame::decode_all(framed);
+            assert!(damage.is_none());
+            let mut records = self.records.lock().unwrap();
+            for (i, (_, payload)) in frames.iter().enumerate() {
+                let event = Event::decode(payload).unwrap();
+                assert_eq!(event.seq, first_seq + i as u64, "consecutive seqs");
+                records.push(event.seq);
+            }
+            self.dirty = true;
+            Ok(())
+        }
+
+        fn sync_job(&mut self) -> Option<Job> {
+            if !std::mem::take(&mut self.dirty) {
+                return None;
+            }
+            let syncs = self.syncs.clone();
+            let fail = self.fail_sync;
+            Some(Box::new(move || {
+                *syncs.lock().unwrap() += 1;
+                if fail {
+                    Err(io::Error::other("injected EIO"))
+                } else {
+                    Ok(())
+                }
+            }))
+        }
+
+        fn snapshot_job(&mut self, _seq: u64, _snapshot: Vec<u8>) -> Job {
+            Box::new(|| Ok(()))
+        }
+
+        fn bytes(&self) -> u64 {
+            0
+        }
+    }
+
+    fn journal(durability: Durability, store: &Probe) -> Journal {
+        Journal::new(
+            Box::new(store.clone()),
+            durability,
+            Arc::new(Metrics::new()),
+            0,
+            0,
+        )
+    }
+
+    fn record(journal: &mut Journal) -> u64 {
+        let conn = Conn::new("alice", empty_object());
+        let at = journal.next_at();
+        journal.record(EventKind::Message, at, 7, &conn, Some("e"), &empty_object())
+    }
+
+    #[tokio::test]
+    async fn strict_releases_only_what_an_fsync_covered_and_gathers_the_next_group() {
+        let store = Probe::default();
+        let mut j = journal(Durability::Strict, &store);
+        assert_eq!((record(&mut j), record(&mut j)), (1, 2));
+        j.flush().unwrap();
+        assert!(!j.batch_written(), "nothing is durable before its fsync");
+        assert!(j.committing());
+        // An event journaled while the fsync runs waits for the next one.
+        record(&mut j);
+        j.flush().unwrap();
+        assert!(!j.batch_written());
+        let done = j.commit_done().await;
+        j.committed(done).unwrap();
+        assert_eq!((j.durable(), j.seq()), (2, 3));
+        // The last group was 2 events and 1 waits: gather, do not fsync yet.
+        assert!(!j.next_after_commit());
+        assert!(!j.committing() && j.sync_due().is_some());
+        assert!(!j.sync_due_passed());
+        let done = j.commit_done().await;
+        j.committed(done).unwrap();
+        assert_eq!(j.durable(), 3);
+        assert_eq!(*store.syncs.lock().unwrap(), 2);
+        assert_eq!(*store.records.lock().unwrap(), [1, 2, 3]);
+        // With nothing new (a batch of refused pushes), release at once.
+        j.flush().unwrap();
+        assert!(j.batch_written());
+    }
+
+    #[tokio::test]
+    async fn relaxed_and_off_release_once_written() {
+        let store = Probe::default();
+        let mut relaxed = journal(Durability::Relaxed, &store);
+        record(&mut relaxed);
+        relaxed.flush().unwrap();
+        assert!(relaxed.batch_written());
+        assert_eq!(relaxed.durable(), 1);
+        assert!(relaxed.sync_due().is_some(), "fsynced within its interval");
+        let mut off = journal(Durability::Off, &Probe::default());
+        record(&mut off);
+        off.flush().unwrap();
+        assert!(off.batch_written());
+        assert_eq!(off.durable(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_releases_nothing_and_crashes_the_room() {
+        let store = Probe {
+            fail_sync: true,
+            ..Probe::default()
+        };
+        let mut j = journal(Durability::Strict, &store);
+        record(&mut j);
+        j.flush().unwrap();
+        assert!(!j.batch_written());
+        let done = j.commit_done().await;
+        let crash = j.committed(done).unwrap_err();
+        assert_eq!(crash.label(), "storage");
+        assert!(crash.to_string().starts_with("journal sync failed"), "{crash}");
+        assert_eq!(j.durable(), 0, "the event is not acknowledged");
+    }
+
+    #[test]
+    fn event_times_never_go_backwards() {
+        let mut j = Journal::new(
+            Box::new(Probe::default()),
+            Durability::Off,
+            Arc::new(Metrics::new()),
+            5,
+            i64::MAX - 1,
+        );
+        assert_eq!(j.next_at(), i64::MAX - 1);
+        assert_eq!(record(&mut j), 6);
+        assert_eq!(j.last_at(), i64::MAX - 1);
+    }
+}

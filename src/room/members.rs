@@ -158,3 +158,54 @@ impl Members {
         self.presence.take_diff()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Peer;
+    use crate::protocol::{Vsn, empty_object};
+    use crate::topic::Topic;
+
+    fn channel(id: u64, conn: &Conn) -> Arc<Channel> {
+        Arc::new(Channel {
+            id,
+            topic: Topic::parse("chat:x").unwrap(),
+            conn: conn.clone(),
+            join_ref: None,
+            vsn: Vsn::V2,
+            peer: Peer::new(4).0,
+        })
+    }
+
+    #[test]
+    fn presence_follows_membership_and_the_script_sees_each_change_once() {
+        let mut members = Members::rebuilt(Vec::new(), Presence::default());
+        assert!(members.presence_for_js().is_some(), "a new room tells the script");
+        assert!(members.presence_for_js().is_none());
+        let alice = Conn::new("alice", empty_object());
+        members.presence_join(&alice, "1".into(), 10);
+        members.insert(alice.clone(), channel(1, &alice));
+        let seen = members.presence_for_js().unwrap();
+        assert!(seen.contains("alice"), "{seen}");
+        assert!(members.take_presence_diff().unwrap().contains("alice"));
+        assert!(members.presence_for_js().is_none());
+        assert!(members.is_member(&channel(1, &alice)));
+        assert!(!members.is_member(&channel(2, &alice)), "an older channel");
+        assert_eq!(members.joined_ids(), [alice.id.clone()]);
+        let left = members.remove(&alice.id).unwrap();
+        assert_eq!(left.conn.user.as_ref(), "alice");
+        assert!(members.is_empty());
+        assert!(!members.presence_for_js().unwrap().contains("alice"));
+        let diff = members.take_presence_diff().unwrap();
+        assert!(diff.contains(r#""leaves":{"alice""#), "{diff}");
+    }
+
+    #[test]
+    fn replayed_members_have_no_channel() {
+        let bob = Conn::new("bob", empty_object());
+        let members = Members::rebuilt(vec![bob.clone()], Presence::default());
+        assert_eq!(members.ids(), [bob.id.clone()]);
+        assert!(members.joined_ids().is_empty());
+        assert_eq!(members.channel_of(&bob.id), None);
+    }
+}

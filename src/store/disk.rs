@@ -190,14 +190,40 @@ impl DiskJournal {
         let Some(listing) = list(&self.dir)? else {
             return Ok(out);
         };
-        let mut base = 0;
+        let base = self.newest_snapshot(&listing, &mut out)?;
+        if keep_upto.is_some_and(|limit| limit < base) {
+            // Cannot happen: a snapshot is written only once its events were
+            // released. Keep the snapshot; there is nothing older to go back to.
+            out.repairs.push(format!(
+                "snapshot {base} is newer than the last acknowledged event"
+            ));
+        }
+        let read = self.read_segments(&listing.segments, base, keep_upto, &mut out)?;
+        if let Some(first_unusable) = read.cut_before {
+            self.drop_segments(&listing.segments[first_unusable..], &mut out)?;
+        }
+        // Keep appending to the newest surviving segment. The generation
+        // that created it may have died before syncing its entry (and the
+        // room directory's), so this generation's first sync covers them.
+        let kept = read.cut_before.unwrap_or(listing.segments.len());
+        if let Some(&start) = listing.segments[..kept].last().filter(|_| !self.read_only) {
+            let path = self.dir.join(paths::segment_name(start));
+            self.current = Some(Segment::open(&path, Some(read.end as u64))?);
+            self.dir_dirty = true;
+        }
+        self.bytes = dir_bytes(&self.dir);
+        Ok(out)
+    }
+
+    /// Puts the newest readable snapshot in `out` and returns its seq (0 if
+    /// none); corrupt newer ones are moved aside.
+    fn newest_snapshot(&self, listing: &Listing, out: &mut Recovered) -> io::Result<u64> {
         for &seq in listing.snapshots.iter().rev() {
             let path = self.dir.join(paths::snapshot_name(seq));
             match read_snapshot(&path, seq) {
                 Ok(payload) => {
                     out.snapshot = Some(payload);
-                    base = seq;
-                    break;
+                    return Ok(seq);
                 }
                 Err(why) => {
                     out.repairs.push(format!(
@@ -209,18 +235,24 @@ impl DiskJournal {
                 }
             }
         }
-        if keep_upto.is_some_and(|limit| limit < base) {
-            // Cannot happen: a snapshot is written only once its events were
-            // released. Keep the snapshot; there is nothing older to go back to.
-            out.repairs.push(format!(
-                "snapshot {base} is newer than the last acknowledged event"
-            ));
-        }
+        Ok(0)
+    }
+
+    /// Reads the events after `base` from the segments into `out`, in order,
+    /// and truncates the first segment whose tail is damaged, out of
+    /// sequence or (after a crash) unacknowledged.
+    fn read_segments(
+        &self,
+        segments: &[u64],
+        base: u64,
+        keep_upto: Option<u64>,
+        out: &mut Recovered,
+    ) -> io::Result<SegmentsRead> {
         let mut last = base;
-        let segments = &listing.segments;
-        let mut stop_at: Option<usize> = None;
-        // Where the records of the last segment read end (zeroed space may follow).
-        let mut end = 0;
+        let mut read = SegmentsRead {
+            end: 0,
+            cut_before: None,
+        };
         for (i, &start) in segments.iter().enumerate() {
             let next_start = segments.get(i + 1).copied();
             if next_start.is_some_and(|n| n <= base + 1) {
@@ -229,7 +261,7 @@ impl DiskJournal {
             let path = self.dir.join(paths::segment_name(start));
             let data = fs::read(&path)?;
             let (frames, damage) = frame::decode_all(&data);
-            end = frames
+            read.end = frames
                 .last()
                 .map_or(0, |(at, p)| at + frame::HEADER + p.len());
             let mut cut: Option<(usize, String)> = damage.map(|d| (d.offset, d.reason.to_string()));
@@ -259,7 +291,7 @@ impl DiskJournal {
                 last = seq;
             }
             if let Some((offset, why)) = cut {
-                end = offset;
+                read.end = offset;
                 let dropped = data.len() - offset;
                 out.repairs.push(format!(
                     "{}: dropped {dropped} bytes from offset {offset} ({why})",
@@ -270,35 +302,36 @@ impl DiskJournal {
                     file.set_len(offset as u64)?;
                     file.sync_all()?;
                 }
-                stop_at = Some(i + 1);
+                read.cut_before = Some(i + 1);
                 break;
             }
         }
-        if let Some(first_unusable) = stop_at {
-            // Segments after a cut would leave a gap in the sequence.
-            for &start in &segments[first_unusable..] {
-                let path = self.dir.join(paths::segment_name(start));
-                let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                out.repairs.push(format!(
-                    "{}: dropped {size} bytes after the cut",
-                    path.display()
-                ));
-                fs::remove_file(&path)?;
-            }
-        }
         out.last_seq = last;
-        // Keep appending to the newest surviving segment. The generation
-        // that created it may have died before syncing its entry (and the
-        // room directory's), so this generation's first sync covers them.
-        let kept = stop_at.map_or(segments.len(), |n| n);
-        if let Some(&start) = segments[..kept].last().filter(|_| !self.read_only) {
-            let path = self.dir.join(paths::segment_name(start));
-            self.current = Some(Segment::open(&path, Some(end as u64))?);
-            self.dir_dirty = true;
-        }
-        self.bytes = dir_bytes(&self.dir);
-        Ok(out)
+        Ok(read)
     }
+
+    /// Removes segments after a cut: they would leave a gap in the sequence.
+    fn drop_segments(&self, segments: &[u64], out: &mut Recovered) -> io::Result<()> {
+        for &start in segments {
+            let path = self.dir.join(paths::segment_name(start));
+            let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            out.repairs.push(format!(
+                "{}: dropped {size} bytes after the cut",
+                path.display()
+            ));
+            fs::remove_file(&path)?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`DiskJournal::read_segments`] found.
+struct SegmentsRead {
+    /// Where the records of the last segment read end (zeroed space may
+    /// follow): where appends continue.
+    end: usize,
+    /// The index of the first segment after a cut, if there was one.
+    cut_before: Option<usize>,
 }
 
 struct Listing {
