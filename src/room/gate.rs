@@ -173,7 +173,11 @@ mod tests {
         gate.release(2, &hub, &metrics);
         assert!(matches!(answer.try_recv(), Ok(Err(RoomError::Refused(r))) if r == "no"));
         assert_eq!(frames(&mut ra), [r#"[null,null,"chat:x","second",{}]"#]);
-        assert!(metrics.encode().contains("roomhost_fanout_deliveries_total 2"));
+        assert!(
+            metrics
+                .encode()
+                .contains("roomhost_fanout_deliveries_total 2")
+        );
     }
 
     #[test]
@@ -192,7 +196,11 @@ mod tests {
         drop(gate);
         let out = frames(&mut rx);
         assert_eq!(out.len(), 2, "{out:?}");
-        assert!(out[0].contains(r#""phx_reply",{"status":"error","response":{"reason":"room crashed"}}"#), "{out:?}");
+        assert!(
+            out[0]
+                .contains(r#""phx_reply",{"status":"error","response":{"reason":"room crashed"}}"#),
+            "{out:?}"
+        );
         assert_eq!(out[1], "ChannelClosed(7)");
     }
 }

@@ -476,7 +476,10 @@ mod tests {
         let done = j.commit_done().await;
         let crash = j.committed(done).unwrap_err();
         assert_eq!(crash.label(), "storage");
-        assert!(crash.to_string().starts_with("journal sync failed"), "{crash}");
+        assert!(
+            crash.to_string().starts_with("journal sync failed"),
+            "{crash}"
+        );
         assert_eq!(j.durable(), 0, "the event is not acknowledged");
     }
 

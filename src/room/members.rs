@@ -180,7 +180,10 @@ mod tests {
     #[test]
     fn presence_follows_membership_and_the_script_sees_each_change_once() {
         let mut members = Members::rebuilt(Vec::new(), Presence::default());
-        assert!(members.presence_for_js().is_some(), "a new room tells the script");
+        assert!(
+            members.presence_for_js().is_some(),
+            "a new room tells the script"
+        );
         assert!(members.presence_for_js().is_none());
         let alice = Conn::new("alice", empty_object());
         members.presence_join(&alice, "1".into(), 10);

@@ -319,7 +319,9 @@ impl DiskJournal {
                 "{}: dropped {size} bytes after the cut",
                 path.display()
             ));
-            fs::remove_file(&path)?;
+            if !self.read_only {
+                fs::remove_file(&path)?;
+            }
         }
         Ok(())
     }
@@ -704,6 +706,44 @@ mod tests {
             room.join("snapshot-00000000000000000008.snap.corrupt")
                 .exists()
         );
+    }
+
+    #[test]
+    fn a_read_only_recovery_reports_damage_and_changes_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = dir.path().join("r");
+        let mut j = DiskJournal::new(room.clone());
+        append(&mut j, 1..=3);
+        j.rotate();
+        append(&mut j, 4..=5);
+        let first = room.join(paths::segment_name(1));
+        let mut data = fs::read(&first).unwrap();
+        let at = records_end(&first) - 3;
+        data[at] ^= 1;
+        fs::write(&first, &data).unwrap();
+        let before: Vec<(String, Vec<u8>)> = {
+            let mut files: Vec<_> = fs::read_dir(&room)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .map(|p| (p.display().to_string(), fs::read(&p).unwrap()))
+                .collect();
+            files.sort();
+            files
+        };
+        let r = DiskJournal::read_only(room.clone()).recover(None).unwrap();
+        assert_eq!(seqs(&r), [1, 2]);
+        assert!(
+            r.repairs.iter().any(|d| d.contains("after the cut")),
+            "{:?}",
+            r.repairs
+        );
+        let mut after: Vec<(String, Vec<u8>)> = fs::read_dir(&room)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.display().to_string(), fs::read(&p).unwrap()))
+            .collect();
+        after.sort();
+        assert!(before == after, "a read-only recovery changed the files");
     }
 
     #[test]
