@@ -194,7 +194,7 @@ mod tests {
         assert!(members.presence_for_js().is_none());
         assert!(members.is_member(&channel(1, &alice)));
         assert!(!members.is_member(&channel(2, &alice)), "an older channel");
-        assert_eq!(members.joined_ids(), [alice.id.clone()]);
+        assert_eq!(members.joined_ids(), std::slice::from_ref(&alice.id));
         let left = members.remove(&alice.id).unwrap();
         assert_eq!(left.conn.user.as_ref(), "alice");
         assert!(members.is_empty());
@@ -207,7 +207,7 @@ mod tests {
     fn replayed_members_have_no_channel() {
         let bob = Conn::new("bob", empty_object());
         let members = Members::rebuilt(vec![bob.clone()], Presence::default());
-        assert_eq!(members.ids(), [bob.id.clone()]);
+        assert_eq!(members.ids(), std::slice::from_ref(&bob.id));
         assert!(members.joined_ids().is_empty());
         assert_eq!(members.channel_of(&bob.id), None);
     }

@@ -3,7 +3,7 @@
 //!
 //! Appends are positional `write`s done by the room task; fdatasync and
 //! snapshot files run as blocking [`Job`]s. A segment is zero-filled ahead
-//! of its records (see [`Segment`]), so most fdatasyncs write data only. A segment is rotated at every
+//! of its records (see `Segment`), so most fdatasyncs write data only. A segment is rotated at every
 //! snapshot, and the two newest snapshots are kept together with the journal
 //! since the older one, so a corrupt newest snapshot falls back to the
 //! previous one and a longer replay.

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::WebState;
 use crate::conn::Conn;
-use crate::hub::{Channel, ChannelId, Frame, Outbound, Peer};
+use crate::hub::{Channel, ChannelId, Outbound, Peer};
 use crate::protocol::{self, BadFrame, Incoming, Ref, Status, Vsn};
 use crate::room::{Command, LeaveReason, ReplyTo};
 use crate::topic::Topic;
@@ -174,7 +174,7 @@ impl Channels {
             // A second join of the same topic replaces the first (Phoenix).
             old.channel
                 .peer
-                .deliver(Outbound::Frame(close_frame(&old.channel)));
+                .deliver(Outbound::Frame(old.channel.close_frame("phx_close")));
             let _ = old
                 .mailbox
                 .send(Command::Leave {
@@ -334,16 +334,4 @@ impl Channels {
 /// clients may send none, which Phoenix accepts.
 fn is_current(channel: &Channel, join_ref: Option<&Ref>) -> bool {
     join_ref.is_none_or(|r| channel.join_ref.as_ref() == Some(r))
-}
-
-fn close_frame(channel: &Channel) -> Frame {
-    protocol::encode(
-        channel.vsn,
-        channel.join_ref.as_ref(),
-        channel.join_ref.as_ref(),
-        channel.topic.as_str(),
-        "phx_close",
-        "{}",
-    )
-    .into()
 }
