@@ -459,4 +459,28 @@ mod tests {
                 .contains("roomhost_room_starts_total 0")
         );
     }
+
+    #[test]
+    fn a_connection_is_counted_while_its_guard_lives_and_totals_sum_the_transports() {
+        let m = Metrics::new();
+        let ws = m.connection_opened("websocket");
+        let poll = m.connection_opened("longpoll");
+        assert_eq!(m.connections_open(), 2);
+        drop(ws);
+        assert_eq!(m.connections_open(), 1);
+        assert!(
+            m.encode()
+                .contains("roomhost_connections{transport=\"websocket\"} 0")
+        );
+        drop(poll);
+        assert_eq!(m.connections_open(), 0);
+        m.messages_in("websocket", 3);
+        m.messages_in("http", 2);
+        assert_eq!(m.messages_in_total(), 5);
+        m.tick_message_rate();
+        assert_eq!(m.messages_per_sec(), 5);
+        m.messages_in("longpoll", 1);
+        m.tick_message_rate();
+        assert_eq!(m.messages_per_sec(), 1, "only the last second's");
+    }
 }
