@@ -3,17 +3,14 @@
 //! `roomhost token` command.
 
 mod common;
-#[path = "transports/http.rs"]
-#[allow(dead_code)]
-mod http;
 
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::raw_http::{Reply, request};
 use common::{Client, Server, test_config};
 use hmac::{Hmac, KeyInit, Mac};
-use http::{Reply, request};
 use roomhost::auth::{self, Secret};
 use serde_json::{Value, json};
 use sha2::Sha256;
