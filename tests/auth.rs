@@ -106,12 +106,6 @@ async fn refused(server: &Server, query: &str, headers: &[(&str, &str)]) -> Stri
     }
 }
 
-async fn metrics(server: &Server) -> String {
-    let reply = request(server.addr, "GET", "/metrics", &[], b"").await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_needs_a_valid_token_and_is_the_token_s_user() {
     let server = auth_server().await;
@@ -189,7 +183,7 @@ async fn a_websocket_needs_a_valid_token_and_is_the_token_s_user() {
     .await;
     assert!(body.starts_with("invalid token"), "{body}");
 
-    let text = metrics(&server).await;
+    let text = server.metrics().await;
     for line in [
         "roomhost_auth_failures_total{reason=\"missing\"} 1",
         "roomhost_auth_failures_total{reason=\"expired\"} 1",
@@ -453,7 +447,7 @@ async fn cross_origin_connections_are_refused_by_default() {
     .await;
     assert_eq!((reply.status, reply.json()), (200, json!({"user": "olga"})));
 
-    let text = metrics(&server).await;
+    let text = server.metrics().await;
     let line = "roomhost_connections_refused_total{reason=\"origin\"} 6";
     assert!(text.contains(line), "{line} missing in\n{text}");
 }

@@ -144,6 +144,13 @@ impl Server {
     pub async fn api(&self, path: &str) -> Value {
         http(self.addr, "GET", path, None).await.1
     }
+
+    /// The `/metrics` text; asserts it was served.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http(self.addr, "GET", "/metrics", None).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_str().expect("text").to_string()
+    }
 }
 
 pub struct Client {
