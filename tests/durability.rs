@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Binary, Client, Server, test_config};
+use common::{Binary, Client, Server, test_config, texts};
 use serde_json::{Value, json};
 
 /// What one sender learned about its messages.
@@ -82,12 +82,7 @@ export function restore(s) { messages = s.messages; }
 "#;
 
 fn texts_in_state(state: &Value) -> Vec<String> {
-    state["state"]["messages"]
-        .as_array()
-        .expect("chat state has messages")
-        .iter()
-        .map(|m| m["text"].as_str().unwrap().to_string())
-        .collect()
+    texts(&state["state"]["messages"])
 }
 
 /// Every acknowledged message is in `state` exactly once and in id order;
@@ -556,13 +551,7 @@ async fn inspect_prints_state_and_journal_without_touching_it() {
         json!({"join": 1, "message": 3})
     );
     assert_eq!(report["members"][0][1], "alice");
-    let texts: Vec<&str> = report["state"]["state"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, ["m0", "m1", "m2"]);
+    assert_eq!(texts_in_state(&report["state"]), ["m0", "m1", "m2"]);
     let after: Vec<(PathBuf, u64)> = files(&dir, "")
         .into_iter()
         .map(|p| {

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, test_config};
+use common::{Client, Server, test_config, texts};
 use serde_json::{Value, json};
 
 /// chat.js with an extra `shout` event.
@@ -301,13 +301,10 @@ async fn an_edit_storm_ends_on_the_last_version_and_loses_nothing() {
     }
     assert!(settled, "the room ends on the last saved version");
     let state = server.api("/api/rooms/chat:storm/state").await;
-    let texts: Vec<String> = state["state"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(texts, acked[acked.len().saturating_sub(500)..].to_vec());
+    assert_eq!(
+        texts(&state["state"]["messages"]),
+        acked[acked.len().saturating_sub(500)..].to_vec()
+    );
 }
 
 /// The version the kinds API reports for chat once it stops changing.

@@ -344,6 +344,17 @@ impl Client {
     }
 }
 
+/// The `text` of every message in a chat message list (a join reply's
+/// `messages`, or the `messages` of a chat room's state).
+pub fn texts(messages: &Value) -> Vec<String> {
+    messages
+        .as_array()
+        .expect("a list of messages")
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// The real `roomhost` binary, started on an ephemeral port.
 pub struct Binary {
     pub child: tokio::process::Child,
