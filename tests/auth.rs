@@ -3,17 +3,14 @@
 //! `roomhost token` command.
 
 mod common;
-#[path = "transports/http.rs"]
-#[allow(dead_code)]
-mod http;
 
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::raw_http::{Reply, request};
 use common::{Client, Server, test_config};
 use hmac::{Hmac, KeyInit, Mac};
-use http::{Reply, request};
 use roomhost::auth::{self, Secret};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -109,12 +106,6 @@ async fn refused(server: &Server, query: &str, headers: &[(&str, &str)]) -> Stri
     }
 }
 
-async fn metrics(server: &Server) -> String {
-    let reply = request(server.addr, "GET", "/metrics", &[], b"").await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_needs_a_valid_token_and_is_the_token_s_user() {
     let server = auth_server().await;
@@ -192,7 +183,7 @@ async fn a_websocket_needs_a_valid_token_and_is_the_token_s_user() {
     .await;
     assert!(body.starts_with("invalid token"), "{body}");
 
-    let text = metrics(&server).await;
+    let text = server.metrics().await;
     for line in [
         "roomhost_auth_failures_total{reason=\"missing\"} 1",
         "roomhost_auth_failures_total{reason=\"expired\"} 1",
@@ -456,7 +447,7 @@ async fn cross_origin_connections_are_refused_by_default() {
     .await;
     assert_eq!((reply.status, reply.json()), (200, json!({"user": "olga"})));
 
-    let text = metrics(&server).await;
+    let text = server.metrics().await;
     let line = "roomhost_connections_refused_total{reason=\"origin\"} 6";
     assert!(text.contains(line), "{line} missing in\n{text}");
 }

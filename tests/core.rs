@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Server, http, test_config};
+use common::{Client, Server, http, test_config, texts};
 use serde_json::{Value, json};
 
 const THROWER: &str = r#"
@@ -21,15 +21,6 @@ export function restore(s) { count = s.count; }
 
 async fn server() -> Server {
     Server::start(&[("thrower.js", THROWER)], test_config()).await
-}
-
-fn texts(messages: &Value) -> Vec<String> {
-    messages
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

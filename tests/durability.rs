@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Binary, Client, Server, test_config};
+use common::{Binary, Client, Server, test_config, texts};
 use serde_json::{Value, json};
 
 /// What one sender learned about its messages.
@@ -19,6 +19,27 @@ struct Outcome {
     refused: Vec<String>,
     /// Texts that got no answer before the channel or connection died.
     unknown: Vec<String>,
+}
+
+impl Outcome {
+    /// Notes the `phx_reply` frame that answered the message `text`.
+    fn record(&mut self, reply: &Value, text: String) {
+        if reply[4]["status"] == "ok" {
+            self.acked
+                .push((reply[4]["response"]["id"].as_u64().unwrap(), text));
+        } else {
+            self.refused.push(text);
+        }
+    }
+}
+
+/// What every sender learned, once all of them stopped.
+async fn all_outcomes(senders: Vec<tokio::task::JoinHandle<Outcome>>) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for s in senders {
+        outcomes.push(s.await.unwrap());
+    }
+    outcomes
 }
 
 /// Sends `new_msg` continuously with up to 4 in flight until the channel
@@ -52,13 +73,7 @@ async fn send_until_broken(mut c: Client, topic: &str, prefix: &str, limit: usiz
                 let Some(text) = frame[1].as_str().and_then(|r| in_flight.remove(r)) else {
                     continue;
                 };
-                if frame[4]["status"] == "ok" {
-                    outcome
-                        .acked
-                        .push((frame[4]["response"]["id"].as_u64().unwrap(), text));
-                } else {
-                    outcome.refused.push(text);
-                }
+                outcome.record(&frame, text);
             }
             Some("phx_error") => break,
             _ => {}
@@ -82,12 +97,7 @@ export function restore(s) { messages = s.messages; }
 "#;
 
 fn texts_in_state(state: &Value) -> Vec<String> {
-    state["state"]["messages"]
-        .as_array()
-        .expect("chat state has messages")
-        .iter()
-        .map(|m| m["text"].as_str().unwrap().to_string())
-        .collect()
+    texts(&state["state"]["messages"])
 }
 
 /// Every acknowledged message is in `state` exactly once and in id order;
@@ -150,10 +160,7 @@ async fn killing_a_room_loses_nothing_acknowledged() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let killed = server.kill("book:durable").await;
     assert_eq!(killed["generation"], 2);
-    let mut outcomes = Vec::new();
-    for s in senders {
-        outcomes.push(s.await.unwrap());
-    }
+    let outcomes = all_outcomes(senders).await;
     let state = server.api("/api/rooms/book:durable/state").await;
     let texts = texts_in_state(&state);
     // In-process crashes discard journaled but unreleased events, so even
@@ -189,10 +196,7 @@ async fn kill_dash_nine(args: &[&str]) {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.kill_9().await;
-    let mut outcomes = Vec::new();
-    for s in senders {
-        outcomes.push(s.await.unwrap());
-    }
+    let outcomes = all_outcomes(senders).await;
     let server = Binary::start(rooms.path(), data.path(), args).await;
     let state = server.api("/api/rooms/book:k9/state").await;
     check_outcomes(&texts_in_state(&state), &outcomes, false);
@@ -250,6 +254,17 @@ fn files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// Every file of a room's directory with its length.
+fn sizes(dir: &Path) -> Vec<(PathBuf, u64)> {
+    files(dir, "")
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect()
 }
 
 /// Sends `n` messages and returns the still-connected client, so that its
@@ -466,13 +481,7 @@ async fn send_through_crashes(
             match frame[3].as_str() {
                 Some("phx_reply") => {
                     if let Some(text) = frame[1].as_str().and_then(|r| in_flight.remove(r)) {
-                        if frame[4]["status"] == "ok" {
-                            outcome
-                                .acked
-                                .push((frame[4]["response"]["id"].as_u64().unwrap(), text));
-                        } else {
-                            outcome.refused.push(text);
-                        }
+                        outcome.record(&frame, text);
                     }
                 }
                 Some("phx_error") if frame[0] == jr.as_str() => break,
@@ -507,10 +516,7 @@ async fn repeated_kills_under_load_lose_nothing_acknowledged() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         server.kill("book:storm").await;
     }
-    let mut outcomes = Vec::new();
-    for s in senders {
-        outcomes.push(s.await.unwrap());
-    }
+    let outcomes = all_outcomes(senders).await;
     let state = server.api("/api/rooms/book:storm/state").await;
     let texts = texts_in_state(&state);
     check_outcomes(&texts, &outcomes, false);
@@ -524,6 +530,23 @@ async fn repeated_kills_under_load_lose_nothing_acknowledged() {
     );
 }
 
+/// Runs `roomhost inspect` with `args` on the binary's directories.
+fn inspect(
+    rooms: &tempfile::TempDir,
+    data: &tempfile::TempDir,
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_roomhost"))
+        .arg("inspect")
+        .args(args)
+        .arg("--rooms")
+        .arg(rooms.path())
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_prints_state_and_journal_without_touching_it() {
     let (rooms, data) = binary_dirs();
@@ -531,20 +554,8 @@ async fn inspect_prints_state_and_journal_without_touching_it() {
     let _alice = fill(&server, "chat:look", 3).await;
     server.kill_9().await;
     let dir = room_dir(data.path(), "chat", "look");
-    let before: Vec<(PathBuf, u64)> = files(&dir, "")
-        .into_iter()
-        .map(|p| {
-            let len = std::fs::metadata(&p).unwrap().len();
-            (p, len)
-        })
-        .collect();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_roomhost"))
-        .args(["inspect", "chat:look", "--json", "--rooms"])
-        .arg(rooms.path())
-        .arg("--data")
-        .arg(data.path())
-        .output()
-        .unwrap();
+    let before = sizes(&dir);
+    let output = inspect(&rooms, &data, &["chat:look", "--json"]);
     assert!(
         output.status.success(),
         "{}",
@@ -556,29 +567,11 @@ async fn inspect_prints_state_and_journal_without_touching_it() {
         json!({"join": 1, "message": 3})
     );
     assert_eq!(report["members"][0][1], "alice");
-    let texts: Vec<&str> = report["state"]["state"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, ["m0", "m1", "m2"]);
-    let after: Vec<(PathBuf, u64)> = files(&dir, "")
-        .into_iter()
-        .map(|p| {
-            let len = std::fs::metadata(&p).unwrap().len();
-            (p, len)
-        })
-        .collect();
+    assert_eq!(texts_in_state(&report["state"]), ["m0", "m1", "m2"]);
+    let after = sizes(&dir);
     assert_eq!(before, after, "inspect is read-only");
     // Text output for people.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_roomhost"))
-        .args(["inspect", "chat:look", "--rooms"])
-        .arg(rooms.path())
-        .arg("--data")
-        .arg(data.path())
-        .output()
-        .unwrap();
+    let output = inspect(&rooms, &data, &["chat:look"]);
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.contains("journal   4 events"), "{text}");
 }

@@ -6,11 +6,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Client, Server, WAIT, http, test_config};
+use common::sse::Sse;
+use common::{Client, Server, http, test_config};
 use roomhost::Config;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const ECHO: &str = r#"export function onMessage(conn, event, payload) { return payload; }"#;
 
@@ -319,8 +318,8 @@ async fn connections_per_address_are_limited_on_every_transport() {
     first.close().await;
     let mut sse = None;
     for _ in 0..50 {
-        let (status, stream) = open_sse(server.addr, "/api/rooms/echo:x/events").await;
-        if status == 200 {
+        let stream = Sse::open(server.addr, "echo:x", None).await;
+        if stream.status == 200 {
             sse = Some(stream);
             break;
         }
@@ -379,22 +378,6 @@ async fn markup_in_payloads_arrives_unchanged() {
 /// POSTs JSON; (status, JSON body or the text).
 async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
     http(addr, "POST", path, Some(("application/json", body))).await
-}
-
-/// Opens an SSE stream and reads its status line; the stream stays open
-/// until the returned socket drops.
-async fn open_sse(addr: SocketAddr, path: &str) -> (u16, TcpStream) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = [0u8; 12];
-    tokio::time::timeout(WAIT, stream.read_exact(&mut head))
-        .await
-        .expect("a status line in time")
-        .unwrap();
-    let status = String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0);
-    (status, stream)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,12 +37,6 @@ const FAMILIES: &[(&str, &str)] = &[
     ("roomhost_connections_refused", "counter"),
 ];
 
-async fn scrape(server: &Server) -> String {
-    let (status, body) = http(server.addr, "GET", "/metrics", None).await;
-    assert_eq!(status, 200, "{body}");
-    body.as_str().expect("text").to_string()
-}
-
 /// Scrapes until `ready` holds (at most 5 s), returning the last scrape.
 /// Counters move just after the event a client sees (a frame is counted once
 /// queued or written, which may be after the client read it), so a test that
@@ -50,7 +44,7 @@ async fn scrape(server: &Server) -> String {
 async fn scrape_until(server: &Server, ready: impl Fn(&str) -> bool) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let text = scrape(server).await;
+        let text = server.metrics().await;
         if ready(&text) || tokio::time::Instant::now() > deadline {
             return text;
         }
@@ -72,7 +66,7 @@ fn sample(text: &str, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_named_typed_and_move_with_traffic() {
     let server = Server::start(&[], test_config()).await;
-    let before = scrape(&server).await;
+    let before = server.metrics().await;
     assert!(before.ends_with("# EOF\n"));
     assert_eq!(sample(&before, "roomhost_room_starts_total"), 0.0);
     // Series with known labels exist from the start, at zero.
@@ -166,7 +160,7 @@ async fn metrics_are_named_typed_and_move_with_traffic() {
 
     // A crash (an admin kill) and its restart.
     server.kill("chat:metrics").await;
-    let text = scrape(&server).await;
+    let text = server.metrics().await;
     assert_eq!(
         sample(&text, "roomhost_room_crashes_total{reason=\"killed\"}"),
         1.0
@@ -187,7 +181,7 @@ async fn metrics_are_named_typed_and_move_with_traffic() {
     bob.close().await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let text = scrape(&server).await;
+        let text = server.metrics().await;
         if sample(&text, &format!("roomhost_connections{ws}")) == 0.0 {
             break;
         }
@@ -215,7 +209,7 @@ async fn room_contexts_are_counted_by_source() {
     for i in 0..3 {
         client.join_ok(&format!("chat:off-{i}")).await;
     }
-    let text = scrape(&off).await;
+    let text = off.metrics().await;
     assert_eq!((sample(&text, warm), sample(&text, built)), (0.0, 3.0));
 
     // With a pool, a room started after a pause finds a ready context (the
@@ -227,7 +221,7 @@ async fn room_contexts_are_counted_by_source() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         client.join_ok(&format!("chat:pooled-{i}")).await;
         rooms += 1.0;
-        let text = scrape(&pooled).await;
+        let text = pooled.metrics().await;
         assert_eq!(sample(&text, warm) + sample(&text, built), rooms);
         if sample(&text, warm) >= 1.0 {
             return;
@@ -248,11 +242,11 @@ async fn each_host_has_its_own_registry() {
     let ws = "{transport=\"websocket\"}";
     assert!(
         sample(
-            &scrape(&busy).await,
+            &busy.metrics().await,
             &format!("roomhost_messages_in_total{ws}")
         ) >= 2.0
     );
-    let text = scrape(&quiet).await;
+    let text = quiet.metrics().await;
     assert_eq!(
         sample(&text, &format!("roomhost_messages_in_total{ws}")),
         0.0
@@ -317,7 +311,7 @@ async fn metrics_and_api_follow_the_admin_rule() {
         );
     }
     // Over a real socket from 127.0.0.1.
-    scrape(&open).await;
+    open.metrics().await;
 
     let config = roomhost::Config {
         admin_token: Some("admin-secret".into()),

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, test_config};
+use common::{Client, Server, test_config, texts};
 use serde_json::{Value, json};
 
 /// chat.js with an extra `shout` event.
@@ -106,14 +106,7 @@ async fn a_broken_edit_keeps_the_old_code_serving_until_fixed() {
             .await["status"],
         "ok"
     );
-    let kinds = server.api("/api/kinds").await;
-    let chat = kinds["kinds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kind"] == "chat")
-        .unwrap()
-        .clone();
+    let chat = kind(&server, "chat").await;
     assert_eq!(chat["script_error"]["file"], "chat.js");
     let room = server.api("/api/rooms/chat:x").await;
     assert_eq!(room["script_error"]["line"], error[4]["line"]);
@@ -249,14 +242,7 @@ async fn new_kinds_join_and_deleted_kinds_refuse_new_rooms() {
         1,
         "the live room keeps working"
     );
-    let kinds = server.api("/api/kinds").await;
-    let tally = kinds["kinds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kind"] == "tally")
-        .unwrap()
-        .clone();
+    let tally = kind(&server, "tally").await;
     assert_eq!(tally["removed"], true);
 }
 
@@ -301,27 +287,29 @@ async fn an_edit_storm_ends_on_the_last_version_and_loses_nothing() {
     }
     assert!(settled, "the room ends on the last saved version");
     let state = server.api("/api/rooms/chat:storm/state").await;
-    let texts: Vec<String> = state["state"]["messages"]
+    assert_eq!(
+        texts(&state["state"]["messages"]),
+        acked[acked.len().saturating_sub(500)..].to_vec()
+    );
+}
+
+/// What `GET /api/kinds` says about `name`.
+async fn kind(server: &Server, name: &str) -> Value {
+    let kinds = server.api("/api/kinds").await;
+    kinds["kinds"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["text"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(texts, acked[acked.len().saturating_sub(500)..].to_vec());
+        .find(|k| k["kind"] == name)
+        .unwrap()
+        .clone()
 }
 
 /// The version the kinds API reports for chat once it stops changing.
 async fn crc32c_version(server: &Server) -> Value {
     let mut last = Value::Null;
     for _ in 0..40 {
-        let kinds = server.api("/api/kinds").await;
-        let chat = kinds["kinds"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["kind"] == "chat")
-            .unwrap()["version"]
-            .clone();
+        let chat = kind(server, "chat").await["version"].clone();
         if chat == last {
             return chat;
         }

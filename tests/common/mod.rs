@@ -1,6 +1,13 @@
-//! Test support: an in-process server on an ephemeral loopback port and a
-//! small Phoenix V2 client over tokio-tungstenite.
+//! Test support: an in-process server on an ephemeral loopback port, the
+//! real binary as a child process, a small Phoenix V2 client over
+//! tokio-tungstenite, and (in submodules) a raw HTTP/1.1 client and an SSE
+//! reader. Every test crate includes this module and uses part of it.
 #![allow(dead_code)]
+
+pub mod raw_http;
+pub mod sse;
+
+pub use raw_http::http;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -137,57 +144,13 @@ impl Server {
     pub async fn api(&self, path: &str) -> Value {
         http(self.addr, "GET", path, None).await.1
     }
-}
 
-/// A minimal HTTP/1.1 client: (status, JSON body or the text as a string).
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<(&str, &str)>,
-) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let (content_type, body) = body.unwrap_or(("application/json", ""));
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(40), stream.read_to_end(&mut response))
-        .await
-        .expect("HTTP response in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let status: u16 = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    let body = if text
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-    (status, value)
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
+    /// The `/metrics` text; asserts it was served.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http(self.addr, "GET", "/metrics", None).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_str().expect("text").to_string()
     }
-    out
 }
 
 pub struct Client {
@@ -379,6 +342,17 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// The `text` of every message in a chat message list (a join reply's
+/// `messages`, or the `messages` of a chat room's state).
+pub fn texts(messages: &Value) -> Vec<String> {
+    messages
+        .as_array()
+        .expect("a list of messages")
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The real `roomhost` binary, started on an ephemeral port.

@@ -1,32 +1,22 @@
 // (c) The dashboard's kill button: every chat tab shows "room restarted —
 // generation N", rejoins by itself, keeps its history and gets presence back.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startRoomhost, skippedFeatures } from "../js/support/roomhost.js";
+import { skippedFeatures } from "../js/support/roomhost.js";
 import {
-  launchBrowser, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, waitJoined,
+  roomhostAndBrowserForFile, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, waitJoined,
   screenshot, screenshotsOnFailure, watchProblems,
 } from "./support/browser.js";
 
 const TOPIC = "chat:e2e-kill";
-let server;
-let browser;
-
-before(async () => {
-  server = await startRoomhost();
-  browser = await launchBrowser();
-});
-after(async () => {
-  if (browser) await browser.close();
-  if (server) await server.stop();
-});
+const e2e = roomhostAndBrowserForFile();
 
 test("kill from the dashboard: tabs show the restart notice and rejoin with history and presence", async (t) => {
   const pages = [];
   await screenshotsOnFailure("c-kill", () => pages, async () => {
-    const alice = await openChat(await userContext(browser, "alice"), server, TOPIC);
-    const bob = await openChat(await userContext(browser, "bob"), server, TOPIC);
+    const alice = await openChat(await userContext(e2e.browser, "alice"), e2e.server, TOPIC);
+    const bob = await openChat(await userContext(e2e.browser, "bob"), e2e.server, TOPIC);
     const tabs = [alice, bob];
     pages.push(...tabs);
     await send(alice, "before the crash");
@@ -35,9 +25,9 @@ test("kill from the dashboard: tabs show the restart notice and rejoin with hist
     for (const page of tabs) await page.waitForFunction(() => /^\d+$/.test(document.querySelector("#status-generation").textContent));
     const generation = Number(await alice.textContent("#status-generation"));
 
-    const admin = watchProblems(await (await userContext(browser, "admin")).newPage());
+    const admin = watchProblems(await (await userContext(e2e.browser, "admin")).newPage());
     pages.push(admin);
-    await admin.goto(`${server.url}/admin`);
+    await admin.goto(`${e2e.server.url}/admin`);
     const killButton = admin.getByRole("button", { name: `Kill ${TOPIC}` });
     await killButton.waitFor();
     await killButton.click();
@@ -76,12 +66,12 @@ test("a room killed too often fails: tabs show why, the dashboard's reset brings
   const topic = "chat:e2e-failed";
   const pages = [];
   await screenshotsOnFailure("c-failed", () => pages, async () => {
-    const tab = await openChat(await userContext(browser, "patient"), server, topic);
-    const admin = watchProblems(await (await userContext(browser, "admin")).newPage());
+    const tab = await openChat(await userContext(e2e.browser, "patient"), e2e.server, topic);
+    const admin = watchProblems(await (await userContext(e2e.browser, "admin")).newPage());
     pages.push(tab, admin);
     await send(tab, "survives the reset");
     await waitForMessageCount(tab, 1);
-    await admin.goto(`${server.url}/admin`);
+    await admin.goto(`${e2e.server.url}/admin`);
     const killButton = admin.getByRole("button", { name: `Kill ${topic}` });
     await killButton.waitFor();
 

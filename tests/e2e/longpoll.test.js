@@ -1,27 +1,17 @@
 // (f) Transport fallback: a tab forced onto Phoenix long-poll
 // (`?transport=longpoll`) chats with a WebSocket tab.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startRoomhost, needs } from "../js/support/roomhost.js";
-import { launchBrowser, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, screenshot } from "./support/browser.js";
+import { needs } from "../js/support/roomhost.js";
+import { roomhostAndBrowserForFile, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, screenshot } from "./support/browser.js";
 
 const TOPIC = "chat:e2e-longpoll";
-let server;
-let browser;
-
-before(async () => {
-  server = await startRoomhost();
-  browser = await launchBrowser();
-});
-after(async () => {
-  if (browser) await browser.close();
-  if (server) await server.stop();
-});
+const e2e = roomhostAndBrowserForFile();
 
 test("a long-poll tab and a WebSocket tab exchange messages and see each other", needs("longpoll", "presence"), async () => {
-  const poller = await openChat(await userContext(browser, "poller"), server, TOPIC, "&transport=longpoll");
-  const socketTab = await openChat(await userContext(browser, "socketeer"), server, TOPIC);
+  const poller = await openChat(await userContext(e2e.browser, "poller"), e2e.server, TOPIC, "&transport=longpoll");
+  const socketTab = await openChat(await userContext(e2e.browser, "socketeer"), e2e.server, TOPIC);
   assert.equal(await poller.isVisible("#status-transport"), true, "the status says long-poll");
   await send(poller, "over long-poll");
   await send(socketTab, "over websocket");

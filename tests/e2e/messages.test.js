@@ -1,28 +1,17 @@
 // (a) Three tabs (three users, one at phone width) on one room exchange
 // messages; every tab shows all of them in the same order.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startRoomhost } from "../js/support/roomhost.js";
-import { launchBrowser, userContext, openChat, send, messageTexts, waitForMessageCount, screenshot } from "./support/browser.js";
+import { roomhostAndBrowserForFile, userContext, openChat, send, messageTexts, waitForMessageCount, screenshot } from "./support/browser.js";
 
 const TOPIC = "chat:e2e-messages";
-let server;
-let browser;
-
-before(async () => {
-  server = await startRoomhost();
-  browser = await launchBrowser();
-});
-after(async () => {
-  if (browser) await browser.close();
-  if (server) await server.stop();
-});
+const e2e = roomhostAndBrowserForFile();
 
 test("three tabs exchange messages and show them in the same order", async () => {
-  const alice = await openChat(await userContext(browser, "alice"), server, TOPIC);
-  const bob = await openChat(await userContext(browser, "bob", { width: 375, height: 720 }), server, TOPIC);
-  const carol = await openChat(await userContext(browser, "carol"), server, TOPIC);
+  const alice = await openChat(await userContext(e2e.browser, "alice"), e2e.server, TOPIC);
+  const bob = await openChat(await userContext(e2e.browser, "bob", { width: 375, height: 720 }), e2e.server, TOPIC);
+  const carol = await openChat(await userContext(e2e.browser, "carol"), e2e.server, TOPIC);
   const tabs = [alice, bob, carol];
 
   // Interleaved sends from all three, without waiting in between.

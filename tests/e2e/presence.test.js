@@ -1,29 +1,19 @@
 // (b) Presence: alice with two tabs and bob with one shows 2 users / 3 tabs
 // everywhere; typing in one tab shows the indicator in the others, and it clears.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startRoomhost, needs } from "../js/support/roomhost.js";
-import { launchBrowser, userContext, openChat, send, waitForText, screenshot } from "./support/browser.js";
+import { needs } from "../js/support/roomhost.js";
+import { roomhostAndBrowserForFile, userContext, openChat, send, waitForText, screenshot } from "./support/browser.js";
 
 const TOPIC = "chat:e2e-presence";
-let server;
-let browser;
-
-before(async () => {
-  server = await startRoomhost();
-  browser = await launchBrowser();
-});
-after(async () => {
-  if (browser) await browser.close();
-  if (server) await server.stop();
-});
+const e2e = roomhostAndBrowserForFile();
 
 test("presence shows 2 users and 3 tabs; typing shows and clears", needs("presence"), async () => {
-  const aliceContext = await userContext(browser, "alice");
-  const alice1 = await openChat(aliceContext, server, TOPIC);
-  const alice2 = await openChat(aliceContext, server, TOPIC);
-  const bob = await openChat(await userContext(browser, "bob"), server, TOPIC);
+  const aliceContext = await userContext(e2e.browser, "alice");
+  const alice1 = await openChat(aliceContext, e2e.server, TOPIC);
+  const alice2 = await openChat(aliceContext, e2e.server, TOPIC);
+  const bob = await openChat(await userContext(e2e.browser, "bob"), e2e.server, TOPIC);
   const tabs = [alice1, alice2, bob];
 
   for (const page of tabs) {

@@ -2,30 +2,20 @@
 // chat.js on disk, and every tab shows "room code reloaded (v…)"; the new
 // behaviour (messages prefixed "[v2] ") works and the old messages stay.
 
-import { test, before, after } from "node:test";
+import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { startRoomhost, copyRoomsDir, needs } from "../js/support/roomhost.js";
+import { copyRoomsDir, needs } from "../js/support/roomhost.js";
 import {
-  launchBrowser, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, screenshot, watchProblems,
+  roomhostAndBrowserForFile, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, screenshot, watchProblems,
 } from "./support/browser.js";
 
 const TOPIC = "chat:e2e-reload";
-let server;
-let browser;
-let roomsDir;
-
-before(async () => {
-  roomsDir = copyRoomsDir();
-  server = await startRoomhost({ roomsDir });
-  browser = await launchBrowser();
-});
-after(async () => {
-  if (browser) await browser.close();
-  if (server) await server.stop();
-  if (roomsDir) fs.rmSync(roomsDir, { recursive: true, force: true });
-});
+// The server runs on a copy of rooms-js/, which the tests edit.
+const roomsDir = copyRoomsDir();
+const e2e = roomhostAndBrowserForFile({ roomsDir });
+after(() => fs.rmSync(roomsDir, { recursive: true, force: true }));
 
 /**
  * chat.js with a visible change: its onMessage is renamed and wrapped so new
@@ -55,8 +45,8 @@ export function onMessage(conn, event, payload) {
 }
 
 test("editing chat.js on disk reloads every tab's room in place", needs("reload"), async () => {
-  const alice = await openChat(await userContext(browser, "alice"), server, TOPIC);
-  const bob = await openChat(await userContext(browser, "bob"), server, TOPIC);
+  const alice = await openChat(await userContext(e2e.browser, "alice"), e2e.server, TOPIC);
+  const bob = await openChat(await userContext(e2e.browser, "bob"), e2e.server, TOPIC);
   const tabs = [alice, bob];
   await send(alice, "written by v1");
   for (const page of tabs) await waitForMessageCount(page, 1);
@@ -80,7 +70,7 @@ test("editing chat.js on disk reloads every tab's room in place", needs("reload"
 });
 
 test("a syntax error in chat.js is reported to the tabs and the old code keeps running", needs("reload"), async () => {
-  const carol = await openChat(await userContext(browser, "carol"), server, TOPIC);
+  const carol = await openChat(await userContext(e2e.browser, "carol"), e2e.server, TOPIC);
   const file = path.join(roomsDir, "chat.js");
   const good = fs.readFileSync(file, "utf8");
   fs.writeFileSync(file, `${good}\nexport function broken( {\n`);
@@ -88,8 +78,8 @@ test("a syntax error in chat.js is reported to the tabs and the old code keeps r
     await waitForText(carol, ".notice-error", /^Script error/, 20000);
     await waitForText(carol, ".notice-error .notice-detail", /chat\.js:\d+/);
     await screenshot(carol, "d-script-error");
-    const admin = watchProblems(await (await userContext(browser, "admin")).newPage());
-    await admin.goto(`${server.url}/admin`);
+    const admin = watchProblems(await (await userContext(e2e.browser, "admin")).newPage());
+    await admin.goto(`${e2e.server.url}/admin`);
     await waitForText(admin, `tr[data-topic="${TOPIC}"] td[data-col="error"]`, /chat\.js:\d+:\d+ SyntaxError/);
     await screenshot(admin, "d-script-error-dashboard");
     await send(carol, "still works");

@@ -1,29 +1,18 @@
 // Room switching, the URL, recent rooms, the handle, and refused joins.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startRoomhost } from "../js/support/roomhost.js";
 import {
-  launchBrowser, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, waitJoined,
+  roomhostAndBrowserForFile, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, waitJoined,
   screenshot, screenshotsOnFailure, watchProblems,
 } from "./support/browser.js";
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startRoomhost();
-  browser = await launchBrowser();
-});
-after(async () => {
-  if (browser) await browser.close();
-  if (server) await server.stop();
-});
+const e2e = roomhostAndBrowserForFile();
 
 test("switching rooms updates the URL and recent rooms; Back returns; the handle can change", async () => {
   const pages = [];
   await screenshotsOnFailure("h-rooms", () => pages, async () => {
-    const page = await openChat(await userContext(browser, "roamer"), server, "chat:e2e-rooms-a");
+    const page = await openChat(await userContext(e2e.browser, "roamer"), e2e.server, "chat:e2e-rooms-a");
     pages.push(page);
     await send(page, "in room a");
     await waitForMessageCount(page, 1);
@@ -67,9 +56,9 @@ test("switching rooms updates the URL and recent rooms; Back returns; the handle
 test("a refused join is shown with the server's reason", async () => {
   const pages = [];
   await screenshotsOnFailure("h-refused", () => pages, async () => {
-    const page = watchProblems(await (await userContext(browser, "lost")).newPage());
+    const page = watchProblems(await (await userContext(e2e.browser, "lost")).newPage());
     pages.push(page);
-    await page.goto(`${server.url}/?room=nosuchkind:x`);
+    await page.goto(`${e2e.server.url}/?room=nosuchkind:x`);
     await waitForText(page, ".notice-error", "Cannot join nosuchkind:x: unknown room kind");
     await waitForText(page, "#status-room-state", /^refused$/);
     await waitForText(page, "#messages-empty", "You are not in nosuchkind:x: unknown room kind.");

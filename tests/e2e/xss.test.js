@@ -1,27 +1,16 @@
 // (e) User text is text: markup in a message shows literally and never runs.
 // Also: a blank message shows the inline error and is not sent.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startRoomhost } from "../js/support/roomhost.js";
-import { launchBrowser, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, screenshot } from "./support/browser.js";
+import { roomhostAndBrowserForFile, userContext, openChat, send, messageTexts, waitForMessageCount, waitForText, screenshot } from "./support/browser.js";
 
 const TOPIC = "chat:e2e-xss";
-let server;
-let browser;
-
-before(async () => {
-  server = await startRoomhost();
-  browser = await launchBrowser();
-});
-after(async () => {
-  if (browser) await browser.close();
-  if (server) await server.stop();
-});
+const e2e = roomhostAndBrowserForFile();
 
 test("an <img onerror> message renders as text and no dialog fires", async () => {
-  const attacker = await openChat(await userContext(browser, "<b>mallory</b>"), server, TOPIC);
-  const victim = await openChat(await userContext(browser, "victim"), server, TOPIC);
+  const attacker = await openChat(await userContext(e2e.browser, "<b>mallory</b>"), e2e.server, TOPIC);
+  const victim = await openChat(await userContext(e2e.browser, "victim"), e2e.server, TOPIC);
   const payloads = [
     "<img src=x onerror=alert(1)>",
     "<script>alert(2)</script>",
@@ -47,7 +36,7 @@ test("an <img onerror> message renders as text and no dialog fires", async () =>
 });
 
 test("keyboard only: skip link to the composer, Enter sends, Escape clears; buttons are named", async () => {
-  const page = await openChat(await userContext(browser, "keys"), server, TOPIC);
+  const page = await openChat(await userContext(e2e.browser, "keys"), e2e.server, TOPIC);
   await page.keyboard.press("Tab");
   assert.equal(await page.evaluate(() => document.activeElement.className), "skip-link");
   await page.keyboard.press("Enter");

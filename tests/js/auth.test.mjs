@@ -4,33 +4,18 @@
 // the real server started with ROOMHOST_SECRET. Tokens come from
 // `roomhost token`.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { LongPoll, Socket } from "phoenix";
 import WebSocket from "ws";
-import { startRoomhost, roomhostBin } from "./support/roomhost.js";
-import { connect, join, replyOf, closeAll } from "./support/phoenix-client.js";
+import { mintToken } from "./support/roomhost.js";
+import { join, replyOf, roomhostWithClients } from "./support/phoenix-client.js";
 import { waitFor, within } from "./support/wait.js";
 
 const SECRET = "js test secret";
 
-let server;
-const sockets = [];
-const open = async (user, opts) => {
-  const socket = await connect(server, user, opts);
-  sockets.push(socket);
-  return socket;
-};
-
-function mint(user, secret = SECRET) {
-  const env = { ...process.env, ROOMHOST_SECRET: secret };
-  delete env.ROOMHOST_SECRET_FILE;
-  return execFileSync(roomhostBin(), ["token", "--user", user, "--ttl", "10m"], {
-    env,
-    encoding: "utf8",
-  }).trim();
-}
+const { server, sockets, open } = roomhostWithClients({ env: { ROOMHOST_SECRET: SECRET } });
+const mint = (user, secret = SECRET) => mintToken(user, secret);
 
 /** The user the server gives this socket: the `user` its chat message is broadcast with. */
 async function whoAmI(socket, topic) {
@@ -43,14 +28,6 @@ async function whoAmI(socket, topic) {
   });
   return seen.payload.user;
 }
-
-before(async () => {
-  server = await startRoomhost({ env: { ROOMHOST_SECRET: SECRET } });
-});
-after(async () => {
-  closeAll(sockets);
-  if (server) await server.stop();
-});
 
 test("authToken over WebSocket: the subprotocol is accepted and the token names the user", async () => {
   // `params.user` is ignored once tokens are required.

@@ -1,25 +1,13 @@
 // roomhost speaks Phoenix Channels: the official `phoenix` npm client joins,
 // pushes, receives broadcasts and survives a room kill against the real server.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startRoomhost, api, needs } from "./support/roomhost.js";
-import { connect, join, replyOf, closeAll } from "./support/phoenix-client.js";
+import { api, needs } from "./support/roomhost.js";
+import { join, replyOf, roomhostWithClients } from "./support/phoenix-client.js";
 import { waitFor, within } from "./support/wait.js";
 
-let server;
-const sockets = [];
-const open = async (user) => {
-  const socket = await connect(server, user);
-  sockets.push(socket);
-  return socket;
-};
-
-before(async () => { server = await startRoomhost(); });
-after(async () => {
-  closeAll(sockets);
-  if (server) await server.stop();
-});
+const { server, open } = roomhostWithClients();
 
 test("the join reply carries the room's messages", async () => {
   const alice = await open("alice");

@@ -3,32 +3,18 @@
 // reached by the fallback when a WebSocket cannot connect, and a session that
 // stops polling leaves its rooms (its presence goes away).
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { LongPoll, Presence } from "phoenix";
-import { startRoomhost, api } from "./support/roomhost.js";
-import { connect, join, replyOf, closeAll } from "./support/phoenix-client.js";
+import { api } from "./support/roomhost.js";
+import { join, replyOf, roomhostWithClients } from "./support/phoenix-client.js";
 import { waitFor } from "./support/wait.js";
 
 // A session with no request for this long expires (the default is 20 s).
 const LONGPOLL_TIMEOUT_S = 1;
 
-let server;
-const sockets = [];
-const open = async (user, opts = {}) => {
-  const socket = await connect(server, user, opts);
-  sockets.push(socket);
-  return socket;
-};
+const { server, open } = roomhostWithClients({ args: ["--longpoll-timeout", String(LONGPOLL_TIMEOUT_S)] });
 const openLongPoll = (user) => open(user, { transport: LongPoll });
-
-before(async () => {
-  server = await startRoomhost({ args: ["--longpoll-timeout", String(LONGPOLL_TIMEOUT_S)] });
-});
-after(async () => {
-  closeAll(sockets);
-  if (server) await server.stop();
-});
 
 test("a LongPoll client and a WebSocket client exchange messages in one room", async () => {
   const poller = await openLongPoll("polly");

@@ -2,22 +2,15 @@
 // server: two users, one of them with two sockets (tabs), then a leave and a
 // meta update (typing), which arrive as Phoenix-shaped presence_diff events.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Presence } from "phoenix";
-import { startRoomhost, needs } from "./support/roomhost.js";
-import { connect, join, replyOf, closeAll } from "./support/phoenix-client.js";
+import { needs } from "./support/roomhost.js";
+import { connect, join, replyOf, roomhostWithClients } from "./support/phoenix-client.js";
 import { waitFor } from "./support/wait.js";
 
 const TOPIC = "chat:js-presence";
-let server;
-const sockets = [];
-
-before(async () => { server = await startRoomhost(); });
-after(async () => {
-  closeAll(sockets);
-  if (server) await server.stop();
-});
+const { server, sockets } = roomhostWithClients();
 
 /** Joins with a Presence attached before the join, as apps do. */
 async function joinWithPresence(user) {

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::common::raw_http::request;
 use crate::common::{Server, test_config};
-use crate::http::request;
 use crate::longpoll_client::LongPoll;
 use crate::{ROSTER, config, server};
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use serde_json::{Value, json};
 
 use crate::common::WAIT;
-use crate::http::request;
+use crate::common::raw_http::request;
 
 pub struct LongPoll {
     addr: SocketAddr,

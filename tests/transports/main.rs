@@ -4,7 +4,6 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-mod http;
 mod longpoll;
 mod longpoll_client;
 mod sse;

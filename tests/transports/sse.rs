@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::common::raw_http::{post_message, request, say};
+use crate::common::sse::Sse;
 use crate::common::{Server, WAIT};
-use crate::http::{Sse, post_message, request, say};
 use crate::longpoll_client::LongPoll;
 use crate::{ROSTER, config, server};
 

@@ -1,11 +1,14 @@
-// Browser side of the e2e tests: Debian's chromium driven by playwright-core,
-// one browser context per user (the handle lives in localStorage), any number
-// of tabs per user, and screenshots under target/e2e-screenshots/.
+// Browser side of the e2e tests: Debian's chromium driven by playwright-core
+// (with a roomhost, started and stopped around a test file's tests by
+// roomhostAndBrowserForFile), one browser context per user (the handle lives
+// in localStorage), any number of tabs per user, and screenshots under
+// target/e2e-screenshots/.
 
 import fs from "node:fs";
 import path from "node:path";
+import { before, after } from "node:test";
 import { chromium } from "playwright-core";
-import { REPO_ROOT } from "../../js/support/roomhost.js";
+import { REPO_ROOT, roomhostForFile } from "../../js/support/roomhost.js";
 
 export const SCREENSHOT_DIR = path.join(REPO_ROOT, "target", "e2e-screenshots");
 export const TIMEOUT_MS = 15000;
@@ -16,6 +19,21 @@ export async function launchBrowser() {
     args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
     timeout: 30000,
   });
+}
+
+/**
+ * The shared setup of a browser test file: its roomhost (roomhostForFile,
+ * with `serverOptions`) and a chromium launched once the server is up and
+ * closed before it stops, even when a test failed. Returns
+ * `{ server, browser }`, both ready by the time the tests run.
+ */
+export function roomhostAndBrowserForFile(serverOptions) {
+  const e2e = { server: undefined, browser: undefined };
+  // Registered before the server's hooks, so it runs before the server stops.
+  after(async () => { if (e2e.browser) await e2e.browser.close(); });
+  e2e.server = roomhostForFile(serverOptions);
+  before(async () => { e2e.browser = await launchBrowser(); });
+  return e2e;
 }
 
 /** A browser context whose pages use `handle` (set before any page script runs). */

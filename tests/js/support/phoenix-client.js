@@ -3,6 +3,8 @@
 
 import { Socket } from "phoenix";
 import WebSocket from "ws";
+import { after } from "node:test";
+import { roomhostForFile } from "./roomhost.js";
 import { within } from "./wait.js";
 
 const TIMEOUT_MS = 10000;
@@ -58,4 +60,24 @@ export function closeAll(sockets) {
   for (const socket of sockets) {
     try { socket.disconnect(); } catch { /* already gone */ }
   }
+}
+
+/**
+ * The shared setup of a test file for the official client: its roomhost
+ * (roomhostForFile, with `options`) and `open(user, opts)`, which connects
+ * like `connect` and keeps the socket in `sockets`. Every socket in
+ * `sockets` (a test may add its own) is disconnected after the file's
+ * tests, before the server stops.
+ */
+export function roomhostWithClients(options) {
+  const sockets = [];
+  // Registered before the server's hooks, so it runs before the server stops.
+  after(() => closeAll(sockets));
+  const server = roomhostForFile(options);
+  const open = async (user, opts) => {
+    const socket = await connect(server, user, opts);
+    sockets.push(socket);
+    return socket;
+  };
+  return { server, sockets, open };
 }

@@ -1,15 +1,17 @@
-// Starts the real roomhost binary for a test file and stops it afterwards.
+// Starts the real roomhost binary for a test file and stops it afterwards
+// (roomhostForFile does both from node:test's before/after hooks).
 //
 // The binary comes from ROOMHOST_BIN, else target/debug/roomhost of this
 // repository. It listens on an ephemeral port (`--port 0`) and we wait for the
 // "listening on http://127.0.0.1:<port>" line; every wait is bounded and the
 // server is killed (TERM, then KILL) even when a test fails.
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { before, after } from "node:test";
 
 export const TESTS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const REPO_ROOT = path.resolve(TESTS_DIR, "..");
@@ -95,6 +97,26 @@ export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The roomhost of the calling test file: started (with `options`, as for
+ * startRoomhost) before the file's tests and stopped after them, even when
+ * one failed. Returns the server object of startRoomhost, empty at first
+ * and filled in by the time the tests run, so the file can name it once.
+ */
+export function roomhostForFile(options) {
+  const server = {};
+  before(async () => { Object.assign(server, await startRoomhost(options)); });
+  after(async () => { if (server.stop) await server.stop(); });
+  return server;
+}
+
+/** A connection token for `user` signed with `secret`, from `roomhost token` (valid 10 minutes). */
+export function mintToken(user, secret) {
+  const env = { ...process.env, ROOMHOST_SECRET: secret };
+  delete env.ROOMHOST_SECRET_FILE;
+  return execFileSync(roomhostBin(), ["token", "--user", user, "--ttl", "10m"], { env, encoding: "utf8" }).trim();
 }
 
 /** Calls the HTTP API; resolves to { status, body } (body parsed as JSON when it is JSON). */
