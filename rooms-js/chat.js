@@ -7,6 +7,10 @@ const HISTORY = 50;     // messages sent to a joining tab
 let messages = [];
 let nextId = 1;         // ids stay unique and increasing after old messages drop
 
+// onJoin only reads: while the disk refuses writes, tabs still join and see
+// the history (their joins are journaled once it takes writes again).
+export const readOnlyJoins = true;
+
 export function onJoin(conn, params) {
   return { messages: messages.slice(-HISTORY) };
 }

@@ -67,6 +67,7 @@ declare const crypto: {
  * export function onLeave(conn, reason) {}
  * export function snapshot() { return state }                    // JSON-serializable
  * export function restore(state) {}
+ * export const readOnlyJoins = true;  // onJoin only reads: joins still work while storage is down
  * ```
  */
 type OnJoin = (conn: Conn, params: Record<string, Json>) => unknown;
@@ -74,3 +75,8 @@ type OnMessage = (conn: Conn, event: string, payload: Record<string, Json>) => u
 type OnLeave = (conn: Conn, reason: LeaveReason) => void;
 type Snapshot = () => Json;
 type Restore = (state: any) => void;
+/** `true` when `onJoin` changes no state: while the room's storage refuses
+ *  writes, a join still runs it (as a query, its changes undone) so a tab
+ *  gets its reply and the room's broadcasts; the join is journaled when the
+ *  storage takes writes again. */
+type ReadOnlyJoins = boolean;

@@ -233,6 +233,9 @@ pub struct Config {
     /// A presence meta's `typing: true` clears itself after this long without
     /// a refresh.
     pub typing_timeout: Duration,
+    /// A journal fsync in flight for longer than this is a stalled disk: the
+    /// room refuses new events (`storage unavailable`) until it finishes.
+    pub fsync_stall: Duration,
     /// Watch the scripts directory and reload changed kinds in place.
     pub watch_scripts: bool,
     /// Threads that run room JavaScript (0 = one per CPU).
@@ -286,6 +289,7 @@ impl Default for Config {
             max_conns_per_ip: 1_000,
             limit_loopback: false,
             typing_timeout: crate::presence::TYPING_TIMEOUT,
+            fsync_stall: Duration::from_secs(5),
             watch_scripts: true,
             js_threads: 0,
             warm_contexts: 4,

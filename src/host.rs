@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::room::reload;
 use crate::room::{RoomEnv, RoomError, RoomHandle, RoomInfo, Rooms};
 use crate::scripts::Scripts;
+use crate::store::{Store, StoreLayer};
 use crate::topic::Topic;
 use crate::web::WebState;
 
@@ -64,6 +65,7 @@ pub enum BuildError {
 #[derive(Default)]
 pub struct HostBuilder {
     config: Config,
+    store_layer: Option<StoreLayer>,
 }
 
 impl HostBuilder {
@@ -84,6 +86,17 @@ impl HostBuilder {
 
     pub fn durability(mut self, durability: Durability) -> Self {
         self.config.durability = durability;
+        self
+    }
+
+    /// Wraps every room's durable store as it opens: `layer` gets the
+    /// room's topic and its store and returns the store the room uses (one
+    /// that counts, traces, or — in tests — fails on purpose).
+    pub fn wrap_store(
+        mut self,
+        layer: impl Fn(&Topic, Box<dyn Store>) -> Box<dyn Store> + Send + Sync + 'static,
+    ) -> Self {
+        self.store_layer = Some(Arc::new(layer));
         self
     }
 
@@ -116,6 +129,7 @@ impl HostBuilder {
             js: runtime.handle().clone(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            store_layer: self.store_layer,
             config: config.clone(),
             scripts: scripts.clone(),
             metrics: metrics.clone(),

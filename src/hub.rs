@@ -361,6 +361,11 @@ impl Hub {
         delivered
     }
 
+    /// Whether the channel with this id is subscribed.
+    pub fn contains(&self, id: ChannelId) -> bool {
+        self.lock().iter().any(|c| c.id == id)
+    }
+
     /// The channel of connection `conn_id`, if joined.
     pub fn find_conn(&self, conn_id: &str) -> Option<Arc<Channel>> {
         self.lock().iter().find(|c| *c.conn.id == *conn_id).cloned()

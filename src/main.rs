@@ -60,7 +60,7 @@ enum Command {
         #[arg(long, env = "ROOMHOST_SECRET_FILE")]
         secret_file: Option<PathBuf>,
     },
-    /// Load-test a running server over WebSockets (see README, Performance).
+    /// Load-test a running server over WebSockets (see docs/performance.md, Commands).
     Bench(bench::BenchArgs),
 }
 
@@ -84,6 +84,10 @@ struct ServeArgs {
     /// Seconds without channels or traffic before a room snapshots and stops.
     #[arg(long, env = "ROOMHOST_IDLE_TIMEOUT", default_value_t = 300.0)]
     idle_timeout: f64,
+    /// A journal fsync in flight longer than this many seconds is a stalled
+    /// disk: the room refuses new events until it finishes.
+    #[arg(long, env = "ROOMHOST_FSYNC_STALL", default_value_t = 5.0)]
+    fsync_stall: f64,
     /// Snapshot after this many events...
     #[arg(long, env = "ROOMHOST_SNAPSHOT_EVENTS", default_value_t = 10_000)]
     snapshot_events: u64,
@@ -200,6 +204,7 @@ impl ServeArgs {
             data_dir: self.data.clone(),
             durability: self.durability,
             idle_timeout: seconds(self.idle_timeout, "idle-timeout")?,
+            fsync_stall: seconds(self.fsync_stall, "fsync-stall")?,
             snapshot_every_events: self.snapshot_events.max(1),
             snapshot_replay: Duration::try_from_secs_f64(self.snapshot_replay_ms / 1000.0)
                 .context("--snapshot-replay-ms must be a number of milliseconds")?,

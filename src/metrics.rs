@@ -67,6 +67,9 @@ pub struct Metrics {
     js_memory: Gauge,
     js_memory_top: Family<[(&'static str, String); 1], Gauge>,
     slow_consumers: Counter,
+    storage_faults: Family<Labels1, Counter>,
+    storage_unavailable_seconds: Family<Labels1, Counter<f64, AtomicU64>>,
+    rooms_storage_unavailable: Gauge,
     rate_limited: Counter,
     auth_failures: Family<Labels1, Counter>,
     refused: Family<Labels1, Counter>,
@@ -118,6 +121,9 @@ impl Metrics {
             js_memory: Gauge::default(),
             js_memory_top: Family::default(),
             slow_consumers: Counter::default(),
+            storage_faults: Family::default(),
+            storage_unavailable_seconds: Family::default(),
+            rooms_storage_unavailable: Gauge::default(),
             rate_limited: Counter::default(),
             auth_failures: Family::default(),
             refused: Family::default(),
@@ -206,6 +212,25 @@ impl Metrics {
             m.js_memory_top.clone(),
         );
         registry.register(
+            "storage_faults",
+            "Times a room's storage stopped taking writes, by what failed: \
+             write (journal write), sync (journal fsync), stall (an fsync past \
+             the stall threshold)",
+            m.storage_faults.clone(),
+        );
+        registry.register_with_unit(
+            "storage_unavailable",
+            "Time rooms spent refusing events because their storage did not \
+             take writes, by state (fault, stalled), counted when it ends",
+            Unit::Seconds,
+            m.storage_unavailable_seconds.clone(),
+        );
+        registry.register(
+            "rooms_storage_unavailable",
+            "Running rooms whose storage refuses writes now",
+            m.rooms_storage_unavailable.clone(),
+        );
+        registry.register(
             "slow_consumer_disconnects",
             "Connections closed because their outbound queue overflowed",
             m.slow_consumers.clone(),
@@ -238,6 +263,14 @@ impl Metrics {
             let _ = m.connections.get_or_create(&[("transport", transport)]);
             let _ = m.messages_in.get_or_create(&[("transport", transport)]);
             let _ = m.messages_out.get_or_create(&[("transport", transport)]);
+        }
+        for what in ["write", "sync", "stall"] {
+            let _ = m.storage_faults.get_or_create(&[("what", what)]);
+        }
+        for state in ["fault", "stalled"] {
+            let _ = m
+                .storage_unavailable_seconds
+                .get_or_create(&[("state", state)]);
         }
         for reason in AUTH_FAILURES {
             let _ = m.auth_failures.get_or_create(&[("reason", reason)]);
@@ -350,6 +383,32 @@ impl Metrics {
         self.fsync_group.observe(events as f64);
     }
 
+    /// A room's storage failed; `what` is the failed operation as the
+    /// journal names it ("journal write failed", "journal sync failed").
+    pub fn storage_fault(&self, what: &str) {
+        let label = if what.contains("sync") {
+            "sync"
+        } else {
+            "write"
+        };
+        self.storage_faults.get_or_create(&[("what", label)]).inc();
+    }
+
+    /// A room's journal fsync passed the stall threshold.
+    pub fn storage_stall(&self) {
+        self.storage_faults
+            .get_or_create(&[("what", "stall")])
+            .inc();
+    }
+
+    /// A room's storage takes writes again after `lasted` in `state`
+    /// (`fault` or `stalled`).
+    pub fn storage_recovered(&self, state: &'static str, lasted: Duration) {
+        self.storage_unavailable_seconds
+            .get_or_create(&[("state", state)])
+            .inc_by(lasted.as_secs_f64());
+    }
+
     pub fn slow_consumer(&self) {
         self.slow_consumers.inc();
     }
@@ -380,6 +439,8 @@ impl Metrics {
         }
         self.channels
             .set(rooms.iter().map(|r| r.channels as i64).sum());
+        self.rooms_storage_unavailable
+            .set(rooms.iter().filter(|r| r.storage_unavailable).count() as i64);
         let mut running: Vec<&RoomSample> = rooms.iter().filter(|r| r.state == "running").collect();
         let total: u64 = running.iter().map(|r| r.js_memory).sum();
         self.js_memory.set(i64::try_from(total).unwrap_or(i64::MAX));
@@ -408,6 +469,8 @@ pub struct RoomSample {
     pub state: &'static str,
     pub channels: usize,
     pub js_memory: u64,
+    /// Its storage refuses writes now (a fault or a stall).
+    pub storage_unavailable: bool,
 }
 
 #[cfg(test)]
@@ -431,6 +494,7 @@ mod tests {
             state: "running",
             channels: 2,
             js_memory: 100_000,
+            storage_unavailable: false,
         }]);
         let text = m.encode();
         for line in [

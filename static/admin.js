@@ -155,8 +155,10 @@ function createRow(topic) {
 function updateRow(row, room) {
   const c = row.cells;
   c.kind.textContent = text(room.kind);
-  row.stateBadge.textContent = text(room.state);
-  row.stateBadge.className = `state state-${String(room.state).replace(/[^a-z]/g, "")}`;
+  // A room whose storage refuses writes keeps running: say so next to its state.
+  const storage = room.storage && typeof room.storage === "object" ? room.storage : null;
+  row.stateBadge.textContent = storage ? `${text(room.state)} · storage ${text(storage.state)}` : text(room.state);
+  row.stateBadge.className = storage ? "state state-storage" : `state state-${String(room.state).replace(/[^a-z]/g, "")}`;
   c.generation.textContent = num(room.generation);
   c.restarts.textContent = num(room.restarts);
   c.channels.textContent = num(room.channels);
@@ -173,8 +175,9 @@ function updateRow(row, room) {
   }
   c.version.textContent = room.version === null || room.version === undefined ? "–" : `v${room.version}`;
   const scriptError = describeScriptError(room.script_error);
-  c.error.textContent = scriptError || (room.last_error ? `last crash: ${room.last_error}` : "");
-  c.error.className = scriptError || room.state === "failed" ? "error-cell" : "error-cell muted";
+  const storageError = storage ? `storage unavailable since ${new Date(storage.since).toLocaleTimeString()}: ${text(storage.cause)}` : "";
+  c.error.textContent = storageError || scriptError || (room.last_error ? `last crash: ${room.last_error}` : "");
+  c.error.className = storageError || scriptError || room.state === "failed" ? "error-cell" : "error-cell muted";
   const startedAt = typeof room.started_at === "number" ? new Date(room.started_at < 1e12 ? room.started_at * 1000 : room.started_at) : null;
   row.tr.title = startedAt ? `generation started ${startedAt.toLocaleString()}` : "";
   row.resetButton.hidden = room.state !== "failed";

@@ -35,7 +35,7 @@ let room = null; // the room this tab shows: see enterRoom()
 let unread = 0;
 const typing = { sent: false, lastSentAt: 0, idleTimer: null };
 
-// A server that requires connection tokens (README, Security) names the
+// A server that requires connection tokens (docs/operations.md, Security) names the
 // user from the token: open the page as /?token=<token>.
 const pageToken = pageParams.get("token");
 
@@ -69,6 +69,7 @@ function enterRoom(topic, { updateUrl = true } = {}) {
   channel.on("room_info", (info) => { if (mine()) onRoomInfo(info); });
   channel.on("room_reloaded", (info) => { if (mine()) onRoomReloaded(info); });
   channel.on("script_error", (err) => { if (mine()) onScriptError(err); });
+  channel.on("storage", (s) => { if (mine()) onStorage(s); });
   channel.onError(() => {
     if (!mine()) return;
     current.state = "rejoining";
@@ -133,6 +134,7 @@ function onRoomInfo(info) {
     }
     room.generation = info.generation;
   }
+  if (info.storage) onStorage({ available: false, ...info.storage });
   renderStatus();
 }
 
@@ -141,6 +143,21 @@ function onRoomReloaded(info) {
   if (typeof info.generation === "number") room.generation = info.generation;
   view.notify(dom.notices, { key: "reload", kind: "reload", text: `room code reloaded (v${info.version})` });
   renderStatus();
+}
+
+// The room's disk refuses writes: messages are refused until it heals (the
+// server probes it by itself); the history stays readable.
+function onStorage(storage) {
+  if (storage.available) {
+    view.dismiss(dom.notices, "storage");
+    view.notify(dom.notices, { key: "storage-ok", kind: "info", text: "The room's storage is back; messages are accepted again.", timeoutMs: 6000 });
+    return;
+  }
+  view.notify(dom.notices, {
+    key: "storage", kind: "error",
+    text: storage.state === "stalled" ? "The room's disk is stalled: new messages are refused for now." : "The room's storage refuses writes: new messages are refused for now.",
+    detail: `${storage.cause ?? "unknown cause"} — it heals by itself when the disk does`,
+  });
 }
 
 function onScriptError(err) {

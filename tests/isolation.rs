@@ -5,7 +5,7 @@
 //!
 //! The latency bounds asserted here are generous, because the test machine
 //! is shared; `cargo test --release --test isolation -- --nocapture` prints
-//! the measured numbers (see the README's Architecture section).
+//! the measured numbers (see docs/architecture.md, Isolation under attack).
 
 mod common;
 

@@ -183,7 +183,27 @@ pub struct RoomJs {
     rt: Runtime,
     budget: Arc<Budget>,
     cpu: Duration,
-    has_snapshot: bool,
+    exports: Exports,
+}
+
+/// What a kind's module exports besides its hooks, as the host needs to
+/// know it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exports {
+    /// `snapshot()` and `restore(state)`: the journal is compacted.
+    pub snapshot: bool,
+    /// `readOnlyJoins = true`: `onJoin` only reads, so while the room's
+    /// storage refuses writes a join may run without being journaled.
+    pub read_only_joins: bool,
+}
+
+impl Exports {
+    fn from_bits(bits: u32) -> Exports {
+        Exports {
+            snapshot: bits & 1 != 0,
+            read_only_joins: bits & 2 != 0,
+        }
+    }
 }
 
 impl RoomJs {
@@ -221,7 +241,7 @@ impl RoomJs {
             console,
         );
         budget.arm(limits.cpu_per_call);
-        let loaded = ctx.with(|ctx| -> Result<bool, ScriptError> {
+        let loaded = ctx.with(|ctx| -> Result<u32, ScriptError> {
             let caught =
                 |ctx: &Ctx, e: rquickjs::Error| located(entry, CaughtError::from_error(ctx, e));
             let rebound = match ctx.remove_userdata::<Bridge>() {
@@ -254,12 +274,12 @@ impl RoomJs {
             promise.finish::<()>().map_err(|e| caught(&ctx, e))?;
             let namespace = module.namespace().map_err(|e| caught(&ctx, e))?;
             let bind: Function = api.get("bind").map_err(|e| caught(&ctx, e))?;
-            bind.call::<_, bool>((namespace,))
+            bind.call::<_, u32>((namespace,))
                 .map_err(|e| caught(&ctx, e))
         });
         let fired = budget.disarm();
-        let has_snapshot = match loaded {
-            Ok(has) => has,
+        let exports = match loaded {
+            Ok(bits) => Exports::from_bits(bits),
             Err(_) if fired => {
                 return Err(fail(format!(
                     "top-level evaluation exceeded the CPU budget of {:?}",
@@ -273,12 +293,16 @@ impl RoomJs {
             rt,
             budget,
             cpu: limits.cpu_per_call,
-            has_snapshot,
+            exports,
         })
     }
 
     pub fn has_snapshot(&self) -> bool {
-        self.has_snapshot
+        self.exports.snapshot
+    }
+
+    pub fn exports(&self) -> Exports {
+        self.exports
     }
 
     /// Runs one hook for one event. `at` (ms since the epoch) and `seed` make

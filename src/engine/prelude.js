@@ -91,7 +91,7 @@ const members = new Map(); // conn id -> frozen conn object, in join order
 // which room it will be.
 let identity = null;
 const ident = () => (identity ??= JSON.parse(native.identity()));
-const RESERVED = new Set(["presence_state", "presence_diff", "room_info", "room_reloaded", "script_error"]);
+const RESERVED = new Set(["presence_state", "presence_diff", "room_info", "room_reloaded", "script_error", "storage"]);
 function eventName(event) {
   if (typeof event !== "string" || event.length === 0 || event.length > 255)
     throw new TypeError("event must be a non-empty string of at most 255 characters");
@@ -153,8 +153,11 @@ Object.defineProperty(globalThis, "__roomhost", {
       }
       if ((namespace.snapshot === undefined) !== (namespace.restore === undefined))
         throw new TypeError("export both snapshot() and restore(state), or neither");
+      if (namespace.readOnlyJoins !== undefined && typeof namespace.readOnlyJoins !== "boolean")
+        throw new TypeError("export readOnlyJoins must be true or false");
       hooks = namespace;
-      return typeof hooks.snapshot === "function";
+      // What the host needs to know of the exports, as bits.
+      return (typeof hooks.snapshot === "function" ? 1 : 0) | (hooks.readOnlyJoins === true ? 2 : 0);
     },
     at(time, hi, lo) { clock = time; seedHi = hi; seedLo = lo; seeded = false; },
     call(hook, id, user, metaJson, arg1, arg2) {

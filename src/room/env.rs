@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::engine::WarmPool;
 use crate::metrics::Metrics;
 use crate::scripts::Scripts;
+use crate::store::StoreLayer;
 
 pub(crate) struct RoomEnv {
     pub config: Config,
@@ -25,4 +26,6 @@ pub(crate) struct RoomEnv {
     pub shutdown: CancellationToken,
     /// Room supervisors, awaited on shutdown.
     pub tasks: TaskTracker,
+    /// Wraps each room's durable store as it opens.
+    pub store_layer: Option<StoreLayer>,
 }

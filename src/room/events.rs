@@ -7,6 +7,12 @@
 //! behind it; if it threw, it is rolled back (the context is rebuilt from
 //! the store) and the caller gets the error; if it hit a fatal limit, the
 //! room crashes.
+//!
+//! While the room's storage refuses writes ([`Room::handle_without_storage`])
+//! nothing is journaled: pushes and joins get `storage unavailable` at once,
+//! leaves take the channel away now and journal the membership change when
+//! the storage is back, and a kind with `readOnlyJoins` still lets tabs
+//! join and read.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,9 +27,18 @@ use super::{Command, ConsoleLine, Crash, LeaveReason, LogLevel, ReplyTo, RoomErr
 use crate::clock::now_ms;
 use crate::conn::Conn;
 use crate::engine::{CallError, Called, Hook};
-use crate::hub::{Channel, ChannelId, Output};
+use crate::hub::{Channel, ChannelId, FanOut, Output};
 use crate::protocol::{self, Ref};
 use crate::store::EventKind;
+
+/// Who a journaled join is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum JoinKind {
+    /// A client's `phx_join`: answered, with `room_info` and presence.
+    Client,
+    /// A viewer joined read-only during a storage fault, journaled now.
+    Promoted,
+}
 
 /// A rollback this far behind the last snapshot takes a new one, so later
 /// rollbacks replay little.
@@ -32,12 +47,17 @@ const ROLLBACK_SNAPSHOT_AFTER: u64 = 64;
 impl Room {
     pub(super) fn handle(&mut self, command: Command) -> Result<(), Crash> {
         self.slot.stats.events_in.fetch_add(1, Ordering::Relaxed);
+        if let Some(reason) = self.storage.refusal() {
+            return self.handle_without_storage(command, reason);
+        }
         match command {
             Command::Join {
                 channel,
                 params,
                 msg_ref,
-            } => self.join(channel, &params, msg_ref),
+            } => self
+                .join_member(channel, &params, msg_ref, JoinKind::Client)
+                .map(drop),
             Command::Message {
                 conn,
                 event,
@@ -59,6 +79,73 @@ impl Room {
                 reason,
                 reply,
             } => self.leave(&conn_id, Some(channel), reason, reply),
+            host => self.handle_host(host),
+        }
+    }
+
+    /// A command while the storage refuses writes (`reason` says why).
+    fn handle_without_storage(&mut self, command: Command, reason: String) -> Result<(), Crash> {
+        match command {
+            Command::Join {
+                channel,
+                params,
+                msg_ref,
+            } if self.kind.read_only_joins && self.storage.is_faulted() => {
+                self.view(channel, params, msg_ref)
+            }
+            Command::Join {
+                channel, msg_ref, ..
+            } => {
+                let hub = &self.slot.hub;
+                hub.deliver(Output::Reply {
+                    channel: channel.clone(),
+                    msg_ref,
+                    result: Err(reason),
+                });
+                hub.deliver(Output::Refused(channel));
+                Ok(())
+            }
+            Command::Message {
+                conn,
+                event,
+                payload,
+                reply,
+            } if event == "presence_update" => {
+                self.update_presence(&conn, &payload, reply);
+                Ok(())
+            }
+            Command::Message { reply, .. } => {
+                match reply {
+                    ReplyTo::Channel { channel, msg_ref } => {
+                        self.slot.hub.deliver(Output::Reply {
+                            channel,
+                            msg_ref,
+                            result: Err(reason),
+                        });
+                    }
+                    ReplyTo::Caller(tx) => {
+                        let _ = tx.send(Err(RoomError::StorageUnavailable(reason)));
+                    }
+                }
+                Ok(())
+            }
+            Command::Leave {
+                channel,
+                conn_id,
+                reason,
+                reply,
+            } => {
+                self.leave_later(&conn_id, channel, reason, reply);
+                Ok(())
+            }
+            host => self.handle_host(host),
+        }
+    }
+
+    /// The host's own commands: the same whatever the storage does.
+    fn handle_host(&mut self, command: Command) -> Result<(), Crash> {
+        match command {
+            Command::Join { .. } | Command::Message { .. } | Command::Leave { .. } => Ok(()),
             Command::Reload(kind) => {
                 self.pending_reload = Some(kind);
                 Ok(())
@@ -121,12 +208,17 @@ impl Room {
         Ok(())
     }
 
-    fn join(
+    /// A journaled join. Returns whether it succeeded. A [`JoinKind::Client`]
+    /// join answers the client and tells it the room's info and presence; a
+    /// [`JoinKind::Promoted`] one is a viewer's, whose client has heard all
+    /// that already.
+    pub(super) fn join_member(
         &mut self,
         channel: Arc<Channel>,
         params: &RawValue,
         msg_ref: Option<Ref>,
-    ) -> Result<(), Crash> {
+        kind: JoinKind,
+    ) -> Result<bool, Crash> {
         let conn = channel.conn.clone();
         if self.members.contains(&conn.id) {
             self.leave(&conn.id, None, LeaveReason::Rejoin, None)?;
@@ -136,7 +228,7 @@ impl Room {
             tracing::debug!(topic = %self.slot.topic, conn = %conn.id, max, "join refused: room is full");
             self.env().metrics.refused("conns_per_room");
             self.refuse_join(channel, msg_ref, Err("room is full".into()));
-            return Ok(());
+            return Ok(false);
         }
         let at = self.journal.next_at();
         self.members
@@ -147,10 +239,15 @@ impl Room {
         let result = self.run_event(at, EventKind::Join, &conn, None, params, hook)?;
         if result.is_err() {
             self.members.presence_refused(&conn);
-            self.refuse_join(channel, msg_ref, result);
-            return Ok(());
+            if kind == JoinKind::Client {
+                self.refuse_join(channel, msg_ref, result);
+            }
+            return Ok(false);
         }
         self.members.insert(conn, channel.clone());
+        if kind == JoinKind::Promoted {
+            return Ok(true);
+        }
         // Subscribed before the reply goes out, so a client that has its ok
         // is counted and receives every later broadcast; the same release
         // pass delivers both, so nothing can come in between.
@@ -160,16 +257,11 @@ impl Room {
             msg_ref,
             result,
         });
-        let info = serde_json::json!({
-            "topic": self.slot.topic.as_str(),
-            "kind": self.slot.topic.kind(),
-            "generation": self.generation,
-            "version": self.kind.version,
-        });
+        let info = self.room_info();
         self.hold_now(Output::Notice {
             channel: channel.clone(),
             event: "room_info",
-            payload: info.to_string(),
+            payload: info,
         });
         let presence = self.members.presence_state();
         self.hold_now(Output::Notice {
@@ -177,7 +269,115 @@ impl Room {
             event: "presence_state",
             payload: presence,
         });
+        Ok(true)
+    }
+
+    /// `room_info`: the room's identity and code version (and, while its
+    /// storage refuses writes, why).
+    fn room_info(&self) -> String {
+        let mut info = serde_json::json!({
+            "topic": self.slot.topic.as_str(),
+            "kind": self.slot.topic.kind(),
+            "generation": self.generation,
+            "version": self.kind.version,
+        });
+        if let Some(status) = self.storage.status() {
+            info["storage"] = serde_json::json!(status);
+        }
+        info.to_string()
+    }
+
+    /// A read-only join while the storage refuses writes (the kind exports
+    /// `readOnlyJoins`): `onJoin` runs as a query — what it changed is
+    /// undone — so the client gets its reply (its history) and the room's
+    /// broadcasts; it is journaled as a member when the storage is back.
+    fn view(
+        &mut self,
+        channel: Arc<Channel>,
+        params: Box<RawValue>,
+        msg_ref: Option<Ref>,
+    ) -> Result<(), Crash> {
+        let conn = channel.conn.clone();
+        if let Some(old) = self.members.defer_leave(&conn.id) {
+            self.slot.hub.deliver(Output::Unsubscribe {
+                channel: old.id,
+                close: false,
+            });
+        }
+        if let Some(presence) = self.members.presence_for_js() {
+            self.js.set_presence(presence);
+        }
+        let hook = Hook::Join {
+            params: params.get(),
+        };
+        let called = self
+            .js
+            .call(&conn, hook, self.journal.next_at(), rand::random());
+        self.undo_to_durable()?;
+        let hub = &self.slot.hub;
+        match called {
+            Ok(Called { response, .. }) => {
+                hub.deliver(Output::Subscribe(channel.clone()));
+                hub.deliver(Output::Reply {
+                    channel: channel.clone(),
+                    msg_ref,
+                    result: Ok(response),
+                });
+                hub.deliver(Output::Notice {
+                    channel: channel.clone(),
+                    event: "room_info",
+                    payload: self.room_info(),
+                });
+                hub.deliver(Output::Notice {
+                    channel: channel.clone(),
+                    event: "presence_state",
+                    payload: self.members.presence_state(),
+                });
+                self.members.add_viewer(channel, params);
+            }
+            Err(CallError::Script { message, .. }) => {
+                hub.deliver(Output::Reply {
+                    channel: channel.clone(),
+                    msg_ref,
+                    result: Err(message),
+                });
+                hub.deliver(Output::Refused(channel));
+            }
+            Err(CallError::Fatal(fatal)) => return Err(fatal.into()),
+        }
         Ok(())
+    }
+
+    /// A leave while the storage refuses writes: the channel goes now (with
+    /// its `phx_leave` reply and `phx_close`), the membership change is
+    /// journaled when the storage is back.
+    fn leave_later(
+        &mut self,
+        conn_id: &str,
+        channel: ChannelId,
+        reason: LeaveReason,
+        reply: Option<Ref>,
+    ) {
+        let gone = match self.members.take_viewer(conn_id, channel) {
+            Some(viewer) => Some(viewer),
+            None if self.members.channel_of(conn_id) == Some(channel) => {
+                self.members.defer_leave(conn_id)
+            }
+            None => None,
+        };
+        let Some(channel) = gone else { return };
+        let hub = &self.slot.hub;
+        if let Some(msg_ref) = reply {
+            hub.deliver(Output::Reply {
+                channel: channel.clone(),
+                msg_ref: Some(msg_ref),
+                result: Ok("{}".into()),
+            });
+        }
+        hub.deliver(Output::Unsubscribe {
+            channel: channel.id,
+            close: matches!(reason, LeaveReason::Left | LeaveReason::Shutdown),
+        });
     }
 
     /// Answers a refused join and makes the connection forget the channel.
@@ -308,7 +508,12 @@ impl Room {
 
     /// Rebuilds the context from the store: the state before the failed call.
     fn rollback(&mut self) -> Result<(), Crash> {
-        let recovered = self.journal.reread()?;
+        let recovered = match self.journal.reread() {
+            Ok(recovered) => recovered,
+            // The batch could not be written: the room is rebuilt from the
+            // durable events instead, the failed call with the rest.
+            Err(failed) => return self.storage_failed(failed),
+        };
         let js = load_js(self.env(), &self.slot, &self.kind, self.generation)?;
         replay(&js, &recovered, &self.slot.topic)?;
         self.js = js;

@@ -63,6 +63,42 @@ impl Gate {
         self.held.push_back((seq, effect.into()));
     }
 
+    /// The events after `durable` were undone (their journal records were
+    /// refused): their effects are never sent. Replies to them say `reason`
+    /// instead, joins among them are refused, and channels that left meanwhile
+    /// stop receiving; what waits for durable events stays.
+    pub(super) fn refuse_after(&mut self, durable: u64, reason: &str, fanout: &dyn FanOut) {
+        let split = self.held.partition_point(|(seq, _)| *seq <= durable);
+        let undone = self.held.split_off(split);
+        let mut joining = Vec::new();
+        for (_, effect) in undone {
+            match effect {
+                Effect::Out(Output::Reply {
+                    channel, msg_ref, ..
+                }) => {
+                    fanout.deliver(Output::Reply {
+                        channel,
+                        msg_ref,
+                        result: Err(reason.to_string()),
+                    });
+                }
+                Effect::Answer { to, .. } => {
+                    let _ = to.send(Err(RoomError::StorageUnavailable(reason.to_string())));
+                }
+                Effect::Out(Output::Subscribe(channel) | Output::Refused(channel)) => {
+                    joining.push(channel);
+                }
+                Effect::Out(leave @ Output::Unsubscribe { .. }) => {
+                    fanout.deliver(leave);
+                }
+                Effect::Out(Output::Emit(_) | Output::Notice { .. }) => {}
+            }
+        }
+        for channel in joining {
+            fanout.deliver(Output::Refused(channel));
+        }
+    }
+
     /// Delivers every held effect whose event is durable (`seq <= durable`).
     pub(super) fn release(&mut self, durable: u64, fanout: &dyn FanOut, metrics: &Metrics) {
         while self.held.front().is_some_and(|(seq, _)| *seq <= durable) {

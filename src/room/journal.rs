@@ -36,6 +36,31 @@ pub(super) const MAX_GATHER: Duration = Duration::from_millis(1);
 /// An fsync in flight, resolving to the seq it covers and its duration.
 type Commit = JoinHandle<io::Result<(u64, Duration)>>;
 
+/// A store operation that failed: what it was, and the error.
+#[derive(Debug)]
+pub(super) struct StorageError {
+    pub(super) what: &'static str,
+    pub(super) error: io::Error,
+}
+
+impl StorageError {
+    fn of(what: &'static str) -> impl FnOnce(io::Error) -> StorageError {
+        move |error| StorageError { what, error }
+    }
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.error)
+    }
+}
+
+impl From<StorageError> for Crash {
+    fn from(e: StorageError) -> Crash {
+        Crash::storage(e.what, e.error)
+    }
+}
+
 pub(super) struct Journal {
     store: Box<dyn Store>,
     durability: Durability,
@@ -53,6 +78,8 @@ pub(super) struct Journal {
     batch: Vec<u8>,
     batch_first: u64,
     commit: Option<Commit>,
+    /// When the fsync in flight started (a stalled disk shows here).
+    commit_started: Option<Instant>,
     /// When written records must be fsynced: relaxed mode's interval, or the
     /// end of strict mode's gathering.
     sync_due: Option<Instant>,
@@ -82,6 +109,7 @@ impl Journal {
             batch: Vec::new(),
             batch_first: 0,
             commit: None,
+            commit_started: None,
             sync_due: None,
             last_group: 0,
             last_fsync: Duration::ZERO,
@@ -139,13 +167,13 @@ impl Journal {
     }
 
     /// Writes the batch to the store (a write into the page cache).
-    pub(super) fn flush(&mut self) -> Result<(), Crash> {
+    pub(super) fn flush(&mut self) -> Result<(), StorageError> {
         if self.batch.is_empty() {
             return Ok(());
         }
         self.store
             .append(&self.batch, self.batch_first)
-            .map_err(|e| Crash::storage("journal write failed", e))?;
+            .map_err(StorageError::of("journal write failed"))?;
         self.batch.clear();
         Ok(())
     }
@@ -202,6 +230,7 @@ impl Journal {
             let covered = self.seq;
             let events = self.seq.saturating_sub(self.synced);
             let metrics = self.metrics.clone();
+            self.commit_started = Some(Instant::now());
             self.commit = Some(spawn_store(move || {
                 let started = Instant::now();
                 let synced = job();
@@ -234,6 +263,11 @@ impl Journal {
         self.commit.is_some()
     }
 
+    /// When the fsync in flight started, if one is.
+    pub(super) fn commit_started(&self) -> Option<Instant> {
+        self.commit.as_ref().and(self.commit_started)
+    }
+
     /// Waits for the fsync in flight (pending forever when there is none:
     /// the loop polls it only while [`Journal::committing`]). Cancel-safe.
     pub(super) async fn commit_done(&mut self) -> io::Result<(u64, Duration)> {
@@ -243,9 +277,12 @@ impl Journal {
     /// The fsync in flight finished with `done`: the events it covered are
     /// durable (the room releases them, then calls
     /// [`Journal::next_after_commit`]). A failed fsync crashes the room.
-    pub(super) fn committed(&mut self, done: io::Result<(u64, Duration)>) -> Result<(), Crash> {
+    pub(super) fn committed(
+        &mut self,
+        done: io::Result<(u64, Duration)>,
+    ) -> Result<(), StorageError> {
         self.commit = None;
-        let (covered, took) = done.map_err(|e| Crash::storage("journal sync failed", e))?;
+        let (covered, took) = done.map_err(StorageError::of("journal sync failed"))?;
         self.last_group = covered.saturating_sub(self.durable);
         self.last_fsync = took;
         self.durable = self.durable.max(covered);
@@ -273,19 +310,21 @@ impl Journal {
 
     /// Makes everything journaled durable: writes the batch, waits for the
     /// fsync in flight and syncs what came after it.
-    pub(super) async fn settle(&mut self) -> Result<(), Crash> {
+    pub(super) async fn settle(&mut self) -> Result<(), StorageError> {
         self.flush()?;
-        let sync_failed = |e| Crash::storage("journal sync failed", e);
         if let Some(commit) = self.commit.take() {
-            let (covered, _) = join(&mut Some(commit)).await.map_err(sync_failed)?;
+            let (covered, _) = join(&mut Some(commit))
+                .await
+                .map_err(StorageError::of("journal sync failed"))?;
             self.durable = self.durable.max(covered);
             self.synced = self.synced.max(covered);
         }
         if let Some(job) = self.store.sync_job() {
             spawn_store(job)
                 .await
-                .map_err(|e| Crash::storage("journal sync failed", e))?
-                .map_err(sync_failed)?;
+                .map_err(|e| io::Error::other(e.to_string()))
+                .and_then(|synced| synced)
+                .map_err(StorageError::of("journal sync failed"))?;
         }
         self.durable = self.seq;
         self.synced = self.seq;
@@ -294,11 +333,54 @@ impl Journal {
 
     /// Everything the store holds (snapshot + journal), after writing the
     /// batch: the state to rebuild a room from.
-    pub(super) fn reread(&mut self) -> Result<Recovered, Crash> {
+    pub(super) fn reread(&mut self) -> Result<Recovered, StorageError> {
         self.flush()?;
         self.store
             .recover(None)
-            .map_err(|e| Crash::storage("reading the journal", e))
+            .map_err(StorageError::of("reading the journal"))
+    }
+
+    /// Gives up every event that is not durable: the batch, the records
+    /// written but not synced, and the fsync in flight (it finishes
+    /// unobserved: what it covers is cut by [`Journal::cut_to_durable`]).
+    /// Returns the seq journaled before, so `durable+1..=that` were refused.
+    pub(super) fn discard_undurable(&mut self) -> u64 {
+        let before = self.seq;
+        self.batch.clear();
+        self.commit = None;
+        self.commit_started = None;
+        self.sync_due = None;
+        self.seq = self.durable;
+        self.synced = self.synced.min(self.durable);
+        before
+    }
+
+    /// Cuts the store back to the durable events and reopens it (a new
+    /// file handle on the last segment, its tail truncated), so the next
+    /// write starts from what is known to be on disk.
+    pub(super) fn cut_to_durable(&mut self) -> Result<Recovered, StorageError> {
+        self.store
+            .recover(Some(self.durable))
+            .map_err(StorageError::of("cutting the journal back"))
+    }
+
+    /// The durable events, read without writing anything.
+    pub(super) fn durable_state(&self) -> Result<Recovered, StorageError> {
+        self.store
+            .read(Some(self.durable))
+            .map_err(StorageError::of("reading the journal"))
+    }
+
+    /// Continues after `seq` when a recovery found the store ends there.
+    pub(super) fn restart_at(&mut self, seq: u64) {
+        self.seq = seq;
+        self.durable = seq;
+        self.synced = seq;
+    }
+
+    /// A job that shows whether the store takes writes again.
+    pub(super) fn probe_job(&mut self) -> Job {
+        self.store.probe_job()
     }
 
     /// Starts a new segment at the next append (a snapshot was taken).
@@ -362,6 +444,14 @@ mod tests {
     impl Store for Probe {
         fn recover(&mut self, _keep_upto: Option<u64>) -> io::Result<Recovered> {
             Ok(Recovered::default())
+        }
+
+        fn read(&self, _keep_upto: Option<u64>) -> io::Result<Recovered> {
+            Ok(Recovered::default())
+        }
+
+        fn probe_job(&mut self) -> Job {
+            Box::new(|| Ok(()))
         }
 
         fn append(&mut self, framed: &[u8], first_seq: u64) -> io::Result<()> {
@@ -464,7 +554,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_fsync_releases_nothing_and_crashes_the_room() {
+    async fn a_failed_fsync_releases_nothing() {
         let store = Probe {
             fail_sync: true,
             ..Probe::default()
@@ -474,13 +564,12 @@ mod tests {
         j.flush().unwrap();
         assert!(!j.batch_written());
         let done = j.commit_done().await;
-        let crash = j.committed(done).unwrap_err();
-        assert_eq!(crash.label(), "storage");
-        assert!(
-            crash.to_string().starts_with("journal sync failed"),
-            "{crash}"
-        );
+        let failed = j.committed(done).unwrap_err();
+        assert_eq!(failed.what, "journal sync failed");
         assert_eq!(j.durable(), 0, "the event is not acknowledged");
+        assert_eq!(j.discard_undurable(), 1, "event 1 was journaled...");
+        assert_eq!(j.seq(), 0, "...and is given up");
+        assert_eq!(record(&mut j), 1, "the next event takes its seq");
     }
 
     #[test]

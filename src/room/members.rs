@@ -2,10 +2,17 @@
 //! their presence, kept together so a membership change and its presence
 //! change cannot drift apart. Also tracks whether the script's copy of the
 //! presence (`room.presence()`) is stale.
+//!
+//! While the room's storage refuses writes, two kinds of channel wait for
+//! it: *viewers*, joined read-only (their join is journaled when storage
+//! returns), and members whose leave could not be journaled (they keep
+//! their membership, without a channel, until it is).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+use serde_json::value::RawValue;
 
 use crate::conn::Conn;
 use crate::hub::{Channel, ChannelId};
@@ -20,6 +27,9 @@ pub(super) struct Member {
 
 pub(super) struct Members {
     by_conn: HashMap<Arc<str>, Member>,
+    /// Channels joined read-only during a storage fault, with their join
+    /// params, by connection id.
+    viewers: HashMap<Arc<str>, (Arc<Channel>, Box<RawValue>)>,
     presence: Presence,
     /// The JS side's copy of the presence (`room.presence()`) is stale.
     presence_dirty: bool,
@@ -40,9 +50,72 @@ impl Members {
                     (member.conn.id.clone(), member)
                 })
                 .collect(),
+            viewers: HashMap::new(),
             presence,
             presence_dirty: true,
         }
+    }
+
+    /// After a rebuild from the durable state: the members it ended with,
+    /// keeping the channels of those whose channel `still_subscribed`
+    /// (members whose leave was undone lose theirs; joins that were undone
+    /// are gone), and its presence.
+    pub(super) fn reconcile(
+        &mut self,
+        conns: Vec<Conn>,
+        presence: Presence,
+        still_subscribed: impl Fn(&Channel) -> bool,
+    ) {
+        let mut channels: HashMap<Arc<str>, Arc<Channel>> = self
+            .by_conn
+            .drain()
+            .filter_map(|(id, m)| m.channel.map(|c| (id, c)))
+            .filter(|(_, c)| still_subscribed(c))
+            .collect();
+        self.by_conn = conns
+            .into_iter()
+            .map(|conn| {
+                let channel = channels.remove(&conn.id);
+                (conn.id.clone(), Member { conn, channel })
+            })
+            .collect();
+        self.presence = presence;
+        self.presence_dirty = true;
+    }
+
+    /// A member's channel goes now; its membership waits for a journaled
+    /// leave. Returns the channel.
+    pub(super) fn defer_leave(&mut self, conn_id: &str) -> Option<Arc<Channel>> {
+        self.by_conn.get_mut(conn_id)?.channel.take()
+    }
+
+    /// The connection ids of members without a channel: dead with an
+    /// earlier generation, or their leave deferred.
+    pub(super) fn without_channel(&self) -> Vec<Arc<str>> {
+        self.by_conn
+            .iter()
+            .filter(|(_, m)| m.channel.is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// A channel joined read-only, with the params of its join.
+    pub(super) fn add_viewer(&mut self, channel: Arc<Channel>, params: Box<RawValue>) {
+        self.viewers
+            .insert(channel.conn.id.clone(), (channel, params));
+    }
+
+    /// Removes the viewer of `conn_id` if it is channel `id`.
+    pub(super) fn take_viewer(&mut self, conn_id: &str, id: ChannelId) -> Option<Arc<Channel>> {
+        if self.viewers.get(conn_id).is_none_or(|(c, _)| c.id != id) {
+            return None;
+        }
+        self.viewers.remove(conn_id).map(|(c, _)| c)
+    }
+
+    /// Every viewer with its join params, to be joined for real.
+    pub(super) fn take_viewers(&mut self) -> Vec<(Arc<Channel>, Box<RawValue>)> {
+        self.viewers.drain().map(|(_, v)| v).collect()
     }
 
     pub(super) fn len(&self) -> usize {

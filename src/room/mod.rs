@@ -31,6 +31,8 @@ pub(crate) mod reload;
 mod replay;
 mod slot;
 mod snapshots;
+mod storage;
+mod storage_fault;
 mod supervisor;
 mod swap;
 mod task;
@@ -53,6 +55,7 @@ pub use handle::RoomHandle;
 pub use registry::Rooms;
 pub(crate) use slot::Mailbox;
 pub use slot::{CONSOLE_LINES, RoomInfo, RoomSlot, RoomStats};
+pub use storage::StorageStatus;
 
 /// Why a room could not do what was asked. The `Display` text is the
 /// `reason` clients see.
@@ -76,6 +79,10 @@ pub enum RoomError {
     /// The script refused (threw); the text is its message.
     #[error("{0}")]
     Refused(String),
+    /// The room's storage refuses writes (a fault or a stalled disk); the
+    /// text is `storage unavailable: <cause>`.
+    #[error("{0}")]
+    StorageUnavailable(String),
     #[error("server shutting down")]
     ShuttingDown,
     /// Starting the room would exceed `max_rooms`.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::{Command, ConsoleLine, Crash, RoomError, RoomState};
+use super::{Command, ConsoleLine, Crash, RoomError, RoomState, StorageStatus};
 use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::scripts::ScriptError;
@@ -94,6 +94,8 @@ struct SlotStatus {
     version: String,
     /// Whether the kind exports snapshot/restore (journal compaction).
     compacts: bool,
+    /// Set while the room's storage refuses writes.
+    storage: Option<StorageStatus>,
     /// The sending end handed to channels; `None` once failed or stopped.
     mailbox: Option<mpsc::Sender<Command>>,
     abort: Option<tokio::task::AbortHandle>,
@@ -121,6 +123,8 @@ pub struct RoomInfo {
     /// The kind's newest compile error while it is unfixed (the room keeps
     /// running the previous version).
     pub script_error: Option<ScriptError>,
+    /// Set while the room's storage refuses writes (a fault or a stall).
+    pub storage: Option<StorageStatus>,
 }
 
 impl RoomSlot {
@@ -142,6 +146,7 @@ impl RoomSlot {
                 last_error: None,
                 version: String::new(),
                 compacts: true,
+                storage: None,
                 mailbox: Some(mailbox),
                 abort: None,
             }),
@@ -203,6 +208,7 @@ impl RoomSlot {
             compacts: s.compacts,
             last_error: s.last_error.clone(),
             script_error: None,
+            storage: s.storage.clone(),
         }
     }
 
@@ -257,6 +263,7 @@ impl RoomSlot {
     pub(crate) fn begin_generation(&self) -> u64 {
         let mut s = self.status();
         s.generation += 1;
+        s.storage = None;
         s.state = if s.generation == 1 {
             RoomState::Starting
         } else {
@@ -279,6 +286,11 @@ impl RoomSlot {
         s.version = version.to_string();
         s.compacts = compacts;
         self.publish_state(&s);
+    }
+
+    /// The room's storage health, as the API shows it.
+    pub(crate) fn set_storage(&self, storage: Option<StorageStatus>) {
+        self.status().storage = storage;
     }
 
     pub(crate) fn set_last_error(&self, error: String) {

@@ -20,6 +20,10 @@ impl Room {
             return Ok(());
         }
         self.settle(false).await?;
+        if !self.storage.is_healthy() {
+            self.pending_reload = Some(kind); // after the storage is back
+            return Ok(());
+        }
         let generation = self.generation + 1;
         match self.switch_to(&kind, generation) {
             Ok(js) => {

@@ -21,11 +21,12 @@ use tokio::time::sleep_until;
 
 use super::crash::Exit;
 use super::gate::Gate;
-use super::journal::Journal;
+use super::journal::{Journal, StorageError};
 use super::members::Members;
 use super::registry::Rooms;
 use super::replay::{load_js, replay};
 use super::snapshots::Snapshots;
+use super::storage::StorageHealth;
 use super::{Command, Crash, LeaveReason, Mailbox, RoomEnv, RoomSlot};
 use crate::engine::{CallError, Emit, RoomJs};
 use crate::scripts::CompiledKind;
@@ -84,6 +85,8 @@ pub(super) struct Room {
     pub(super) snapshots: Snapshots,
     pub(super) members: Members,
     pub(super) gate: Gate,
+    /// Whether the journal takes writes (see `storage`).
+    pub(super) storage: StorageHealth,
     last_activity: Instant,
     stats_at: Instant,
     /// A new version of the code to switch to after the current batch.
@@ -130,9 +133,24 @@ impl Room {
         let topic = slot.topic.clone();
         let kind = env.scripts.kind(topic.kind()).map_err(Crash::script)?;
         let mut store = crate::store::open(&env.config.data_dir, &topic, slot.memory.as_ref());
-        let recovered = store
-            .recover(keep_upto)
-            .map_err(|e| Crash::storage("reading the journal", e))?;
+        if let (Some(layer), None) = (&env.store_layer, &slot.memory) {
+            store = layer(&topic, store);
+        }
+        // A recovery repairs (truncates a torn tail); if the storage refuses
+        // that, the room starts from what it can read, in a storage fault.
+        let (recovered, refused_repair) = match store.recover(keep_upto) {
+            Ok(recovered) => (recovered, None),
+            Err(error) => match store.read(keep_upto) {
+                Ok(recovered) => (
+                    recovered,
+                    Some(StorageError {
+                        what: "repairing the journal",
+                        error,
+                    }),
+                ),
+                Err(_) => return Err(Crash::storage("reading the journal", error)),
+            },
+        };
         for repair in &recovered.repairs {
             tracing::warn!(topic = %topic, generation, repair = %repair, "journal repaired");
         }
@@ -160,6 +178,7 @@ impl Room {
             snapshots,
             members: Members::rebuilt(replayed.members, presence),
             gate: Gate::default(),
+            storage: StorageHealth::new(env.config.fsync_stall),
             last_activity: now,
             stats_at: now,
             pending_reload: None,
@@ -170,10 +189,16 @@ impl Room {
             .stats
             .released_seq
             .store(room.journal.seq(), Ordering::Relaxed);
-        // Members whose channels died with the previous generation leave now,
-        // so the script's own bookkeeping sees them go.
-        for id in room.members.ids() {
-            room.leave(&id, None, LeaveReason::Crash, None)?;
+        if let Some(failed) = &refused_repair {
+            room.enter_fault(failed, 0);
+        }
+        // Members whose channels died with the previous generation leave now
+        // (or, in a storage fault, once it is over), so the script's own
+        // bookkeeping sees them go.
+        if room.storage.is_healthy() {
+            for id in room.members.ids() {
+                room.leave(&id, None, LeaveReason::Crash, None)?;
+            }
         }
         room.after_batch()?;
         // The dashboard and /metrics see the room's memory from the start.
@@ -203,8 +228,11 @@ impl Room {
         loop {
             let idle_at = self.last_activity + idle_timeout;
             let sync_at = self.journal.sync_due();
-            let snapshot_at = self.snapshots.deadline();
+            let healthy = self.storage.is_healthy();
+            let snapshot_at = self.snapshots.deadline().filter(|_| healthy);
             let presence_at = self.members.presence_deadline();
+            let stall_at = self.storage.stall_at(self.journal.commit_started());
+            let probe_at = self.storage.probe_at();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -212,11 +240,21 @@ impl Room {
                     return Ok(Exit::Stopped);
                 }
                 done = self.journal.commit_done(), if self.journal.committing() => {
-                    self.journal.committed(done)?;
-                    self.release();
-                    if self.journal.next_after_commit() {
-                        self.release();
+                    match self.journal.committed(done) {
+                        Ok(()) => {
+                            self.release();
+                            if self.journal.next_after_commit() {
+                                self.release();
+                            }
+                            if let Some(healed) = self.storage.unstall() {
+                                self.storage_healthy(healed).await?;
+                            }
+                        }
+                        Err(failed) => self.storage_failed(failed)?,
                     }
+                }
+                done = self.storage.probe_done(), if self.storage.probing() => {
+                    self.probed(done).await?;
                 }
                 done = self.snapshots.write_done(), if self.snapshots.writing() => {
                     self.snapshots.written();
@@ -248,7 +286,13 @@ impl Room {
                     self.flush_presence();
                     self.release();
                 }
-                _ = sleep_until(idle_at.into()), if self.members.is_empty() => {
+                _ = sleep_until(stall_at.unwrap_or(idle_at).into()), if stall_at.is_some() => {
+                    self.fsync_stalled();
+                }
+                _ = sleep_until(probe_at.unwrap_or(idle_at).into()), if probe_at.is_some() => {
+                    self.start_probe();
+                }
+                _ = sleep_until(idle_at.into()), if self.members.is_empty() && healthy => {
                     if self.try_idle_stop(mailbox).await? {
                         return Ok(Exit::Stopped);
                     }
@@ -265,7 +309,10 @@ impl Room {
         let slot = self.slot.clone();
         contained(&slot, || self.handle_batch(commands))?;
         self.after_batch()?;
-        if let Some(kind) = self.pending_reload.take() {
+        // A reload needs the journal settled: it waits for healthy storage.
+        if self.storage.is_healthy()
+            && let Some(kind) = self.pending_reload.take()
+        {
             self.reload(kind).await?;
         }
         Ok(())
@@ -273,9 +320,11 @@ impl Room {
 
     /// Writes the batch, then starts an fsync (strict) or releases at once,
     /// and snapshots if one is due.
-    fn after_batch(&mut self) -> Result<(), Crash> {
+    pub(super) fn after_batch(&mut self) -> Result<(), Crash> {
         self.flush_presence();
-        self.journal.flush()?;
+        if let Err(failed) = self.journal.flush() {
+            return self.storage_failed(failed);
+        }
         if self.journal.batch_written() {
             self.release();
         }
@@ -331,10 +380,12 @@ impl Room {
     /// Takes a snapshot of the current state (if the kind supports it); the
     /// file is written once every event it covers is released.
     pub(super) fn take_snapshot(&mut self) -> Result<(), Crash> {
-        if !self.kind.has_snapshot || !self.snapshots.wanted() {
+        if !self.kind.has_snapshot || !self.snapshots.wanted() || !self.storage.is_healthy() {
             return Ok(());
         }
-        self.journal.flush()?;
+        if let Err(failed) = self.journal.flush() {
+            return self.storage_failed(failed);
+        }
         let started = Instant::now();
         let room = match self.js.snapshot() {
             Ok(room) => room,
@@ -362,8 +413,17 @@ impl Room {
     }
 
     /// Makes everything durable and released, and waits for snapshot writes.
+    /// With a storage fault, what is not durable is refused instead (see
+    /// `storage_fault`) and no snapshot is taken.
     pub(super) async fn settle(&mut self, snapshot: bool) -> Result<(), Crash> {
-        self.journal.settle().await?;
+        if self.storage.is_healthy()
+            && let Err(failed) = self.journal.settle().await
+        {
+            self.storage_failed(failed)?;
+        }
+        if !self.storage.is_healthy() {
+            return Ok(());
+        }
         self.release();
         if snapshot {
             self.take_snapshot()?;
@@ -382,6 +442,9 @@ impl Room {
 
     async fn try_idle_stop(&mut self, mailbox: &Mailbox) -> Result<bool, Crash> {
         self.settle(true).await?;
+        if !self.storage.is_healthy() {
+            return Ok(false);
+        }
         let stopped = self.rooms.remove_if_unreachable(&self.slot, mailbox);
         if stopped {
             tracing::info!(topic = %self.slot.topic, generation = self.generation, "idle room stopped");

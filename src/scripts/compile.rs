@@ -37,6 +37,8 @@ pub struct CompiledKind {
     pub sources: BTreeMap<String, u32>,
     /// Whether the kind exports `snapshot`/`restore`.
     pub has_snapshot: bool,
+    /// Whether the kind exports `readOnlyJoins = true`.
+    pub read_only_joins: bool,
 }
 
 /// Compiles and evaluates `entry` (relative to `root`) in a scratch runtime.
@@ -53,7 +55,7 @@ pub fn compile_file(
     };
     let identity = Identity::new(kind, "__check__");
     let js = RoomJs::load(&identity, source, entry, limits, None)?;
-    let has_snapshot = js.has_snapshot();
+    let exports = js.exports();
     drop(js);
     let modules = std::mem::take(&mut *compiled.lock().unwrap_or_else(|p| p.into_inner()));
     let mut digest = 0u32;
@@ -75,6 +77,7 @@ pub fn compile_file(
                 .map(|(k, (bytes, _))| (k, bytes))
                 .collect(),
         ),
-        has_snapshot,
+        has_snapshot: exports.snapshot,
+        read_only_joins: exports.read_only_joins,
     })
 }

@@ -166,6 +166,22 @@ impl DiskJournal {
         self.current = None;
     }
 
+    /// A job that writes 4 KiB to a temporary file in the room's directory
+    /// (created if needed), fdatasyncs it and removes it: the storage takes
+    /// writes again.
+    pub fn probe_job(&mut self) -> Job {
+        let dir = self.dir.clone();
+        Box::new(move || {
+            ensure_dir(&dir)?;
+            let mut probe = tempfile::Builder::new()
+                .prefix(".probe")
+                .tempfile_in(&dir)?;
+            probe.write_all(&ZEROS[..BLOCK as usize])?;
+            probe.as_file().sync_data()?;
+            Ok(())
+        })
+    }
+
     pub fn snapshot_job(&mut self, seq: u64, snapshot: Vec<u8>) -> Job {
         let dir = self.dir.clone();
         let mut framed = Vec::with_capacity(snapshot.len() + frame::HEADER);

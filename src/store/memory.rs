@@ -14,6 +14,22 @@ pub struct MemoryJournal {
 }
 
 impl MemoryJournal {
+    /// What survived, without dropping anything.
+    pub fn read(&self, keep_upto: Option<u64>) -> Recovered {
+        let snapshot_seq = self.snapshot.as_ref().map_or(0, |s| s.0);
+        let events: Vec<&(u64, Vec<u8>)> = self
+            .events
+            .iter()
+            .filter(|(seq, _)| keep_upto.is_none_or(|limit| *seq <= limit))
+            .collect();
+        Recovered {
+            snapshot: self.snapshot.as_ref().map(|s| s.1.clone()),
+            last_seq: events.last().map_or(snapshot_seq, |e| e.0),
+            events: events.into_iter().map(|e| e.1.clone()).collect(),
+            repairs: Vec::new(),
+        }
+    }
+
     pub fn recover(&mut self, keep_upto: Option<u64>) -> Recovered {
         let mut repairs = Vec::new();
         if let Some(limit) = keep_upto {

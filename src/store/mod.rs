@@ -141,6 +141,14 @@ pub trait Store: Send {
     /// discarded: after a room crash they were never acknowledged.
     fn recover(&mut self, keep_upto: Option<u64>) -> io::Result<Recovered>;
 
+    /// What [`Store::recover`] would return, read without changing anything:
+    /// for rebuilding a room while its storage refuses writes.
+    fn read(&self, keep_upto: Option<u64>) -> io::Result<Recovered>;
+
+    /// A job that writes and syncs a small probe where the journal lives:
+    /// whether the storage takes writes again after a fault.
+    fn probe_job(&mut self) -> Job;
+
     /// Appends framed records of consecutive events starting at `first_seq`.
     fn append(&mut self, framed: &[u8], first_seq: u64) -> io::Result<()>;
 
@@ -157,6 +165,10 @@ pub trait Store: Send {
     /// Journal and snapshot bytes held.
     fn bytes(&self) -> u64;
 }
+
+/// Wraps each room's durable store as it opens (see
+/// [`crate::HostBuilder::wrap_store`]): instrumentation, or a test's faults.
+pub type StoreLayer = Arc<dyn Fn(&Topic, Box<dyn Store>) -> Box<dyn Store> + Send + Sync>;
 
 /// The store of one room: on disk under `data_dir`, or (durability `off`)
 /// the in-memory journal its registry slot keeps across crashes.
@@ -178,6 +190,14 @@ pub fn open(
 impl Store for DiskJournal {
     fn recover(&mut self, keep_upto: Option<u64>) -> io::Result<Recovered> {
         DiskJournal::recover(self, keep_upto)
+    }
+
+    fn read(&self, keep_upto: Option<u64>) -> io::Result<Recovered> {
+        DiskJournal::read_only(self.dir().to_path_buf()).recover(keep_upto)
+    }
+
+    fn probe_job(&mut self) -> Job {
+        DiskJournal::probe_job(self)
     }
 
     fn append(&mut self, framed: &[u8], first_seq: u64) -> io::Result<()> {
@@ -216,6 +236,14 @@ impl SharedMemory {
 impl Store for SharedMemory {
     fn recover(&mut self, keep_upto: Option<u64>) -> io::Result<Recovered> {
         Ok(self.lock().recover(keep_upto))
+    }
+
+    fn read(&self, keep_upto: Option<u64>) -> io::Result<Recovered> {
+        Ok(self.lock().read(keep_upto))
+    }
+
+    fn probe_job(&mut self) -> Job {
+        Box::new(|| Ok(()))
     }
 
     fn append(&mut self, framed: &[u8], first_seq: u64) -> io::Result<()> {

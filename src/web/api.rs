@@ -93,7 +93,9 @@ impl From<RoomError> for ApiError {
             RoomError::Script(_) | RoomError::Failed(_) | RoomError::Crashed => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            RoomError::ShuttingDown | RoomError::TooManyRooms => StatusCode::SERVICE_UNAVAILABLE,
+            RoomError::ShuttingDown
+            | RoomError::TooManyRooms
+            | RoomError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.to_string())
     }
@@ -121,7 +123,7 @@ fn stopped_rooms(web: &WebState) -> Vec<serde_json::Value> {
                 "topic": topic, "kind": kind, "state": RoomState::Stopped,
                 "generation": 0, "restarts": 0, "channels": 0, "users": 0, "events_in": 0,
                 "started_at": null, "js_memory": 0, "journal_bytes": bytes, "version": null,
-                "compacts": null, "last_error": null, "script_error": null,
+                "compacts": null, "last_error": null, "script_error": null, "storage": null,
             })
         })
         .collect()

@@ -24,6 +24,7 @@ pub(crate) async fn metrics(State(web): State<Arc<WebState>>) -> Response {
                 state: info.state.label(),
                 channels: info.channels,
                 js_memory: info.js_memory,
+                storage_unavailable: info.storage.is_some(),
             }
         })
         .collect();

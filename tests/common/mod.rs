@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use roomhost::{Config, Durability, Host};
+use roomhost::{Config, Durability, Host, HostBuilder};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -80,11 +80,41 @@ impl Server {
     pub async fn start_in(
         rooms: tempfile::TempDir,
         data: tempfile::TempDir,
+        config: Config,
+    ) -> Server {
+        let dir = data.path().to_path_buf();
+        Self::launch(rooms, data, &dir, config, |b| b).await
+    }
+
+    /// [`Server::start`] with a host builder changed by `build` (e.g. its
+    /// stores wrapped).
+    pub async fn start_with(
+        extra: &[(&str, &str)],
+        config: Config,
+        build: impl FnOnce(HostBuilder) -> HostBuilder,
+    ) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().to_path_buf();
+        Self::launch(rooms_dir(extra), data, &dir, config, build).await
+    }
+
+    /// A server whose data directory is `data_dir` (a file system of the
+    /// test's own), not a temporary directory.
+    pub async fn start_at(rooms: tempfile::TempDir, data_dir: &Path, config: Config) -> Server {
+        let unused = tempfile::tempdir().unwrap();
+        Self::launch(rooms, unused, data_dir, config, |b| b).await
+    }
+
+    async fn launch(
+        rooms: tempfile::TempDir,
+        data: tempfile::TempDir,
+        data_dir: &Path,
         mut config: Config,
+        build: impl FnOnce(HostBuilder) -> HostBuilder,
     ) -> Server {
         config.scripts_dir = rooms.path().to_path_buf();
-        config.data_dir = data.path().to_path_buf();
-        let host = Host::builder().config(config).build().await.unwrap();
+        config.data_dir = data_dir.to_path_buf();
+        let host = build(Host::builder().config(config)).build().await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
