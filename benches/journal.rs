@@ -27,6 +27,7 @@ fn batch(first_seq: u64, events: usize) -> Vec<u8> {
             },
             event: Some("new_msg".into()),
             data: &data,
+            origin: None,
         }
         .encode_into(&mut out);
     }

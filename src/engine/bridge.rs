@@ -10,13 +10,24 @@ use std::cell::{Cell, RefCell};
 use rquickjs::prelude::Opt;
 use rquickjs::{Ctx, Function, JsLifetime, Object, Value};
 
-use super::{ConsoleSink, LogLevel};
+use super::{ConsoleSink, Effects, Kick, KindExists, LogLevel, NextTimer, RoomSend};
 use crate::hub::{Audience, Emit};
+use crate::topic::Topic;
+
+/// Messages one event may send to other rooms.
+pub(super) const MAX_SENDS_PER_EVENT: usize = 100;
 
 /// Host state reachable from host functions (runtime userdata). Only touched
 /// while the runtime lock is held, inside `ctx.with`.
 pub(super) struct Bridge {
-    pub(super) effects: RefCell<Vec<Emit>>,
+    /// What the hook being called asked for (cleared by every call).
+    pub(super) effects: RefCell<Effects>,
+    /// The room's next timer due, as the prelude last reported it.
+    pub(super) next_timer: RefCell<Option<NextTimer>>,
+    /// `next_timer` changed since the last call returned.
+    pub(super) timers_changed: Cell<bool>,
+    /// Whether a room kind exists (for `room.send`); unknown without one.
+    pub(super) kinds: RefCell<Option<KindExists>>,
     /// During replay, console output is suppressed (effects are dropped by
     /// the room task).
     pub(super) replaying: Cell<bool>,
@@ -31,7 +42,10 @@ pub(super) struct Bridge {
 impl Bridge {
     pub(super) fn new(identity: String, console: Option<ConsoleSink>) -> Bridge {
         Bridge {
-            effects: RefCell::new(Vec::new()),
+            effects: RefCell::new(Effects::default()),
+            next_timer: RefCell::new(None),
+            timers_changed: Cell::new(false),
+            kinds: RefCell::new(None),
             replaying: Cell::new(false),
             generation: Cell::new(0),
             builtins: Cell::new(0),
@@ -75,7 +89,7 @@ pub(super) fn install_natives(ctx: &Ctx) -> rquickjs::Result<()> {
         Function::new(
             ctx.clone(),
             |ctx: Ctx, event: String, payload: String, except: Option<String>| {
-                bridge(&ctx).effects.borrow_mut().push(Emit {
+                bridge(&ctx).effects.borrow_mut().emits.push(Emit {
                     event,
                     payload,
                     to: Audience::All { except },
@@ -88,11 +102,60 @@ pub(super) fn install_natives(ctx: &Ctx) -> rquickjs::Result<()> {
         Function::new(
             ctx.clone(),
             |ctx: Ctx, conn_id: String, event: String, payload: String| {
-                bridge(&ctx).effects.borrow_mut().push(Emit {
+                bridge(&ctx).effects.borrow_mut().emits.push(Emit {
                     event,
                     payload,
                     to: Audience::Conn(conn_id),
                 });
+            },
+        )?,
+    )?;
+    native.set(
+        "nextTimer",
+        Function::new(ctx.clone(), |ctx: Ctx, name: Option<String>, at: f64| {
+            let bridge = bridge(&ctx);
+            *bridge.next_timer.borrow_mut() = name.map(|name| NextTimer {
+                name,
+                at: at as i64,
+            });
+            bridge.timers_changed.set(true);
+        })?,
+    )?;
+    native.set(
+        "kick",
+        Function::new(ctx.clone(), |ctx: Ctx, conn_id: String, reason: String| {
+            bridge(&ctx)
+                .effects
+                .borrow_mut()
+                .kicks
+                .push(Kick { conn_id, reason });
+        })?,
+    )?;
+    native.set(
+        "send",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx, topic: String, event: String, payload: String| -> String {
+                let bridge = bridge(&ctx);
+                let parsed = match Topic::parse(&topic) {
+                    Ok(parsed) => parsed,
+                    Err(e) => return e.to_string(),
+                };
+                if let Some(exists) = &*bridge.kinds.borrow()
+                    && !exists(parsed.kind())
+                {
+                    return format!("unknown room kind {:?}", parsed.kind());
+                }
+                let mut effects = bridge.effects.borrow_mut();
+                if effects.sends.len() >= MAX_SENDS_PER_EVENT {
+                    return format!("at most {MAX_SENDS_PER_EVENT} messages per event");
+                }
+                effects.sends.push(RoomSend {
+                    topic: parsed,
+                    event,
+                    payload,
+                });
+                String::new()
             },
         )?,
     )?;

@@ -79,6 +79,40 @@ pub enum LogLevel {
 /// Receives `console.*` lines of a room (not called during replay).
 pub type ConsoleSink = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
 
+/// A connection a hook closed (`room.kick`): it leaves after the event.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Kick {
+    pub conn_id: String,
+    pub reason: String,
+}
+
+/// A message a hook sent to another room (`room.send`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomSend {
+    pub topic: crate::topic::Topic,
+    pub event: String,
+    /// JSON text.
+    pub payload: String,
+}
+
+/// The next timer due in a room: its name and when (ms since the epoch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextTimer {
+    pub name: String,
+    pub at: i64,
+}
+
+/// Whether a room kind exists, for `room.send` to refuse unknown ones.
+pub type KindExists = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What one hook call asked for besides its result.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    pub(crate) emits: Vec<Emit>,
+    pub(crate) kicks: Vec<Kick>,
+    pub(crate) sends: Vec<RoomSend>,
+}
+
 /// The hook to run, with its arguments.
 #[derive(Clone, Copy, Debug)]
 pub enum Hook<'a> {
@@ -94,6 +128,19 @@ pub enum Hook<'a> {
     },
     /// A leave whose `onLeave` failed earlier: only the membership changes.
     Drop,
+    /// Timer `name` fires; `info` is `{"late_ms": n}`.
+    Timer {
+        name: &'a str,
+        info: &'a str,
+    },
+    /// A firing whose `onTimer` failed earlier: only the timer goes.
+    TimerDrop {
+        name: &'a str,
+    },
+    /// `onRequest(req)`: an HTTP request (`req` is its JSON description).
+    Request {
+        req: &'a str,
+    },
 }
 
 /// A hook call that returned.
@@ -104,6 +151,13 @@ pub struct Called {
     /// What the hook asked to send, in order; released by the room once the
     /// event is durable (dropped if the hook fails or the event is a replay).
     pub effects: Vec<Emit>,
+    /// Connections the hook closed (`room.kick`), in order.
+    pub kicks: Vec<Kick>,
+    /// Messages the hook sent to other rooms (`room.send`), in order.
+    pub sends: Vec<RoomSend>,
+    /// The next timer due, if the hook set or cleared timers (`Some(None)`:
+    /// none is left).
+    pub next_timer: Option<Option<NextTimer>>,
 }
 
 /// A fatal error: the context can no longer be trusted.
@@ -195,6 +249,8 @@ pub struct Exports {
     /// `readOnlyJoins = true`: `onJoin` only reads, so while the room's
     /// storage refuses writes a join may run without being journaled.
     pub read_only_joins: bool,
+    /// `onRequest(req)`: the room answers HTTP requests.
+    pub on_request: bool,
 }
 
 impl Exports {
@@ -202,6 +258,7 @@ impl Exports {
         Exports {
             snapshot: bits & 1 != 0,
             read_only_joins: bits & 2 != 0,
+            on_request: bits & 4 != 0,
         }
     }
 }
@@ -305,6 +362,18 @@ impl RoomJs {
         self.exports
     }
 
+    /// The next timer due, as the script's timers stand now.
+    pub fn next_timer(&self) -> Option<NextTimer> {
+        self.ctx
+            .with(|ctx| bridge(&ctx).next_timer.borrow().clone())
+    }
+
+    /// Lets `room.send` refuse kinds for which `exists` is false.
+    pub fn set_kinds(&self, exists: KindExists) {
+        self.ctx
+            .with(|ctx| *bridge(&ctx).kinds.borrow_mut() = Some(exists));
+    }
+
     /// Runs one hook for one event. `at` (ms since the epoch) and `seed` make
     /// `Date` and `Math.random` deterministic for replay.
     pub fn call(&self, conn: &Conn, hook: Hook, at: i64, seed: u64) -> Result<Called, CallError> {
@@ -313,6 +382,9 @@ impl RoomJs {
             Hook::Message { event, payload } => ("message", event, payload),
             Hook::Leave { reason } => ("leave", reason, ""),
             Hook::Drop => ("drop", "", ""),
+            Hook::Timer { name, info } => ("timer", name, info),
+            Hook::TimerDrop { name } => ("timer_drop", name, ""),
+            Hook::Request { req } => ("request", req, ""),
         };
         self.enter(|ctx, api| {
             let at_fn: Function = api.get("at")?;
@@ -332,8 +404,19 @@ impl RoomJs {
                 .map(|s| s.to_string())
                 .transpose()?
                 .unwrap_or_else(|| "{}".into());
-            let effects = std::mem::take(&mut *bridge(ctx).effects.borrow_mut());
-            Ok(Called { response, effects })
+            let bridge = bridge(ctx);
+            let effects = std::mem::take(&mut *bridge.effects.borrow_mut());
+            let next_timer = bridge
+                .timers_changed
+                .replace(false)
+                .then(|| bridge.next_timer.borrow().clone());
+            Ok(Called {
+                response,
+                effects: effects.emits,
+                kicks: effects.kicks,
+                sends: effects.sends,
+                next_timer,
+            })
         })
     }
 
@@ -389,7 +472,7 @@ impl RoomJs {
             match outcome {
                 Ok(v) => Ok(v),
                 Err(caught) => {
-                    bridge(&ctx).effects.borrow_mut().clear();
+                    *bridge(&ctx).effects.borrow_mut() = Effects::default();
                     Err(classify(caught))
                 }
             }

@@ -104,6 +104,25 @@ function payloadJson(payload) {
   if (json === undefined) throw new TypeError("payload must be JSON-serializable");
   return json;
 }
+// Timers are room state like any other: set by hooks, so replaying the
+// journal sets them again; kept in snapshots. The host only hears of the next
+// one due, to fire it as an event.
+const timers = new Map(); // name -> { at, payload (JSON) }
+const MAX_TIMERS = 1000;
+const MIN_DELAY_MS = 10;
+function reportTimers() {
+  let next = null;
+  for (const [name, t] of timers) {
+    if (next === null || t.at < next.at || (t.at === next.at && name < next.name)) next = { name, at: t.at };
+  }
+  if (next === null) native.nextTimer(null, 0);
+  else native.nextTimer(next.name, next.at);
+}
+function timerName(name) {
+  if (typeof name !== "string" || name.length === 0 || name.length > 128)
+    throw new TypeError("timer name must be a non-empty string of at most 128 characters");
+  return name;
+}
 const room = Object.freeze({
   get topic() { return ident().topic; },
   get kind() { return ident().kind; },
@@ -118,6 +137,35 @@ const room = Object.freeze({
   },
   connections() { return Array.from(members.values()); },
   presence() { return JSON.parse(native.presence()); },
+  setTimer(name, delayMs, payload) {
+    timerName(name);
+    if (typeof delayMs !== "number" || !Number.isFinite(delayMs) || delayMs < MIN_DELAY_MS)
+      throw new RangeError(`timer delay must be a number of milliseconds, at least ${MIN_DELAY_MS}`);
+    if (!timers.has(name) && timers.size >= MAX_TIMERS)
+      throw new RangeError(`a room may have at most ${MAX_TIMERS} timers`);
+    timers.set(name, { at: clock + Math.ceil(delayMs), payload: payloadJson(payload) });
+    reportTimers();
+  },
+  clearTimer(name) {
+    const cleared = timers.delete(String(name));
+    if (cleared) reportTimers();
+    return cleared;
+  },
+  timers() {
+    return Array.from(timers, ([name, t]) => ({ name, at: t.at }))
+      .sort((x, y) => x.at - y.at || (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  },
+  kick(connId, reason) {
+    const id = String(connId);
+    if (!members.has(id)) return false;
+    native.kick(id, reason === undefined ? "kicked" : String(reason).slice(0, 1000));
+    return true;
+  },
+  send(topic, event, payload) {
+    if (typeof topic !== "string") throw new TypeError("room.send needs a topic string");
+    const refused = native.send(topic, eventName(event), payloadJson(payload));
+    if (refused) throw new TypeError(`room.send: ${refused}`);
+  },
 });
 Object.defineProperty(globalThis, "room", { value: room, enumerable: true });
 
@@ -147,7 +195,7 @@ Object.defineProperty(globalThis, "__roomhost", {
     bind(namespace) {
       if (typeof namespace.onMessage !== "function")
         throw new TypeError("a room script must export function onMessage(conn, event, payload)");
-      for (const name of ["onJoin", "onLeave", "snapshot", "restore"]) {
+      for (const name of ["onJoin", "onLeave", "onTimer", "onRequest", "snapshot", "restore"]) {
         if (namespace[name] !== undefined && typeof namespace[name] !== "function")
           throw new TypeError(`export ${name} must be a function`);
       }
@@ -157,7 +205,8 @@ Object.defineProperty(globalThis, "__roomhost", {
         throw new TypeError("export readOnlyJoins must be true or false");
       hooks = namespace;
       // What the host needs to know of the exports, as bits.
-      return (typeof hooks.snapshot === "function" ? 1 : 0) | (hooks.readOnlyJoins === true ? 2 : 0);
+      return (typeof hooks.snapshot === "function" ? 1 : 0) | (hooks.readOnlyJoins === true ? 2 : 0)
+        | (typeof hooks.onRequest === "function" ? 4 : 0);
     },
     at(time, hi, lo) { clock = time; seedHi = hi; seedLo = lo; seeded = false; },
     call(hook, id, user, metaJson, arg1, arg2) {
@@ -175,6 +224,20 @@ Object.defineProperty(globalThis, "__roomhost", {
           // A leave whose onLeave threw: membership still changes.
           members.delete(id);
           return "{}";
+        case "timer": {
+          const timer = timers.get(arg1);
+          if (timer === undefined) return "{}";
+          timers.delete(arg1);
+          reportTimers();
+          return reply(hooks.onTimer ? hooks.onTimer(arg1, JSON.parse(timer.payload), JSON.parse(arg2)) : undefined);
+        }
+        case "timer_drop":
+          // A firing whose onTimer threw: the timer is gone all the same.
+          if (timers.delete(arg1)) reportTimers();
+          return "{}";
+        case "request":
+          if (!hooks.onRequest) throw new Error("this room kind has no onRequest");
+          return reply(hooks.onRequest(Object.freeze(JSON.parse(arg1))));
         default:
           throw new Error(`unknown hook ${hook}`);
       }
@@ -187,7 +250,10 @@ Object.defineProperty(globalThis, "__roomhost", {
       return reply(s.value);
     },
     snapshot() {
-      const state = { members: Array.from(members.values(), (c) => [c.id, c.user, JSON.stringify(c.meta)]) };
+      const state = {
+        members: Array.from(members.values(), (c) => [c.id, c.user, JSON.stringify(c.meta)]),
+        timers: Array.from(timers, ([name, t]) => [name, t.at, t.payload]),
+      };
       const json = hooks.snapshot ? JSON.stringify(hooks.snapshot()) : undefined;
       return JSON.stringify(state).slice(0, -1) + `,"state":${json ?? "null"}}`;
     },
@@ -195,6 +261,9 @@ Object.defineProperty(globalThis, "__roomhost", {
       const saved = JSON.parse(json);
       members.clear();
       for (const [id, user, meta] of saved.members) members.set(id, makeConn(id, user, meta));
+      timers.clear();
+      for (const [name, at, payload] of saved.timers ?? []) timers.set(name, { at, payload });
+      reportTimers();
       if (saved.state !== null && hooks.restore) hooks.restore(saved.state);
     },
     members() { return JSON.stringify(Array.from(members.keys())); },

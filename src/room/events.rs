@@ -21,15 +21,22 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 
 use super::gate::Effect;
+use super::journal::Input;
+use super::outbox::{Delivered, MAX_TRIES, Message, room_conn};
+use super::replay::outbox_messages;
 use super::replay::{load_js, replay};
 use super::task::Room;
 use super::{Command, ConsoleLine, Crash, LeaveReason, LogLevel, ReplyTo, RoomError};
 use crate::clock::now_ms;
 use crate::conn::Conn;
+use crate::engine::RoomSend;
 use crate::engine::{CallError, Called, Hook};
 use crate::hub::{Channel, ChannelId, FanOut, Output};
 use crate::protocol::{self, Ref};
 use crate::store::EventKind;
+use crate::store::Origin;
+use crate::topic::Topic;
+use tokio::sync::oneshot;
 
 /// Who a journaled join is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,9 +54,15 @@ const ROLLBACK_SNAPSHOT_AFTER: u64 = 64;
 impl Room {
     pub(super) fn handle(&mut self, command: Command) -> Result<(), Crash> {
         self.slot.stats.events_in.fetch_add(1, Ordering::Relaxed);
-        if let Some(reason) = self.storage.refusal() {
-            return self.handle_without_storage(command, reason);
-        }
+        let handled = match self.storage.refusal() {
+            Some(reason) => self.handle_without_storage(command, reason),
+            None => self.handle_journaled(command),
+        };
+        handled?;
+        self.run_kicks()
+    }
+
+    fn handle_journaled(&mut self, command: Command) -> Result<(), Crash> {
         match command {
             Command::Join {
                 channel,
@@ -79,8 +92,185 @@ impl Room {
                 reason,
                 reply,
             } => self.leave(&conn_id, Some(channel), reason, reply),
+            Command::Request { conn, req, reply } => self.request(&conn, &req, reply),
+            Command::Deliver {
+                from,
+                messages,
+                reply,
+            } => self.deliver(&from, messages, reply),
             host => self.handle_host(host),
         }
+    }
+
+    /// Messages from room `from`, in its send order: each runs `onMessage`
+    /// as a journaled event unless the inbox shows it handled already. The
+    /// answer leaves once they are durable; it stops at the first refused
+    /// one, which the sender retries (and which is dropped, journaled as
+    /// handled, on its `MAX_TRIES`th refusal).
+    fn deliver(
+        &mut self,
+        from: &Topic,
+        messages: Vec<Message>,
+        reply: oneshot::Sender<Result<Delivered, RoomError>>,
+    ) -> Result<(), Crash> {
+        let conn = room_conn(from);
+        let mut delivered = Delivered {
+            upto: None,
+            refused: None,
+        };
+        for message in messages {
+            let origin = message.origin;
+            if self.inbox.seen(from, origin) {
+                delivered.upto = Some(origin);
+                continue;
+            }
+            let Ok(payload) = RawValue::from_string(message.payload) else {
+                // Cannot happen: the sender's prelude made it with JSON.stringify.
+                self.drop_room_message(&conn, from, origin, "its payload is not JSON");
+                delivered.upto = Some(origin);
+                continue;
+            };
+            let hook = Hook::Message {
+                event: &message.event,
+                payload: payload.get(),
+            };
+            let mut input = Input::new(
+                EventKind::RoomMessage,
+                &conn,
+                Some(&message.event),
+                &payload,
+            );
+            input.origin = Some(origin);
+            let at = self.journal.next_at();
+            match self.run_event(at, input, hook)? {
+                Ok(_) => {
+                    self.inbox.handled(from, origin);
+                    delivered.upto = Some(origin);
+                }
+                Err(reason) if message.tries + 1 >= MAX_TRIES => {
+                    self.drop_room_message(&conn, from, origin, &reason);
+                    delivered.upto = Some(origin);
+                }
+                Err(reason) => {
+                    delivered.refused = Some(reason);
+                    break;
+                }
+            }
+        }
+        self.hold_now(Effect::Delivered {
+            to: reply,
+            delivered,
+        });
+        Ok(())
+    }
+
+    /// Journals a message from another room as handled without running it.
+    fn drop_room_message(&mut self, conn: &Conn, from: &Topic, origin: Origin, reason: &str) {
+        tracing::warn!(
+            from = %from,
+            to = %self.slot.topic,
+            seq = origin.seq,
+            idx = origin.idx,
+            tries = MAX_TRIES,
+            %reason,
+            "room message dropped: onMessage refused it every time"
+        );
+        let empty = protocol::empty_object();
+        let mut input = Input::new(EventKind::RoomMessageDrop, conn, None, &empty);
+        input.origin = Some(origin);
+        let at = self.journal.next_at();
+        self.journal.record(at, 0, &input);
+        self.snapshots.recorded(std::time::Duration::ZERO);
+        self.inbox.handled(from, origin);
+    }
+
+    /// Holds the messages event `seq` sent until it is durable.
+    pub(super) fn outbox_sent(&mut self, seq: u64, sends: Vec<RoomSend>) {
+        for (to, message) in outbox_messages(seq, sends) {
+            self.gate.hold(seq, Effect::Send { to, message });
+        }
+    }
+
+    /// `onRequest(req)` for an HTTP request, as a journaled event.
+    fn request(
+        &mut self,
+        conn: &Conn,
+        req: &RawValue,
+        reply: oneshot::Sender<Result<String, RoomError>>,
+    ) -> Result<(), Crash> {
+        if !self.kind.on_request {
+            let _ = reply.send(Err(RoomError::NoHook("onRequest")));
+            return Ok(());
+        }
+        let at = self.journal.next_at();
+        let hook = Hook::Request { req: req.get() };
+        let result = self.run_event(at, Input::new(EventKind::Request, conn, None, req), hook)?;
+        self.hold_now(Effect::reply(ReplyTo::Caller(reply), result));
+        Ok(())
+    }
+
+    /// The next timer is due: `onTimer(name, payload, {late_ms})` runs as a
+    /// journaled event. One that throws is dropped (journaled too), so a
+    /// broken timer cannot fire again and again.
+    pub(super) fn fire_timer(&mut self) -> Result<(), Crash> {
+        let Some(timer) = self.next_timer.clone() else {
+            return Ok(());
+        };
+        let at = self.journal.next_at();
+        let late_ms = (at - timer.at).max(0);
+        let info = RawValue::from_string(format!(r#"{{"late_ms":{late_ms}}}"#))
+            .unwrap_or_else(|_| protocol::empty_object());
+        let system = Conn::system();
+        let hook = Hook::Timer {
+            name: &timer.name,
+            info: info.get(),
+        };
+        let fired = self.run_event(
+            at,
+            Input::new(EventKind::Timer, &system, Some(&timer.name), &info),
+            hook,
+        )?;
+        if let Err(error) = fired {
+            tracing::info!(topic = %self.slot.topic, timer = %timer.name, %error, "onTimer threw; the timer is dropped");
+            let empty = protocol::empty_object();
+            let at = self.journal.next_at();
+            let hook = Hook::TimerDrop { name: &timer.name };
+            self.run_event(
+                at,
+                Input::new(EventKind::TimerDrop, &system, Some(&timer.name), &empty),
+                hook,
+            )?
+            .map_err(|e| Crash::script(format!("dropping a timer failed: {e}")))?;
+        }
+        if self.next_timer.as_ref() == Some(&timer) {
+            // The hook ran but the timer is still due (a rollback restored
+            // it, or the JS lost it): never fire the same timer in a loop.
+            return Err(Crash::script(format!(
+                "timer {:?} did not clear",
+                timer.name
+            )));
+        }
+        self.run_kicks()
+    }
+
+    /// Closes the connections hooks kicked: each gets `kicked` `{reason}`,
+    /// then leaves (`onLeave(conn, "kicked")`, journaled) with `phx_close`,
+    /// so phoenix.js does not rejoin.
+    fn run_kicks(&mut self) -> Result<(), Crash> {
+        while !self.kicks.is_empty() {
+            let kick = self.kicks.remove(0);
+            let Some(channel) = self.members.channel(&kick.conn_id) else {
+                continue; // gone already, or its channel died with a crash
+            };
+            let payload = serde_json::json!({ "reason": kick.reason }).to_string();
+            self.hold_now(Output::Notice {
+                channel: channel.clone(),
+                event: "kicked",
+                payload,
+            });
+            self.leave(&kick.conn_id, Some(channel.id), LeaveReason::Kicked, None)?;
+        }
+        Ok(())
     }
 
     /// A command while the storage refuses writes (`reason` says why).
@@ -145,6 +335,16 @@ impl Room {
     /// The host's own commands: the same whatever the storage does.
     fn handle_host(&mut self, command: Command) -> Result<(), Crash> {
         match command {
+            Command::Request { reply, .. } => {
+                let reason = self.storage.refusal().unwrap_or_default();
+                let _ = reply.send(Err(RoomError::StorageUnavailable(reason)));
+                Ok(())
+            }
+            Command::Deliver { reply, .. } => {
+                let reason = self.storage.refusal().unwrap_or_default();
+                let _ = reply.send(Err(RoomError::StorageUnavailable(reason)));
+                Ok(())
+            }
             Command::Join { .. } | Command::Message { .. } | Command::Leave { .. } => Ok(()),
             Command::Reload(kind) => {
                 self.pending_reload = Some(kind);
@@ -203,7 +403,11 @@ impl Room {
             payload: payload.get(),
         };
         let at = self.journal.next_at();
-        let result = self.run_event(at, EventKind::Message, conn, Some(event), payload, hook)?;
+        let result = self.run_event(
+            at,
+            Input::new(EventKind::Message, conn, Some(event), payload),
+            hook,
+        )?;
         self.hold_now(Effect::reply(reply, result));
         Ok(())
     }
@@ -236,7 +440,7 @@ impl Room {
         let hook = Hook::Join {
             params: params.get(),
         };
-        let result = self.run_event(at, EventKind::Join, &conn, None, params, hook)?;
+        let result = self.run_event(at, Input::new(EventKind::Join, &conn, None, params), hook)?;
         if result.is_err() {
             self.members.presence_refused(&conn);
             if kind == JoinKind::Client {
@@ -420,13 +624,21 @@ impl Room {
         };
         let at = self.journal.next_at();
         if self
-            .run_event(at, EventKind::Leave, &member.conn, None, &data, hook)?
+            .run_event(
+                at,
+                Input::new(EventKind::Leave, &member.conn, None, &data),
+                hook,
+            )?
             .is_err()
         {
             let empty = protocol::empty_object();
             let at = self.journal.next_at();
-            self.run_event(at, EventKind::Drop, &member.conn, None, &empty, Hook::Drop)?
-                .map_err(|e| Crash::script(format!("dropping a member failed: {e}")))?;
+            self.run_event(
+                at,
+                Input::new(EventKind::Drop, &member.conn, None, &empty),
+                Hook::Drop,
+            )?
+            .map_err(|e| Crash::script(format!("dropping a member failed: {e}")))?;
         }
         if let Some(channel) = member.channel {
             if let Some(msg_ref) = reply {
@@ -436,7 +648,10 @@ impl Room {
                     result: Ok("{}".into()),
                 });
             }
-            let close = matches!(reason, LeaveReason::Left | LeaveReason::Shutdown);
+            let close = matches!(
+                reason,
+                LeaveReason::Left | LeaveReason::Shutdown | LeaveReason::Kicked
+            );
             self.hold_now(Output::Unsubscribe {
                 channel: channel.id,
                 close,
@@ -450,12 +665,10 @@ impl Room {
     pub(super) fn run_event(
         &mut self,
         at: i64,
-        kind: EventKind,
-        conn: &Conn,
-        event: Option<&str>,
-        data: &RawValue,
+        input: Input,
         hook: Hook,
     ) -> Result<Result<String, String>, Crash> {
+        let Input { kind, conn, .. } = input;
         let seed: u64 = rand::random();
         if let Some(presence) = self.members.presence_for_js() {
             self.js.set_presence(presence);
@@ -467,10 +680,21 @@ impl Room {
             .metrics
             .hook(self.slot.topic.kind(), kind.label(), took);
         match called {
-            Ok(Called { response, effects }) => {
-                let seq = self.journal.record(kind, at, seed, conn, event, data);
+            Ok(Called {
+                response,
+                effects,
+                kicks,
+                sends,
+                next_timer,
+            }) => {
+                let seq = self.journal.record(at, seed, &input);
                 for emit in effects {
                     self.gate.hold(seq, Output::Emit(emit));
+                }
+                self.outbox_sent(seq, sends);
+                self.kicks.extend(kicks);
+                if let Some(next) = next_timer {
+                    self.next_timer = next;
                 }
                 self.snapshots.recorded(took);
                 Ok(Ok(response))
@@ -516,6 +740,7 @@ impl Room {
         };
         let js = load_js(self.env(), &self.slot, &self.kind, self.generation)?;
         replay(&js, &recovered, &self.slot.topic)?;
+        self.next_timer = js.next_timer();
         self.js = js;
         if recovered.events.len() as u64 > ROLLBACK_SNAPSHOT_AFTER {
             self.take_snapshot()?;

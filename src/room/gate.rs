@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::outbox::{Delivered, Message};
 use super::{ReplyTo, RoomError};
 use crate::hub::{Channel, Emit, FanOut, Outbound, Output};
 use crate::metrics::Metrics;
+use crate::topic::Topic;
 
 /// An output waiting in the gate.
 #[derive(Debug)]
@@ -21,6 +23,13 @@ pub(super) enum Effect {
     Answer {
         to: oneshot::Sender<Result<String, RoomError>>,
         result: Result<String, String>,
+    },
+    /// A message for another room: it leaves once its event is durable.
+    Send { to: Topic, message: Message },
+    /// The answer to a sending room: what of its messages is journaled.
+    Delivered {
+        to: oneshot::Sender<Result<Delivered, RoomError>>,
+        delivered: Delivered,
     },
 }
 
@@ -58,6 +67,14 @@ pub(super) struct Gate {
 }
 
 impl Gate {
+    /// The messages for other rooms waiting here, in order.
+    pub(super) fn held_sends(&self) -> impl Iterator<Item = (&Topic, &Message)> {
+        self.held.iter().filter_map(|(_, effect)| match effect {
+            Effect::Send { to, message } => Some((to, message)),
+            _ => None,
+        })
+    }
+
     /// Holds `effect` until event `seq` is durable.
     pub(super) fn hold(&mut self, seq: u64, effect: impl Into<Effect>) {
         self.held.push_back((seq, effect.into()));
@@ -85,6 +102,10 @@ impl Gate {
                 Effect::Answer { to, .. } => {
                     let _ = to.send(Err(RoomError::StorageUnavailable(reason.to_string())));
                 }
+                Effect::Delivered { to, .. } => {
+                    let _ = to.send(Err(RoomError::StorageUnavailable(reason.to_string())));
+                }
+                Effect::Send { .. } => {}
                 Effect::Out(Output::Subscribe(channel) | Output::Refused(channel)) => {
                     joining.push(channel);
                 }
@@ -100,7 +121,14 @@ impl Gate {
     }
 
     /// Delivers every held effect whose event is durable (`seq <= durable`).
-    pub(super) fn release(&mut self, durable: u64, fanout: &dyn FanOut, metrics: &Metrics) {
+    /// Messages for other rooms go to `send`.
+    pub(super) fn release(
+        &mut self,
+        durable: u64,
+        fanout: &dyn FanOut,
+        metrics: &Metrics,
+        send: &mut dyn FnMut(Topic, Message),
+    ) {
         while self.held.front().is_some_and(|(seq, _)| *seq <= durable) {
             let Some((_, effect)) = self.held.pop_front() else {
                 break;
@@ -115,6 +143,10 @@ impl Gate {
                 }
                 Effect::Answer { to, result } => {
                     let _ = to.send(result.map_err(RoomError::Refused));
+                }
+                Effect::Send { to, message } => send(to, message),
+                Effect::Delivered { to, delivered } => {
+                    let _ = to.send(Ok(delivered));
                 }
             }
         }
@@ -203,10 +235,10 @@ mod tests {
         let (tx, mut answer) = oneshot::channel();
         gate.hold(2, Effect::reply(ReplyTo::Caller(tx), Err("no".into())));
         gate.hold(2, Emit::to_all("second", "{}".into()));
-        gate.release(1, &hub, &metrics);
+        gate.release(1, &hub, &metrics, &mut |_, _| {});
         assert_eq!(frames(&mut ra), [r#"[null,null,"chat:x","first",{}]"#]);
         assert!(answer.try_recv().is_err(), "event 2 is not durable yet");
-        gate.release(2, &hub, &metrics);
+        gate.release(2, &hub, &metrics, &mut |_, _| {});
         assert!(matches!(answer.try_recv(), Ok(Err(RoomError::Refused(r))) if r == "no"));
         assert_eq!(frames(&mut ra), [r#"[null,null,"chat:x","second",{}]"#]);
         assert!(

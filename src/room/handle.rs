@@ -62,6 +62,19 @@ impl RoomHandle {
         rx.await.map_err(|_| RoomError::Crashed)?
     }
 
+    /// Runs `onRequest(req)` (`req` is the request's JSON description);
+    /// returns the hook's result as JSON.
+    pub async fn request(&self, conn: Conn, req: Box<RawValue>) -> Result<String, RoomError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Request {
+            conn,
+            req,
+            reply: tx,
+        })
+        .await?;
+        rx.await.map_err(|_| RoomError::Crashed)?
+    }
+
     /// The room's JS state as `snapshot()` returns it, with its members:
     /// `{"members": [[id, user, meta], ...], "state": ...}`.
     pub async fn state(&self) -> Result<serde_json::Value, RoomError> {

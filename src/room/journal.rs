@@ -26,7 +26,7 @@ use crate::clock::now_ms;
 use crate::config::Durability;
 use crate::conn::Conn;
 use crate::metrics::Metrics;
-use crate::store::{ConnRecord, Event, EventKind, Job, Recovered, Store};
+use crate::store::{ConnRecord, Event, EventKind, Job, Origin, Recovered, Store};
 
 /// With durability `relaxed`, how long written records may wait for fsync.
 const RELAXED_SYNC: Duration = Duration::from_millis(10);
@@ -35,6 +35,33 @@ pub(super) const MAX_GATHER: Duration = Duration::from_millis(1);
 
 /// An fsync in flight, resolving to the seq it covers and its duration.
 type Commit = JoinHandle<io::Result<(u64, Duration)>>;
+
+/// What an event records besides its time and seed.
+pub(super) struct Input<'a> {
+    pub(super) kind: EventKind,
+    pub(super) conn: &'a Conn,
+    /// The event name of a message, or a timer's name.
+    pub(super) event: Option<&'a str>,
+    pub(super) data: &'a RawValue,
+    pub(super) origin: Option<Origin>,
+}
+
+impl<'a> Input<'a> {
+    pub(super) fn new(
+        kind: EventKind,
+        conn: &'a Conn,
+        event: Option<&'a str>,
+        data: &'a RawValue,
+    ) -> Input<'a> {
+        Input {
+            kind,
+            conn,
+            event,
+            data,
+            origin: None,
+        }
+    }
+}
 
 /// A store operation that failed: what it was, and the error.
 #[derive(Debug)]
@@ -135,15 +162,8 @@ impl Journal {
     }
 
     /// Frames an event whose hook succeeded into the batch; returns its seq.
-    pub(super) fn record(
-        &mut self,
-        kind: EventKind,
-        at: i64,
-        seed: u64,
-        conn: &Conn,
-        event: Option<&str>,
-        data: &RawValue,
-    ) -> u64 {
+    pub(super) fn record(&mut self, at: i64, seed: u64, input: &Input) -> u64 {
+        let conn = input.conn;
         self.last_at = at;
         self.seq += 1;
         if self.batch.is_empty() {
@@ -151,7 +171,7 @@ impl Journal {
         }
         Event {
             seq: self.seq,
-            kind,
+            kind: input.kind,
             at,
             seed,
             conn: ConnRecord {
@@ -159,8 +179,9 @@ impl Journal {
                 user: (&*conn.user).into(),
                 meta: &conn.meta,
             },
-            event: event.map(Into::into),
-            data,
+            event: input.event.map(Into::into),
+            data: input.data,
+            origin: input.origin,
         }
         .encode_into(&mut self.batch);
         self.seq
@@ -505,7 +526,9 @@ mod tests {
     fn record(journal: &mut Journal) -> u64 {
         let conn = Conn::new("alice", empty_object());
         let at = journal.next_at();
-        journal.record(EventKind::Message, at, 7, &conn, Some("e"), &empty_object())
+        let data = empty_object();
+        let input = Input::new(EventKind::Message, &conn, Some("e"), &data);
+        journal.record(at, 7, &input)
     }
 
     #[tokio::test]

@@ -138,6 +138,11 @@ impl Members {
             .map(|c| c.id)
     }
 
+    /// The channel `conn_id` is joined with, if it has one.
+    pub(super) fn channel(&self, conn_id: &str) -> Option<Arc<Channel>> {
+        self.by_conn.get(conn_id)?.channel.clone()
+    }
+
     /// Whether `channel` is the current membership of its connection.
     pub(super) fn is_member(&self, channel: &Channel) -> bool {
         self.channel_of(&channel.conn.id) == Some(channel.id)

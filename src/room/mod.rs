@@ -26,6 +26,7 @@ pub mod handle;
 pub mod inspect;
 mod journal;
 mod members;
+pub mod outbox;
 pub mod registry;
 pub(crate) mod reload;
 mod replay;
@@ -48,7 +49,7 @@ pub use crate::engine::LogLevel;
 use crate::hub::{Channel, ChannelId};
 use crate::protocol::Ref;
 use crate::scripts::{CompiledKind, ScriptError};
-use crate::topic::TopicError;
+use crate::topic::{Topic, TopicError};
 pub use crash::Crash;
 pub(crate) use env::RoomEnv;
 pub use handle::RoomHandle;
@@ -90,6 +91,9 @@ pub enum RoomError {
     TooManyRooms,
     #[error("no such room")]
     NotFound,
+    /// The kind does not export the hook a request needs.
+    #[error("this room kind has no {0}")]
+    NoHook(&'static str),
 }
 
 /// Where the answer to a command goes.
@@ -118,6 +122,8 @@ pub enum LeaveReason {
     Crash,
     /// The server is shutting down.
     Shutdown,
+    /// The room closed it (`room.kick`).
+    Kicked,
 }
 
 impl LeaveReason {
@@ -128,6 +134,7 @@ impl LeaveReason {
             LeaveReason::Rejoin => "rejoin",
             LeaveReason::Crash => "crash",
             LeaveReason::Shutdown => "shutdown",
+            LeaveReason::Kicked => "kicked",
         }
     }
 }
@@ -156,6 +163,20 @@ pub enum Command {
     },
     /// The room's state as `snapshot()` returns it (for admin and tests).
     Inspect(oneshot::Sender<Result<String, RoomError>>),
+    /// Messages from room `from` (`room.send`), in its send order; answered
+    /// once the handled ones are journaled.
+    Deliver {
+        from: Topic,
+        messages: Vec<outbox::Message>,
+        reply: oneshot::Sender<Result<outbox::Delivered, RoomError>>,
+    },
+    /// An HTTP request for `onRequest`: `req` is its JSON description; the
+    /// answer is the hook's result as JSON.
+    Request {
+        conn: Conn,
+        req: Box<RawValue>,
+        reply: oneshot::Sender<Result<String, RoomError>>,
+    },
     /// Switch to a new version of the kind's code, keeping the state.
     Reload(Arc<CompiledKind>),
     /// A new version of the kind's code failed its checks: tell the channels.

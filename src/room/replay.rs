@@ -7,13 +7,17 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+use super::outbox::{HostState, Inbox, Message};
 use super::{ConsoleLine, Crash, LogLevel, RoomEnv, RoomSlot};
 use crate::clock::now_ms;
 use crate::conn::Conn;
-use crate::engine::{Blank, CallError, ConsoleSink, Hook, Identity, ModuleSource, RoomJs};
+use crate::engine::{
+    Blank, CallError, ConsoleSink, Hook, Identity, ModuleSource, RoomJs, RoomSend,
+};
 use crate::presence::Presence;
 use crate::scripts::{CompiledKind, ScriptError};
-use crate::store::{Event, EventKind, Recovered, Snapshot};
+use crate::store::{Event, EventKind, Origin, Recovered, Snapshot};
+use crate::topic::Topic;
 
 pub(super) fn load_js(
     env: &RoomEnv,
@@ -67,6 +71,8 @@ pub(super) fn load_js_checked(
         Some(console),
     )?;
     js.set_generation(generation);
+    let scripts = env.scripts.clone();
+    js.set_kinds(Arc::new(move |kind| scripts.exists(kind)));
     Ok(js)
 }
 
@@ -76,6 +82,12 @@ pub(crate) struct Replayed {
     /// Their presence (without meta updates, which are not journaled).
     pub presence: Presence,
     pub last_at: i64,
+    /// Messages from other rooms handled so far.
+    pub inbox: Inbox,
+    /// Messages to other rooms the snapshot had pending, then those the
+    /// replayed events sent, in order (those acknowledged since are sent
+    /// again; their targets drop the copies).
+    pub sends: Vec<(Topic, Message)>,
 }
 
 #[derive(serde::Deserialize)]
@@ -93,8 +105,16 @@ pub(crate) fn replay(
     let mut members: HashMap<Arc<str>, Conn> = HashMap::new();
     let mut presence = Presence::default();
     let mut last_at = 0;
+    let mut inbox = Inbox::default();
+    let mut sends = Vec::new();
     if let Some(bytes) = &recovered.snapshot {
         let snapshot = Snapshot::decode(bytes).map_err(|e| Crash::storage("snapshot", e))?;
+        if let Some(host) = snapshot.host {
+            let host: HostState = serde_json::from_str(host.get())
+                .map_err(|e| Crash::storage("snapshot host state", e))?;
+            inbox = host.inbox();
+            sends = host.outbox();
+        }
         js.restore(snapshot.room.get(), snapshot.at)
             .map_err(|e| match e {
                 CallError::Fatal(fatal) => Crash::Js {
@@ -141,27 +161,62 @@ pub(crate) fn replay(
                 Hook::Leave { reason: &reason }
             }
             EventKind::Drop => Hook::Drop,
+            EventKind::Timer => Hook::Timer {
+                name: event.event.as_deref().unwrap_or(""),
+                info: event.data.get(),
+            },
+            EventKind::TimerDrop => Hook::TimerDrop {
+                name: event.event.as_deref().unwrap_or(""),
+            },
+            EventKind::Request => Hook::Request {
+                req: event.data.get(),
+            },
+            EventKind::RoomMessage => Hook::Message {
+                event: event.event.as_deref().unwrap_or(""),
+                payload: event.data.get(),
+            },
+            EventKind::RoomMessageDrop => {
+                if let (Some(origin), Ok(from)) = (event.origin, Topic::parse(&event.conn.user)) {
+                    inbox.handled(&from, origin);
+                }
+                last_at = last_at.max(event.at);
+                continue;
+            }
         };
+        let membership = matches!(
+            event.kind,
+            EventKind::Join | EventKind::Leave | EventKind::Drop
+        );
         match event.kind {
             EventKind::Join => presence.join(&conn, event.seq.to_string(), event.at),
             EventKind::Leave | EventKind::Drop => {
                 presence.leave(&conn);
             }
-            EventKind::Message => {}
+            _ => {}
         }
-        if event.kind != EventKind::Message {
+        if membership {
             js.set_presence(presence.state_json());
         }
         match js.call(&conn, hook, event.at, event.seed) {
-            Ok(_) => match event.kind {
-                EventKind::Join => {
-                    members.insert(conn.id.clone(), conn);
+            Ok(called) => {
+                sends.extend(outbox_messages(event.seq, called.sends));
+                match event.kind {
+                    EventKind::Join => {
+                        members.insert(conn.id.clone(), conn);
+                    }
+                    EventKind::Leave | EventKind::Drop => {
+                        members.remove(&conn.id);
+                    }
+                    EventKind::RoomMessage => {
+                        if let (Some(origin), Ok(from)) =
+                            (event.origin, Topic::parse(&event.conn.user))
+                        {
+                            inbox.handled(&from, origin);
+                        }
+                    }
+                    _ => {}
                 }
-                EventKind::Leave | EventKind::Drop => {
-                    members.remove(&conn.id);
-                }
-                EventKind::Message => {}
-            },
+            }
             Err(CallError::Script { message, .. }) => {
                 // Only possible if the code changed while the server was down
                 // or the script is not deterministic.
@@ -173,7 +228,7 @@ pub(crate) fn replay(
                     EventKind::Join => {
                         presence.leave(&conn);
                     }
-                    EventKind::Message => {}
+                    _ => {}
                 }
             }
             Err(CallError::Fatal(fatal)) => {
@@ -191,5 +246,26 @@ pub(crate) fn replay(
         members: members.into_values().collect(),
         presence,
         last_at,
+        inbox,
+        sends,
+    })
+}
+
+/// The messages event `seq` sent, named by their origin.
+pub(super) fn outbox_messages(
+    seq: u64,
+    sends: Vec<RoomSend>,
+) -> impl Iterator<Item = (Topic, Message)> {
+    sends.into_iter().enumerate().map(move |(idx, send)| {
+        let message = Message {
+            origin: Origin {
+                seq,
+                idx: idx as u32,
+            },
+            event: send.event,
+            payload: send.payload,
+            tries: 0,
+        };
+        (send.topic, message)
     })
 }

@@ -78,6 +78,8 @@ impl Room {
         let js = load_js(self.env(), &self.slot, &self.kind, self.generation)?;
         let replayed = replay(&js, recovered, &self.slot.topic)?;
         self.js = js;
+        self.next_timer = self.js.next_timer();
+        self.inbox = replayed.inbox;
         let presence = replayed
             .presence
             .with_typing_timeout(self.env().config.typing_timeout);

@@ -88,8 +88,11 @@ async fn refuse_queued(slot: &RoomSlot) {
                     let _ = tx.send(Err(error.clone()));
                 }
             },
-            Command::Inspect(tx) => {
+            Command::Inspect(tx) | Command::Request { reply: tx, .. } => {
                 let _ = tx.send(Err(error.clone()));
+            }
+            Command::Deliver { reply, .. } => {
+                let _ = reply.send(Err(error.clone()));
             }
             Command::Leave { .. } | Command::Reload(_) | Command::ScriptError(_) => {}
         }

@@ -23,12 +23,14 @@ use super::crash::Exit;
 use super::gate::Gate;
 use super::journal::{Journal, StorageError};
 use super::members::Members;
+use super::outbox::{HostState, Inbox, Outbox};
 use super::registry::Rooms;
 use super::replay::{load_js, replay};
 use super::snapshots::Snapshots;
 use super::storage::StorageHealth;
 use super::{Command, Crash, LeaveReason, Mailbox, RoomEnv, RoomSlot};
-use crate::engine::{CallError, Emit, RoomJs};
+use crate::clock::now_ms;
+use crate::engine::{CallError, Emit, Kick, NextTimer, RoomJs};
 use crate::scripts::CompiledKind;
 use crate::store::Snapshot;
 
@@ -87,6 +89,14 @@ pub(super) struct Room {
     pub(super) gate: Gate,
     /// Whether the journal takes writes (see `storage`).
     pub(super) storage: StorageHealth,
+    /// The script's next timer due (its timers live in its JS state).
+    pub(super) next_timer: Option<NextTimer>,
+    /// Connections hooks closed, to leave after the command at hand.
+    pub(super) kicks: Vec<Kick>,
+    /// Messages to other rooms not yet acknowledged.
+    pub(super) outbox: Outbox,
+    /// Messages from other rooms handled.
+    pub(super) inbox: Inbox,
     last_activity: Instant,
     stats_at: Instant,
     /// A new version of the code to switch to after the current batch.
@@ -158,6 +168,7 @@ impl Room {
         let replay_started = Instant::now();
         let replayed = replay(&js, &recovered, &topic)?;
         let replay_took = replay_started.elapsed();
+        let next_timer = js.next_timer();
         let now = Instant::now();
         let journal = Journal::new(
             store,
@@ -170,6 +181,10 @@ impl Room {
         let presence = replayed
             .presence
             .with_typing_timeout(env.config.typing_timeout);
+        let mut outbox = Outbox::new(topic.clone(), rooms.clone());
+        for (to, message) in replayed.sends {
+            outbox.push(to, message);
+        }
         let mut room = Room {
             generation,
             kind,
@@ -179,6 +194,10 @@ impl Room {
             members: Members::rebuilt(replayed.members, presence),
             gate: Gate::default(),
             storage: StorageHealth::new(env.config.fsync_stall),
+            next_timer,
+            kicks: Vec::new(),
+            outbox,
+            inbox: replayed.inbox,
             last_activity: now,
             stats_at: now,
             pending_reload: None,
@@ -233,6 +252,11 @@ impl Room {
             let presence_at = self.members.presence_deadline();
             let stall_at = self.storage.stall_at(self.journal.commit_started());
             let probe_at = self.storage.probe_at();
+            // A timer waits while the journal cannot record its firing.
+            let timer_at = self.next_timer.as_ref().filter(|_| healthy).map(|t| {
+                let wait = t.at.saturating_sub(now_ms()).max(0) as u64;
+                Instant::now() + Duration::from_millis(wait)
+            });
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -286,13 +310,19 @@ impl Room {
                     self.flush_presence();
                     self.release();
                 }
+                _ = sleep_until(timer_at.unwrap_or(idle_at).into()), if timer_at.is_some() => {
+                    self.last_activity = Instant::now();
+                    let slot = self.slot.clone();
+                    contained(&slot, || self.fire_timer())?;
+                    self.after_batch()?;
+                }
                 _ = sleep_until(stall_at.unwrap_or(idle_at).into()), if stall_at.is_some() => {
                     self.fsync_stalled();
                 }
                 _ = sleep_until(probe_at.unwrap_or(idle_at).into()), if probe_at.is_some() => {
                     self.start_probe();
                 }
-                _ = sleep_until(idle_at.into()), if self.members.is_empty() && healthy => {
+                _ = sleep_until(idle_at.into()), if self.members.is_empty() && healthy && self.outbox.is_empty() => {
                     if self.try_idle_stop(mailbox).await? {
                         return Ok(Exit::Stopped);
                     }
@@ -368,8 +398,13 @@ impl Room {
     /// that waited for them.
     pub(super) fn release(&mut self) {
         let durable = self.journal.durable();
-        self.gate
-            .release(durable, &self.slot.hub, &self.rooms.env().metrics);
+        let outbox = &mut self.outbox;
+        self.gate.release(
+            durable,
+            &self.slot.hub,
+            &self.rooms.env().metrics,
+            &mut |to, message| outbox.push(to, message),
+        );
         self.slot
             .stats
             .released_seq
@@ -398,11 +433,19 @@ impl Room {
         let room =
             RawValue::from_string(room).map_err(|e| Crash::storage("snapshot is not JSON", e))?;
         let seq = self.journal.seq();
+        let host = HostState::of(&self.outbox, self.gate.held_sends(), &self.inbox);
+        let host = if host.is_empty() {
+            None
+        } else {
+            let json = serde_json::to_string(&host).map_err(|e| Crash::storage("snapshot", e))?;
+            Some(RawValue::from_string(json).map_err(|e| Crash::storage("snapshot", e))?)
+        };
         let bytes = Snapshot {
             seq,
             at: self.journal.last_at(),
             version: (&*self.kind.version).into(),
             room: &room,
+            host: host.as_deref(),
         }
         .encode();
         self.snapshots.taken(seq, bytes, started.elapsed());

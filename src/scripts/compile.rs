@@ -39,6 +39,8 @@ pub struct CompiledKind {
     pub has_snapshot: bool,
     /// Whether the kind exports `readOnlyJoins = true`.
     pub read_only_joins: bool,
+    /// Whether the kind exports `onRequest(req)`.
+    pub on_request: bool,
 }
 
 /// Compiles and evaluates `entry` (relative to `root`) in a scratch runtime.
@@ -79,5 +81,6 @@ pub fn compile_file(
         ),
         has_snapshot: exports.snapshot,
         read_only_joins: exports.read_only_joins,
+        on_request: exports.on_request,
     })
 }

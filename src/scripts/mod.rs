@@ -143,6 +143,15 @@ impl Scripts {
         }
     }
 
+    /// Whether `kind` names a kind rooms can start: a valid name whose file
+    /// exists (or whose code is cached and not removed).
+    pub fn exists(&self, kind: &str) -> bool {
+        if let Some(entry) = self.kinds().get(kind) {
+            return !entry.removed;
+        }
+        is_valid_kind(kind) && self.inner.root.join(format!("{kind}.js")).is_file()
+    }
+
     /// The kind for a room that starts for the first time: refused once the
     /// kind's file was deleted.
     pub fn kind_for_new_room(&self, kind: &str) -> Result<Arc<CompiledKind>, KindError> {

@@ -498,6 +498,7 @@ mod tests {
             },
             event: Some("e".into()),
             data: &data,
+            origin: None,
         };
         let mut out = Vec::new();
         e.encode_into(&mut out);
@@ -511,6 +512,7 @@ mod tests {
             at: 0,
             version: "v".into(),
             room: &room,
+            host: None,
         }
         .encode()
     }

@@ -38,6 +38,17 @@ pub enum EventKind {
     Leave,
     /// A leave whose `onLeave` threw: replay only drops the member.
     Drop,
+    /// A timer fired (`event` is its name, `data` `{"late_ms"}`).
+    Timer,
+    /// A message from another room (with its `origin`): runs `onMessage`.
+    RoomMessage,
+    /// A message from another room that kept failing, dropped: replay only
+    /// notes it as handled.
+    RoomMessageDrop,
+    /// A firing whose `onTimer` threw: replay only drops the timer.
+    TimerDrop,
+    /// An HTTP request (`data` is its description).
+    Request,
 }
 
 impl EventKind {
@@ -48,6 +59,11 @@ impl EventKind {
             EventKind::Message => "message",
             EventKind::Leave => "leave",
             EventKind::Drop => "drop",
+            EventKind::Timer => "timer",
+            EventKind::RoomMessage => "room_message",
+            EventKind::RoomMessageDrop => "room_message_drop",
+            EventKind::TimerDrop => "timer_drop",
+            EventKind::Request => "request",
         }
     }
 }
@@ -80,6 +96,18 @@ pub struct Event<'a> {
     /// Join params, message payload, or the leave reason (a JSON string).
     #[serde(borrow)]
     pub data: &'a RawValue,
+    /// For a message from another room (whose topic is the conn's `user`):
+    /// which of the sender's sends it is, so the target handles each once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Which send of a sending room a message is: the seq of the sender's event
+/// and its index among that event's sends. Ordered as the sender sent them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    pub seq: u64,
+    pub idx: u32,
 }
 
 impl<'a> Event<'a> {
@@ -105,6 +133,11 @@ pub struct Snapshot<'a> {
     /// `{"members": [...], "state": <snapshot()>}` from the room's JS.
     #[serde(borrow)]
     pub room: &'a RawValue,
+    /// The host's own state of the room, kept with it: messages to other
+    /// rooms not yet acknowledged, and which messages from others it has
+    /// handled (absent in snapshots of versions without them).
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub host: Option<&'a RawValue>,
 }
 
 impl<'a> Snapshot<'a> {

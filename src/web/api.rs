@@ -75,6 +75,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// An error answer: status code and `{"reason"}`.
+#[derive(Debug)]
 pub(crate) struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
@@ -87,9 +88,10 @@ impl From<RoomError> for ApiError {
     fn from(e: RoomError) -> Self {
         let status = match &e {
             RoomError::InvalidTopic(_) | RoomError::Refused(_) => StatusCode::BAD_REQUEST,
-            RoomError::UnknownKind | RoomError::KindRemoved | RoomError::NotFound => {
-                StatusCode::NOT_FOUND
-            }
+            RoomError::UnknownKind
+            | RoomError::KindRemoved
+            | RoomError::NotFound
+            | RoomError::NoHook(_) => StatusCode::NOT_FOUND,
             RoomError::Script(_) | RoomError::Failed(_) | RoomError::Crashed => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -17,6 +17,7 @@ mod metrics;
 mod origin;
 mod post;
 mod rate;
+mod request;
 mod session_token;
 mod socket;
 mod sse;
@@ -29,7 +30,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -128,6 +129,20 @@ pub(crate) fn router(web: Arc<WebState>) -> Router {
         )
         .route("/api/rooms/{topic}/events", get(sse::events))
         .route(
+            "/rooms/{topic}/http",
+            any_method(request::root).route_layer(middleware::from_fn_with_state(
+                web.clone(),
+                post::limit_posts,
+            )),
+        )
+        .route(
+            "/rooms/{topic}/http/{*path}",
+            any_method(request::path).route_layer(middleware::from_fn_with_state(
+                web.clone(),
+                post::limit_posts,
+            )),
+        )
+        .route(
             "/api/rooms/{topic}/messages",
             post(post::post_message).route_layer(middleware::from_fn_with_state(
                 web.clone(),
@@ -138,6 +153,19 @@ pub(crate) fn router(web: Arc<WebState>) -> Router {
         .merge(dashboard)
         .merge(admin)
         .with_state(web)
+}
+
+/// `handler` for the methods a room's `onRequest` answers.
+fn any_method<H, T>(handler: H) -> MethodRouter<Arc<WebState>>
+where
+    H: axum::handler::Handler<T, Arc<WebState>> + Clone,
+    T: 'static,
+{
+    get(handler.clone())
+        .post(handler.clone())
+        .put(handler.clone())
+        .patch(handler.clone())
+        .delete(handler)
 }
 
 /// The request's media type, lowercased, without parameters (`""` if none).
