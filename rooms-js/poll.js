@@ -1,6 +1,8 @@
 // poll: a question with options, one vote per user, live tallies ("poll:<name>").
-// Events: "create" {question, options}, "vote" {option: index}, "close" (creator only).
-let poll = null; // { question, options, by, open }
+// Events: "create" {question, options, seconds?}, "vote" {option: index},
+// "close" (creator only). With `seconds`, a timer closes the poll by itself;
+// GET /rooms/poll:<name>/http/ answers the results as JSON.
+let poll = null; // { question, options, by, open, closesAt? }
 let votes = {};  // user -> option index; voting again changes the vote
 
 function view() {
@@ -28,6 +30,12 @@ export function onMessage(conn, event, payload) {
     if (new Set(options).size !== options.length) throw new Error("options must differ");
     poll = { question: text(payload.question, "the question", 200), options, by: conn.user, open: true };
     votes = {};
+    if (payload.seconds !== undefined) {
+      if (!Number.isInteger(payload.seconds) || payload.seconds < 1 || payload.seconds > 86400)
+        throw new Error("seconds must be an integer from 1 to 86400");
+      room.setTimer("close", payload.seconds * 1000);
+      poll.closesAt = Date.now() + payload.seconds * 1000;
+    }
   } else if (event === "vote") {
     if (!poll?.open) throw new Error("no open poll");
     if (!Number.isInteger(payload.option) || !poll.options[payload.option]) throw new Error("no such option");
@@ -36,10 +44,24 @@ export function onMessage(conn, event, payload) {
     if (!poll?.open) throw new Error("no open poll");
     if (poll.by !== conn.user) throw new Error("only the poll's creator can close it");
     poll.open = false;
+    room.clearTimer("close");
   } else {
     throw new Error(`unknown event "${event}"`);
   }
   room.broadcast("poll", view());
+  return view();
+}
+
+// The poll's time is up: it closes as if its creator had closed it.
+export function onTimer(name) {
+  if (name !== "close" || !poll?.open) return;
+  poll.open = false;
+  room.broadcast("poll", view());
+}
+
+// The results over HTTP: any GET on the room's /http/ path.
+export function onRequest(req) {
+  if (req.method !== "GET") return { status: 405, headers: { allow: "GET" }, body: "GET only" };
   return view();
 }
 

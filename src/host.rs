@@ -134,6 +134,7 @@ impl HostBuilder {
             scripts: scripts.clone(),
             metrics: metrics.clone(),
         });
+        rooms.start_waking();
         runtime.spawn(measure_rates(Arc::downgrade(&metrics)));
         let watcher = if config.watch_scripts {
             Some(Arc::new(reload::watch(&rooms).map_err(BuildError::Watch)?))

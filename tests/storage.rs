@@ -134,6 +134,11 @@ impl Store for Faulty {
     fn bytes(&self) -> u64 {
         self.inner.bytes()
     }
+
+    fn set_wakeup(&mut self, at: Option<i64>) -> io::Result<()> {
+        self.faults.write()?;
+        self.inner.set_wakeup(at)
+    }
 }
 
 async fn faulty_server(config: roomhost::Config) -> (Server, Arc<Faults>) {

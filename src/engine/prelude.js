@@ -110,13 +110,26 @@ function payloadJson(payload) {
 const timers = new Map(); // name -> { at, payload (JSON) }
 const MAX_TIMERS = 1000;
 const MIN_DELAY_MS = 10;
-function reportTimers() {
-  let next = null;
-  for (const [name, t] of timers) {
-    if (next === null || t.at < next.at || (t.at === next.at && name < next.name)) next = { name, at: t.at };
-  }
+let nextTimer = null; // { name, at } of the first due, as told to the host
+const before = (at, name, next) => next === null || at < next.at || (at === next.at && name < next.name);
+function tellNextTimer(next) {
+  nextTimer = next;
   if (next === null) native.nextTimer(null, 0);
   else native.nextTimer(next.name, next.at);
+}
+// After the first due timer changed or went: look for the new first one.
+function findNextTimer() {
+  let next = null;
+  for (const [name, t] of timers) if (before(t.at, name, next)) next = { name, at: t.at };
+  tellNextTimer(next);
+}
+// After timer `name` was set to `at`: O(1) unless it was the first one.
+function timerSet(name, at) {
+  if (before(at, name, nextTimer)) tellNextTimer({ name, at });
+  else if (nextTimer.name === name) findNextTimer();
+}
+function timerGone(name) {
+  if (nextTimer !== null && nextTimer.name === name) findNextTimer();
 }
 function timerName(name) {
   if (typeof name !== "string" || name.length === 0 || name.length > 128)
@@ -143,12 +156,13 @@ const room = Object.freeze({
       throw new RangeError(`timer delay must be a number of milliseconds, at least ${MIN_DELAY_MS}`);
     if (!timers.has(name) && timers.size >= MAX_TIMERS)
       throw new RangeError(`a room may have at most ${MAX_TIMERS} timers`);
-    timers.set(name, { at: clock + Math.ceil(delayMs), payload: payloadJson(payload) });
-    reportTimers();
+    const at = clock + Math.ceil(delayMs);
+    timers.set(name, { at, payload: payloadJson(payload) });
+    timerSet(name, at);
   },
   clearTimer(name) {
     const cleared = timers.delete(String(name));
-    if (cleared) reportTimers();
+    if (cleared) timerGone(String(name));
     return cleared;
   },
   timers() {
@@ -228,12 +242,12 @@ Object.defineProperty(globalThis, "__roomhost", {
           const timer = timers.get(arg1);
           if (timer === undefined) return "{}";
           timers.delete(arg1);
-          reportTimers();
+          timerGone(arg1);
           return reply(hooks.onTimer ? hooks.onTimer(arg1, JSON.parse(timer.payload), JSON.parse(arg2)) : undefined);
         }
         case "timer_drop":
           // A firing whose onTimer threw: the timer is gone all the same.
-          if (timers.delete(arg1)) reportTimers();
+          if (timers.delete(arg1)) timerGone(arg1);
           return "{}";
         case "request":
           if (!hooks.onRequest) throw new Error("this room kind has no onRequest");
@@ -263,7 +277,7 @@ Object.defineProperty(globalThis, "__roomhost", {
       for (const [id, user, meta] of saved.members) members.set(id, makeConn(id, user, meta));
       timers.clear();
       for (const [name, at, payload] of saved.timers ?? []) timers.set(name, { at, payload });
-      reportTimers();
+      findNextTimer();
       if (saved.state !== null && hooks.restore) hooks.restore(saved.state);
     },
     members() { return JSON.stringify(Array.from(members.keys())); },

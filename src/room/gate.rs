@@ -64,6 +64,8 @@ impl From<Output> for Effect {
 #[derive(Default)]
 pub(super) struct Gate {
     held: VecDeque<(u64, Effect)>,
+    /// How many of `held` are messages for other rooms.
+    sends: usize,
 }
 
 impl Gate {
@@ -77,7 +79,14 @@ impl Gate {
 
     /// Holds `effect` until event `seq` is durable.
     pub(super) fn hold(&mut self, seq: u64, effect: impl Into<Effect>) {
-        self.held.push_back((seq, effect.into()));
+        let effect = effect.into();
+        self.sends += usize::from(matches!(effect, Effect::Send { .. }));
+        self.held.push_back((seq, effect));
+    }
+
+    /// Whether messages for other rooms wait here.
+    pub(super) fn holds_sends(&self) -> bool {
+        self.sends > 0
     }
 
     /// The events after `durable` were undone (their journal records were
@@ -105,7 +114,7 @@ impl Gate {
                 Effect::Delivered { to, .. } => {
                     let _ = to.send(Err(RoomError::StorageUnavailable(reason.to_string())));
                 }
-                Effect::Send { .. } => {}
+                Effect::Send { .. } => self.sends -= 1,
                 Effect::Out(Output::Subscribe(channel) | Output::Refused(channel)) => {
                     joining.push(channel);
                 }
@@ -144,7 +153,10 @@ impl Gate {
                 Effect::Answer { to, result } => {
                     let _ = to.send(result.map_err(RoomError::Refused));
                 }
-                Effect::Send { to, message } => send(to, message),
+                Effect::Send { to, message } => {
+                    self.sends -= 1;
+                    send(to, message);
+                }
                 Effect::Delivered { to, delivered } => {
                     let _ = to.send(Ok(delivered));
                 }

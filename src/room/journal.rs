@@ -399,6 +399,14 @@ impl Journal {
         self.synced = seq;
     }
 
+    /// Records when the room must run again without clients (see
+    /// [`Store::set_wakeup`]); durable with the next sync.
+    pub(super) fn set_wakeup(&mut self, at: Option<i64>) -> Result<(), StorageError> {
+        self.store
+            .set_wakeup(at)
+            .map_err(StorageError::of("writing the wakeup file"))
+    }
+
     /// A job that shows whether the store takes writes again.
     pub(super) fn probe_job(&mut self) -> Job {
         self.store.probe_job()

@@ -7,11 +7,11 @@
 //! parked in-memory journals and the SSE feeds are private to this file, and
 //! the `RoomEnv` it owns is what every room task may touch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::handle::RoomHandle;
 use super::{Command, Mailbox, RoomEnv, RoomError, RoomSlot, RoomState, supervisor};
@@ -36,6 +36,11 @@ struct Registry {
     /// Always locked after `map`, so a feed and a new slot of its topic can
     /// never miss each other.
     feeds: Mutex<HashMap<Topic, Weak<Feed>>>,
+    /// Stopped rooms that must run again by a time (ms since the epoch): a
+    /// timer falls due, or messages wait to be sent.
+    wakeups: Mutex<BTreeSet<(i64, Topic)>>,
+    /// Wakes the task that starts them when an earlier one is added.
+    wakeup_added: Arc<Notify>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,7 +56,29 @@ impl Rooms {
             map: Mutex::default(),
             parked: Mutex::default(),
             feeds: Mutex::default(),
+            wakeups: Mutex::default(),
+            wakeup_added: Arc::default(),
         }))
+    }
+
+    /// Starts stopped room `topic` at `at` (ms since the epoch).
+    pub(crate) fn wake_at(&self, topic: Topic, at: i64) {
+        lock(&self.0.wakeups).insert((at, topic));
+        self.0.wakeup_added.notify_one();
+    }
+
+    /// Starts the task that wakes stopped rooms, with those whose `wakeup`
+    /// files on disk say they must run (after a restart).
+    pub(crate) fn start_waking(&self) {
+        let env = self.env();
+        if env.config.durability != Durability::Off {
+            for (topic, at) in crate::store::disk::list_wakeups(&env.config.data_dir) {
+                if let Ok(topic) = Topic::parse(&topic) {
+                    self.wake_at(topic, at);
+                }
+            }
+        }
+        env.js.spawn(wake_rooms(Arc::downgrade(&self.0)));
     }
 
     /// What the rooms run with.
@@ -200,6 +227,46 @@ impl Rooms {
             .is_err()
         {
             tracing::error!("rooms did not stop within 30 s");
+        }
+    }
+}
+
+/// Starts each stopped room when its wakeup is due, until the host shuts
+/// down or is dropped.
+async fn wake_rooms(registry: Weak<Registry>) {
+    loop {
+        let Some(rooms) = registry.upgrade().map(Rooms) else {
+            return;
+        };
+        let shutdown = rooms.env().shutdown.clone();
+        // notify_one keeps a permit when nobody waits: nothing added
+        // between here and the wait below is missed.
+        let added = rooms.0.wakeup_added.clone();
+        let now = crate::clock::now_ms();
+        let (due, next): (Vec<Topic>, Option<i64>) = {
+            let mut wakeups = lock(&rooms.0.wakeups);
+            let mut due = Vec::new();
+            while wakeups.first().is_some_and(|(at, _)| *at <= now) {
+                if let Some((_, topic)) = wakeups.pop_first() {
+                    due.push(topic);
+                }
+            }
+            (due, wakeups.first().map(|(at, _)| *at))
+        };
+        for topic in due {
+            if let Err(e) = rooms.open(&topic) {
+                tracing::warn!(topic = %topic, error = %e, "a stopped room due to wake could not start");
+            }
+        }
+        // Hold no strong handle while waiting: a dropped host ends the task.
+        drop(rooms);
+        let wait = next.map_or(Duration::from_secs(3600), |at| {
+            Duration::from_millis(at.saturating_sub(crate::clock::now_ms()).max(0) as u64)
+        });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = added.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

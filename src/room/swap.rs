@@ -27,6 +27,7 @@ impl Room {
         let generation = self.generation + 1;
         match self.switch_to(&kind, generation) {
             Ok(js) => {
+                self.next_timer = js.next_timer();
                 self.js = js;
                 self.kind = kind;
                 self.generation = generation;

@@ -97,6 +97,9 @@ pub(super) struct Room {
     pub(super) outbox: Outbox,
     /// Messages from other rooms handled.
     pub(super) inbox: Inbox,
+    /// What the room's `wakeup` file says, as far as this generation wrote
+    /// it: it is only ever written earlier while the room runs.
+    wakeup_written: Option<i64>,
     last_activity: Instant,
     stats_at: Instant,
     /// A new version of the code to switch to after the current batch.
@@ -198,6 +201,7 @@ impl Room {
             kicks: Vec::new(),
             outbox,
             inbox: replayed.inbox,
+            wakeup_written: None,
             last_activity: now,
             stats_at: now,
             pending_reload: None,
@@ -352,6 +356,16 @@ impl Room {
     /// and snapshots if one is due.
     pub(super) fn after_batch(&mut self) -> Result<(), Crash> {
         self.flush_presence();
+        if let Some(at) = self.wakeup_wanted()
+            && self.wakeup_written.is_none_or(|written| at < written)
+        {
+            // Synced with the batch that needs it: after a crash or a
+            // restart, the room runs again by then although nobody joins.
+            if let Err(failed) = self.journal.set_wakeup(Some(at)) {
+                return self.storage_failed(failed);
+            }
+            self.wakeup_written = Some(at);
+        }
         if let Err(failed) = self.journal.flush() {
             return self.storage_failed(failed);
         }
@@ -484,21 +498,49 @@ impl Room {
     }
 
     async fn try_idle_stop(&mut self, mailbox: &Mailbox) -> Result<bool, Crash> {
+        let wakeup = self.write_exact_wakeup()?;
         self.settle(true).await?;
         if !self.storage.is_healthy() {
             return Ok(false);
         }
         let stopped = self.rooms.remove_if_unreachable(&self.slot, mailbox);
         if stopped {
-            tracing::info!(topic = %self.slot.topic, generation = self.generation, "idle room stopped");
+            if let Some(at) = wakeup {
+                self.rooms.wake_at(self.slot.topic.clone(), at);
+            }
+            tracing::info!(topic = %self.slot.topic, generation = self.generation, wakeup = ?wakeup, "idle room stopped");
         }
         Ok(stopped)
+    }
+
+    /// When the room must run again although nobody joins it: its next
+    /// timer, or now while it has messages to send.
+    fn wakeup_wanted(&self) -> Option<i64> {
+        let sending = (!self.outbox.is_empty() || self.gate.holds_sends()).then(now_ms);
+        let timer = self.next_timer.as_ref().map(|t| t.at);
+        match (sending, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Before a stop: the `wakeup` file says exactly when the room must run
+    /// (or is removed); returns that time.
+    fn write_exact_wakeup(&mut self) -> Result<Option<i64>, Crash> {
+        let wakeup = self.wakeup_wanted();
+        if let Err(failed) = self.journal.set_wakeup(wakeup) {
+            self.storage_failed(failed)?;
+            return Ok(wakeup);
+        }
+        self.wakeup_written = wakeup;
+        Ok(wakeup)
     }
 
     async fn shut_down(&mut self) -> Result<(), Crash> {
         for id in self.members.joined_ids() {
             self.leave(&id, None, LeaveReason::Shutdown, None)?;
         }
+        self.write_exact_wakeup()?;
         self.settle(true).await?;
         self.slot.mark_stopped();
         Ok(())

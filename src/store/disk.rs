@@ -26,6 +26,8 @@ use super::{Event, Job, Recovered, Snapshot, frame};
 /// one grows its file a few times per segment instead of at every fsync.
 /// Readers stop at a zeroed header (see [`frame::decode_all`]).
 const MAX_AHEAD: u64 = 1 << 20;
+/// The file naming when a stopped room must run again, if it must.
+const WAKEUP: &str = "wakeup";
 const BLOCK: u64 = 4096;
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
@@ -95,6 +97,8 @@ pub struct DiskJournal {
     /// Inspecting a room another process may be serving: report damage,
     /// repair nothing.
     read_only: bool,
+    /// The `wakeup` file was written since the last sync.
+    wakeup_dirty: bool,
 }
 
 impl DiskJournal {
@@ -107,6 +111,7 @@ impl DiskJournal {
             parents_dirty: true,
             bytes: 0,
             read_only: false,
+            wakeup_dirty: false,
         }
     }
 
@@ -149,11 +154,19 @@ impl DiskJournal {
             return None;
         }
         let files = std::mem::take(&mut self.dirty);
+        let wakeup = std::mem::take(&mut self.wakeup_dirty).then(|| self.dir.join(WAKEUP));
         let dir = std::mem::take(&mut self.dir_dirty)
             .then(|| (self.dir.clone(), std::mem::take(&mut self.parents_dirty)));
         Some(Box::new(move || {
             for file in files {
                 file.sync_data()?;
+            }
+            if let Some(wakeup) = wakeup {
+                match File::open(&wakeup) {
+                    Ok(file) => file.sync_data()?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
             if let Some((dir, parents)) = dir {
                 sync_dir(&dir, parents)?;
@@ -164,6 +177,28 @@ impl DiskJournal {
 
     pub fn rotate(&mut self) {
         self.current = None;
+    }
+
+    /// Records when the room must run again although nobody joins it
+    /// (`None`: it need not). Written now, made durable by the next sync.
+    pub fn set_wakeup(&mut self, at: Option<i64>) -> io::Result<()> {
+        let path = self.dir.join(WAKEUP);
+        match at {
+            Some(at) => {
+                self.parents_dirty |= ensure_dir(&self.dir)?;
+                let tmp = self.dir.join(".wakeup.tmp");
+                fs::write(&tmp, at.to_string())?;
+                fs::rename(&tmp, &path)?;
+                self.wakeup_dirty = true;
+                self.dir_dirty = true;
+            }
+            None => match fs::remove_file(&path) {
+                Ok(()) => self.dir_dirty = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            },
+        }
+        Ok(())
     }
 
     /// A job that writes 4 KiB to a temporary file in the room's directory
@@ -454,8 +489,8 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Total bytes of every room directory with durable state, by topic text.
-pub fn list_rooms(data_dir: &Path) -> Vec<(String, u64)> {
+/// Every room directory under `data_dir`, by topic text, sorted.
+fn room_dirs(data_dir: &Path) -> Vec<(String, PathBuf)> {
     let mut rooms = Vec::new();
     let Ok(kinds) = fs::read_dir(data_dir.join("rooms")) else {
         return rooms;
@@ -469,12 +504,33 @@ pub fn list_rooms(data_dir: &Path) -> Vec<(String, u64)> {
         };
         for name in names.flatten() {
             if let Some(room) = name.file_name().to_str().and_then(paths::unescape) {
-                rooms.push((format!("{kind_name}:{room}"), dir_bytes(&name.path())));
+                rooms.push((format!("{kind_name}:{room}"), name.path()));
             }
         }
     }
     rooms.sort();
     rooms
+}
+
+/// Total bytes of every room directory with durable state, by topic text.
+pub fn list_rooms(data_dir: &Path) -> Vec<(String, u64)> {
+    room_dirs(data_dir)
+        .into_iter()
+        .map(|(topic, dir)| (topic, dir_bytes(&dir)))
+        .collect()
+}
+
+/// The rooms that must run by a time although nobody joins them (a timer,
+/// messages to other rooms), by topic text, with that time (ms since the
+/// epoch): what their `wakeup` files say.
+pub fn list_wakeups(data_dir: &Path) -> Vec<(String, i64)> {
+    room_dirs(data_dir)
+        .into_iter()
+        .filter_map(|(topic, dir)| {
+            let text = fs::read_to_string(dir.join(WAKEUP)).ok()?;
+            Some((topic, text.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 #[cfg(test)]

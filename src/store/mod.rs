@@ -197,6 +197,13 @@ pub trait Store: Send {
 
     /// Journal and snapshot bytes held.
     fn bytes(&self) -> u64;
+
+    /// Records when the room must run again although nobody joins it (a
+    /// timer, messages to send), for a restarted server to start it then;
+    /// made durable by the next sync job. `None` clears it.
+    fn set_wakeup(&mut self, _at: Option<i64>) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Wraps each room's durable store as it opens (see
@@ -251,6 +258,10 @@ impl Store for DiskJournal {
 
     fn bytes(&self) -> u64 {
         DiskJournal::bytes(self)
+    }
+
+    fn set_wakeup(&mut self, at: Option<i64>) -> io::Result<()> {
+        DiskJournal::set_wakeup(self, at)
     }
 }
 

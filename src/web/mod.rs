@@ -128,26 +128,22 @@ pub(crate) fn router(web: Arc<WebState>) -> Router {
             get(longpoll::poll).post(longpoll::publish),
         )
         .route("/api/rooms/{topic}/events", get(sse::events))
+        // Posts and requests into rooms share the per-address rate limit.
+        .route(
+            "/api/rooms/{topic}/messages",
+            rate_limited(&web, post(post::post_message)),
+        )
         .route(
             "/rooms/{topic}/http",
-            any_method(request::root).route_layer(middleware::from_fn_with_state(
-                web.clone(),
-                post::limit_posts,
-            )),
+            rate_limited(&web, into_room(request::root)),
+        )
+        .route(
+            "/rooms/{topic}/http/",
+            rate_limited(&web, into_room(request::root)),
         )
         .route(
             "/rooms/{topic}/http/{*path}",
-            any_method(request::path).route_layer(middleware::from_fn_with_state(
-                web.clone(),
-                post::limit_posts,
-            )),
-        )
-        .route(
-            "/api/rooms/{topic}/messages",
-            post(post::post_message).route_layer(middleware::from_fn_with_state(
-                web.clone(),
-                post::limit_posts,
-            )),
+            rate_limited(&web, into_room(request::path)),
         )
         .route("/healthz", get(api::healthz))
         .merge(dashboard)
@@ -155,8 +151,19 @@ pub(crate) fn router(web: Arc<WebState>) -> Router {
         .with_state(web)
 }
 
+/// `routes` behind the per-address rate limit of HTTP posts.
+fn rate_limited(
+    web: &Arc<WebState>,
+    routes: MethodRouter<Arc<WebState>>,
+) -> MethodRouter<Arc<WebState>> {
+    routes.route_layer(middleware::from_fn_with_state(
+        web.clone(),
+        post::limit_posts,
+    ))
+}
+
 /// `handler` for the methods a room's `onRequest` answers.
-fn any_method<H, T>(handler: H) -> MethodRouter<Arc<WebState>>
+fn into_room<H, T>(handler: H) -> MethodRouter<Arc<WebState>>
 where
     H: axum::handler::Handler<T, Arc<WebState>> + Clone,
     T: 'static,

@@ -363,3 +363,38 @@ async fn v1_long_poll_clients_get_object_frames() {
     assert_eq!(frame["event"], "phx_reply");
     assert_eq!(frame["payload"]["status"], "ok");
 }
+
+/// Kicks whoever it is told to.
+const BOUNCER: &str = r#"
+export function onMessage(conn, event, p) {
+  if (event === "kick") return { kicked: room.kick(p.id, p.reason) };
+  return { id: conn.id };
+}
+export function onLeave(conn, reason) { room.broadcast("left", { user: conn.user, reason }); }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_long_poll_channel_hears_why_and_is_closed() {
+    let server = Server::start(&[("bouncer.js", BOUNCER)], config()).await;
+    let topic = "bouncer:lp";
+    let mut lp = LongPoll::open(server.addr, "polly").await;
+    let (lp_ref, _) = lp.join(topic).await;
+    let asked = lp.push(&lp_ref, topic, "who", json!({})).await;
+    let id = lp.reply(&asked).await["response"]["id"].clone();
+    let mut ws = server.client("wes").await;
+    let (ws_ref, _) = ws.join_ok(topic).await;
+    let reply = ws
+        .call(
+            &ws_ref,
+            topic,
+            "kick",
+            json!({"id": id, "reason": "off topic"}),
+        )
+        .await;
+    assert_eq!(reply["response"]["kicked"], true);
+    let kicked = lp.event(topic, "kicked").await;
+    assert_eq!(kicked[4], json!({"reason": "off topic"}));
+    lp.event(topic, "phx_close").await;
+    let left = ws.event(topic, "left").await;
+    assert_eq!(left[4], json!({"user": "polly", "reason": "kicked"}));
+}
