@@ -233,6 +233,9 @@ pub struct Config {
     /// A presence meta's `typing: true` clears itself after this long without
     /// a refresh.
     pub typing_timeout: Duration,
+    /// A room whose channels are joined but quiet for this long frees its
+    /// JavaScript until the next event (hibernation); zero turns it off.
+    pub hibernate_after: Duration,
     /// A journal fsync in flight for longer than this is a stalled disk: the
     /// room refuses new events (`storage unavailable`) until it finishes.
     pub fsync_stall: Duration,
@@ -290,6 +293,7 @@ impl Default for Config {
             limit_loopback: false,
             typing_timeout: crate::presence::TYPING_TIMEOUT,
             fsync_stall: Duration::from_secs(5),
+            hibernate_after: Duration::from_secs(30),
             watch_scripts: true,
             js_threads: 0,
             warm_contexts: 4,

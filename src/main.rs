@@ -84,6 +84,10 @@ struct ServeArgs {
     /// Seconds without channels or traffic before a room snapshots and stops.
     #[arg(long, env = "ROOMHOST_IDLE_TIMEOUT", default_value_t = 300.0)]
     idle_timeout: f64,
+    /// Seconds a room whose channels are joined but quiet keeps its
+    /// JavaScript before it hibernates (0 = never).
+    #[arg(long, env = "ROOMHOST_HIBERNATE_AFTER", default_value_t = 30.0)]
+    hibernate_after: f64,
     /// A journal fsync in flight longer than this many seconds is a stalled
     /// disk: the room refuses new events until it finishes.
     #[arg(long, env = "ROOMHOST_FSYNC_STALL", default_value_t = 5.0)]
@@ -205,6 +209,7 @@ impl ServeArgs {
             durability: self.durability,
             idle_timeout: seconds(self.idle_timeout, "idle-timeout")?,
             fsync_stall: seconds(self.fsync_stall, "fsync-stall")?,
+            hibernate_after: seconds(self.hibernate_after, "hibernate-after")?,
             snapshot_every_events: self.snapshot_events.max(1),
             snapshot_replay: Duration::try_from_secs_f64(self.snapshot_replay_ms / 1000.0)
                 .context("--snapshot-replay-ms must be a number of milliseconds")?,

@@ -31,7 +31,14 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 /// Values of the `reason` label of crashes and restarts.
 pub const CRASH_REASONS: [&str; 6] = ["cpu", "memory", "killed", "panic", "storage", "other"];
 /// Values of the `state` label of `roomhost_rooms`.
-pub const ROOM_STATES: [&str; 5] = ["starting", "running", "restarting", "stopped", "failed"];
+pub const ROOM_STATES: [&str; 6] = [
+    "starting",
+    "running",
+    "restarting",
+    "stopped",
+    "failed",
+    "hibernated",
+];
 /// Values of the `transport` label.
 const TRANSPORTS: [&str; 3] = ["websocket", "longpoll", "http"];
 /// Values of the `reason` label of auth failures ([`crate::auth::AuthError::label`]).
@@ -70,6 +77,9 @@ pub struct Metrics {
     storage_faults: Family<Labels1, Counter>,
     storage_unavailable_seconds: Family<Labels1, Counter<f64, AtomicU64>>,
     rooms_storage_unavailable: Gauge,
+    hibernations: Counter,
+    wakes: Counter,
+    wake_seconds: Histogram,
     rate_limited: Counter,
     auth_failures: Family<Labels1, Counter>,
     refused: Family<Labels1, Counter>,
@@ -124,6 +134,9 @@ impl Metrics {
             storage_faults: Family::default(),
             storage_unavailable_seconds: Family::default(),
             rooms_storage_unavailable: Gauge::default(),
+            hibernations: Counter::default(),
+            wakes: Counter::default(),
+            wake_seconds: latency_histogram(),
             rate_limited: Counter::default(),
             auth_failures: Family::default(),
             refused: Family::default(),
@@ -229,6 +242,22 @@ impl Metrics {
             "rooms_storage_unavailable",
             "Running rooms whose storage refuses writes now",
             m.rooms_storage_unavailable.clone(),
+        );
+        registry.register(
+            "room_hibernations",
+            "Times a room with quiet channels freed its JavaScript",
+            m.hibernations.clone(),
+        );
+        registry.register(
+            "room_wakes",
+            "Times a hibernated room loaded its JavaScript again for an event",
+            m.wakes.clone(),
+        );
+        registry.register_with_unit(
+            "room_wake_duration",
+            "Time a hibernated room took to load its JavaScript again",
+            Unit::Seconds,
+            m.wake_seconds.clone(),
         );
         registry.register(
             "slow_consumer_disconnects",
@@ -407,6 +436,17 @@ impl Metrics {
         self.storage_unavailable_seconds
             .get_or_create(&[("state", state)])
             .inc_by(lasted.as_secs_f64());
+    }
+
+    /// A room hibernated.
+    pub fn room_hibernated(&self) {
+        self.hibernations.inc();
+    }
+
+    /// A hibernated room woke, in `took`.
+    pub fn room_woke(&self, took: Duration) {
+        self.wakes.inc();
+        self.wake_seconds.observe(took.as_secs_f64());
     }
 
     pub fn slow_consumer(&self) {

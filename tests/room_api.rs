@@ -596,3 +596,94 @@ async fn a_thousand_room_messages_from_ten_rooms_arrive_exactly_once_across_a_ki
     }
     server.terminate().await;
 }
+
+/// A kind without snapshot(): it replays its journal when it wakes.
+const TALLY: &str = r#"
+let n = 0;
+export function onMessage(conn, event) { n += 1; return { n }; }
+"#;
+
+async fn until_state(server: &Server, topic: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let room = server.api(&format!("/api/rooms/{topic}")).await;
+        if room["state"] == state {
+            return room;
+        }
+        assert!(Instant::now() < deadline, "never {state}: {room}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_room_hibernates_with_its_channels_and_wakes_for_the_next_event() {
+    let config = roomhost::Config {
+        hibernate_after: Duration::from_millis(300),
+        ..test_config()
+    };
+    let server = Server::start(&[("t.js", TIMERS), ("tally.js", TALLY)], config).await;
+    let mut ann = server.client("ann").await;
+    let (ja, _) = ann.join_ok("chat:nap").await;
+    let mut bob = server.client("bob").await;
+    let (jb, _) = bob.join_ok("chat:nap").await;
+    ann.event("chat:nap", "presence_diff").await;
+    let first = ann
+        .call(&ja, "chat:nap", "new_msg", json!({"text": "one"}))
+        .await;
+    ann.clear();
+    let asleep = until_state(&server, "chat:nap", "hibernated").await;
+    assert_eq!(
+        (asleep["js_memory"].as_u64(), asleep["channels"].as_u64()),
+        (Some(0), Some(2)),
+        "{asleep}"
+    );
+    // Looking does not wake it.
+    assert_eq!(
+        server.api("/api/rooms/chat:nap").await["state"],
+        "hibernated"
+    );
+    let second = bob
+        .call(&jb, "chat:nap", "new_msg", json!({"text": "two"}))
+        .await;
+    assert_eq!(
+        second["response"]["id"],
+        first["response"]["id"].as_i64().unwrap() + 1
+    );
+    let got = ann.event("chat:nap", "new_msg").await;
+    assert_eq!(got[4]["text"], "two");
+    assert!(
+        ann.none_within(Duration::from_millis(200), |f| f[3] != "new_msg")
+            .await,
+        "a wake is invisible: no phx_error, no presence change"
+    );
+    let room = server.api("/api/rooms/chat:nap").await;
+    assert_eq!(
+        (room["state"].as_str(), room["generation"].as_u64()),
+        (Some("running"), Some(1))
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("roomhost_room_hibernations_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("roomhost_room_wakes_total 1"), "{metrics}");
+
+    // A kind without snapshot() replays to wake; a timer wakes a room too.
+    let (jt, _) = ann.join_ok("tally:nap").await;
+    ann.call(&jt, "tally:nap", "add", json!({})).await;
+    until_state(&server, "tally:nap", "hibernated").await;
+    assert_eq!(
+        ann.call(&jt, "tally:nap", "add", json!({})).await["response"]["n"],
+        2
+    );
+    let (jtm, _) = ann.join_ok("t:nap").await;
+    ann.call(&jtm, "t:nap", "set", json!({"name": "wake", "ms": 900}))
+        .await;
+    until_state(&server, "t:nap", "hibernated").await;
+    let fired = ann.event("t:nap", "fired").await;
+    assert_eq!(fired[4]["name"], "wake");
+    // A kill of a hibernated room restarts it as usual.
+    until_state(&server, "chat:nap", "hibernated").await;
+    let killed = server.kill("chat:nap").await;
+    assert_eq!(killed["generation"], 2, "{killed}");
+}

@@ -421,7 +421,8 @@ async fn a_full_disk_refuses_with_a_clear_error_and_heals_when_space_returns() {
     std::fs::remove_file(&filler).unwrap();
     storage_notice(&mut c, topic, true).await;
     let after = 100_000;
-    assert_eq!(add(&mut c, &jr, topic, after).await["status"], "ok");
+    let healed = add(&mut c, &jr, topic, after).await;
+    assert_eq!(healed["status"], "ok", "{healed}");
     acked.push(after);
     acked.sort_unstable();
     assert_eq!(ids(&server, topic).await, acked, "each acked push once");

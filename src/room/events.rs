@@ -355,7 +355,13 @@ impl Room {
                 Ok(())
             }
             Command::Inspect(reply) => {
-                let state = match self.js.snapshot() {
+                let snapshot = match &self.asleep {
+                    Some(asleep) if asleep.state().is_some() => {
+                        Ok(asleep.state().unwrap_or_default().to_string())
+                    }
+                    _ => self.js()?.snapshot(),
+                };
+                let state = match snapshot {
                     Ok(state) => Ok(state),
                     Err(CallError::Script { message, .. }) => {
                         Err(RoomError::Refused(format!("snapshot() threw: {message}")))
@@ -508,15 +514,16 @@ impl Room {
                 close: false,
             });
         }
-        if let Some(presence) = self.members.presence_for_js() {
-            self.js.set_presence(presence);
+        let at = self.journal.next_at();
+        let presence = self.members.presence_for_js();
+        let js = self.js()?;
+        if let Some(presence) = presence {
+            js.set_presence(presence);
         }
         let hook = Hook::Join {
             params: params.get(),
         };
-        let called = self
-            .js
-            .call(&conn, hook, self.journal.next_at(), rand::random());
+        let called = js.call(&conn, hook, at, rand::random());
         self.undo_to_durable()?;
         let hub = &self.slot.hub;
         match called {
@@ -670,11 +677,13 @@ impl Room {
     ) -> Result<Result<String, String>, Crash> {
         let Input { kind, conn, .. } = input;
         let seed: u64 = rand::random();
-        if let Some(presence) = self.members.presence_for_js() {
-            self.js.set_presence(presence);
+        let presence = self.members.presence_for_js();
+        let js = self.js()?;
+        if let Some(presence) = presence {
+            js.set_presence(presence);
         }
         let started = Instant::now();
-        let called = self.js.call(conn, hook, at, seed);
+        let called = js.call(conn, hook, at, seed);
         let took = started.elapsed();
         self.env()
             .metrics
@@ -741,7 +750,8 @@ impl Room {
         let js = load_js(self.env(), &self.slot, &self.kind, self.generation)?;
         replay(&js, &recovered, &self.slot.topic)?;
         self.next_timer = js.next_timer();
-        self.js = js;
+        self.js = Some(js);
+        self.asleep = None;
         if recovered.events.len() as u64 > ROLLBACK_SNAPSHOT_AFTER {
             self.take_snapshot()?;
         }

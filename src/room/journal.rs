@@ -412,6 +412,11 @@ impl Journal {
         self.store.probe_job()
     }
 
+    /// Gives back the batch buffer's memory (a hibernating room).
+    pub(super) fn shrink(&mut self) {
+        self.batch = Vec::new();
+    }
+
     /// Starts a new segment at the next append (a snapshot was taken).
     pub(super) fn rotate(&mut self) {
         self.store.rotate();

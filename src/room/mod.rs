@@ -23,6 +23,7 @@ mod env;
 mod events;
 mod gate;
 pub mod handle;
+mod hibernation;
 pub mod inspect;
 mod journal;
 mod members;
@@ -192,6 +193,9 @@ pub enum RoomState {
     Restarting,
     Stopped,
     Failed,
+    /// Running with its channels joined, its JavaScript freed until the
+    /// next event (see `hibernation`).
+    Hibernated,
 }
 
 impl RoomState {
@@ -203,6 +207,7 @@ impl RoomState {
             RoomState::Restarting => "restarting",
             RoomState::Stopped => "stopped",
             RoomState::Failed => "failed",
+            RoomState::Hibernated => "hibernated",
         }
     }
 }

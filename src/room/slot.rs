@@ -288,6 +288,18 @@ impl RoomSlot {
         self.publish_state(&s);
     }
 
+    /// The room hibernated (`true`) or woke.
+    pub(crate) fn set_hibernated(&self, hibernated: bool) {
+        let mut s = self.status();
+        if matches!(s.state, RoomState::Running | RoomState::Hibernated) {
+            s.state = if hibernated {
+                RoomState::Hibernated
+            } else {
+                RoomState::Running
+            };
+        }
+    }
+
     /// The room's storage health, as the API shows it.
     pub(crate) fn set_storage(&self, storage: Option<StorageStatus>) {
         self.status().storage = storage;

@@ -113,6 +113,12 @@ impl Snapshots {
         self.since.get_or_insert_with(Instant::now);
     }
 
+    /// What replaying the unsnapshotted events would take (their hooks'
+    /// time since the last snapshot, or since start with the replay's own).
+    pub(super) fn replay_work(&self) -> Duration {
+        self.work
+    }
+
     /// Whether enough has happened since the last snapshot to take one.
     pub(super) fn due(&self) -> bool {
         self.due.reached(self.unsnapshotted, self.work, self.took)

@@ -77,8 +77,9 @@ impl Room {
         }
         let js = load_js(self.env(), &self.slot, &self.kind, self.generation)?;
         let replayed = replay(&js, recovered, &self.slot.topic)?;
-        self.js = js;
-        self.next_timer = self.js.next_timer();
+        self.next_timer = js.next_timer();
+        self.js = Some(js);
+        self.asleep = None;
         self.inbox = replayed.inbox;
         let presence = replayed
             .presence
@@ -95,7 +96,8 @@ impl Room {
         let recovered = self.journal.durable_state()?;
         let js = load_js(self.env(), &self.slot, &self.kind, self.generation)?;
         replay(&js, &recovered, &self.slot.topic)?;
-        self.js = js;
+        self.js = Some(js);
+        self.asleep = None;
         Ok(())
     }
 

@@ -20,6 +20,7 @@ impl Room {
             return Ok(());
         }
         self.settle(false).await?;
+        self.js()?; // a hibernated room wakes to switch
         if !self.storage.is_healthy() {
             self.pending_reload = Some(kind); // after the storage is back
             return Ok(());
@@ -28,7 +29,7 @@ impl Room {
         match self.switch_to(&kind, generation) {
             Ok(js) => {
                 self.next_timer = js.next_timer();
-                self.js = js;
+                self.js = Some(js);
                 self.kind = kind;
                 self.generation = generation;
                 self.members.presence_changed();
@@ -61,7 +62,10 @@ impl Room {
         let js = load_js_checked(self.env(), &self.slot, kind, generation)?;
         let at_entry = |message: String| ScriptError::from_js(&kind.entry, &message, None);
         if self.kind.has_snapshot && kind.has_snapshot {
-            let state = self.js.snapshot().map_err(|e| {
+            let running = self.js.as_ref().ok_or_else(|| {
+                ScriptError::from_js(&self.kind.entry, "the running code is not loaded", None)
+            })?;
+            let state = running.snapshot().map_err(|e| {
                 ScriptError::from_js(
                     &self.kind.entry,
                     &format!("snapshot() in the running code threw: {e}"),

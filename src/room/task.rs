@@ -21,6 +21,7 @@ use tokio::time::sleep_until;
 
 use super::crash::Exit;
 use super::gate::Gate;
+use super::hibernation::Asleep;
 use super::journal::{Journal, StorageError};
 use super::members::Members;
 use super::outbox::{HostState, Inbox, Outbox};
@@ -82,7 +83,10 @@ pub(super) struct Room {
     pub(super) slot: Arc<RoomSlot>,
     pub(super) generation: u64,
     pub(super) kind: Arc<CompiledKind>,
-    pub(super) js: RoomJs,
+    /// `None` while hibernated (see `hibernation`).
+    pub(super) js: Option<RoomJs>,
+    /// What a hibernated room keeps to wake.
+    pub(super) asleep: Option<Asleep>,
     pub(super) journal: Journal,
     pub(super) snapshots: Snapshots,
     pub(super) members: Members,
@@ -191,7 +195,8 @@ impl Room {
         let mut room = Room {
             generation,
             kind,
-            js,
+            js: Some(js),
+            asleep: None,
             journal,
             snapshots,
             members: Members::rebuilt(replayed.members, presence),
@@ -248,12 +253,15 @@ impl Room {
         }
         let shutdown = self.env().shutdown.clone();
         let idle_timeout = self.env().config.idle_timeout;
+        let hibernate_after = self.env().config.hibernate_after;
         loop {
             let idle_at = self.last_activity + idle_timeout;
             let sync_at = self.journal.sync_due();
             let healthy = self.storage.is_healthy();
             let snapshot_at = self.snapshots.deadline().filter(|_| healthy);
             let presence_at = self.members.presence_deadline();
+            let hibernate_at = (!hibernate_after.is_zero() && self.may_hibernate())
+                .then(|| self.last_activity + hibernate_after);
             let stall_at = self.storage.stall_at(self.journal.commit_started());
             let probe_at = self.storage.probe_at();
             // A timer waits while the journal cannot record its firing.
@@ -319,6 +327,12 @@ impl Room {
                     let slot = self.slot.clone();
                     contained(&slot, || self.fire_timer())?;
                     self.after_batch()?;
+                }
+                _ = sleep_until(hibernate_at.unwrap_or(idle_at).into()), if hibernate_at.is_some() => {
+                    self.hibernate().await?;
+                    // A quiet room holds a few mailbox slots, not a batch's.
+                    mailbox.taken.shrink_to_fit();
+                    self.last_activity = Instant::now();
                 }
                 _ = sleep_until(stall_at.unwrap_or(idle_at).into()), if stall_at.is_some() => {
                     self.fsync_stalled();
@@ -436,7 +450,11 @@ impl Room {
             return self.storage_failed(failed);
         }
         let started = Instant::now();
-        let room = match self.js.snapshot() {
+        let snapshot = match &self.asleep {
+            Some(asleep) => asleep.state().map(|s| Ok(s.to_string())),
+            None => self.js.as_ref().map(RoomJs::snapshot),
+        };
+        let room = match snapshot.unwrap_or_else(|| Ok("{}".into())) {
             Ok(room) => room,
             Err(CallError::Fatal(f)) => return Err(f.into()),
             Err(CallError::Script { message, .. }) => {
@@ -552,9 +570,10 @@ impl Room {
         }
         self.stats_at = Instant::now();
         let stats = &self.slot.stats;
-        stats
-            .js_memory
-            .store(self.js.memory_used(), Ordering::Relaxed);
+        stats.js_memory.store(
+            self.js.as_ref().map_or(0, RoomJs::memory_used),
+            Ordering::Relaxed,
+        );
         stats
             .journal_bytes
             .store(self.journal.bytes(), Ordering::Relaxed);

@@ -70,11 +70,16 @@ impl Segment {
         let mut at = self.end;
         while at < target {
             let n = (target - at).min(ZEROS.len() as u64);
-            self.file.write_all_at(&ZEROS[..n as usize], at)?;
+            if let Err(e) = self.file.write_all_at(&ZEROS[..n as usize], at) {
+                // The zeroes only spare later fsyncs an inode update; the
+                // record is written. On a nearly full disk, fill less.
+                tracing::debug!(error = %e, "zero-filling a journal segment ahead stopped short");
+                break;
+            }
             at += n;
         }
-        let grown = target - self.size;
-        self.size = target;
+        let grown = at.saturating_sub(self.size);
+        self.size = self.size.max(at);
         Ok(grown)
     }
 }
