@@ -26,7 +26,29 @@ interface PresenceMeta {
 type PresenceState = Record<string, { metas: PresenceMeta[] }>;
 
 /** Why a channel left, as `onLeave` receives it. */
-type LeaveReason = "leave" | "disconnect" | "rejoin" | "crash" | "shutdown";
+type LeaveReason = "leave" | "disconnect" | "rejoin" | "crash" | "shutdown" | "kicked";
+
+/** An HTTP request into the room (`/rooms/<topic>/http/<path>`), for `onRequest`. */
+interface Request {
+  readonly method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+  /** The path after `/http`, `/` when none. */
+  readonly path: string;
+  /** The query parameters (the connection token left out). */
+  readonly query: Readonly<Record<string, string>>;
+  /** Lower-case names; hop-by-hop headers, `cookie` and `authorization` left out. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The body as text (parse JSON yourself). */
+  readonly body: string;
+}
+
+/** What `onRequest` may return for a response of its own; any other JSON
+ *  value is answered `200 application/json`. */
+interface Response {
+  status: number;
+  headers?: Record<string, string>;
+  /** A string is sent as text/plain, anything else as JSON. */
+  body?: unknown;
+}
 
 /** Any JSON value a hook may return or a payload may hold. */
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -47,6 +69,23 @@ interface Room {
   connections(): Conn[];
   /** Who is here, with one meta per tab. */
   presence(): PresenceState;
+  /** Runs `onTimer(name, payload, {late_ms})` in `delayMs` (at least 10) as a
+   *  journaled event; setting a name again replaces it. At most 1,000 a room.
+   *  Timers are room state: they survive crashes, restarts and idle stops. */
+  setTimer(name: string, delayMs: number, payload?: unknown): void;
+  /** Cancels timer `name`; returns whether there was one. */
+  clearTimer(name: string): boolean;
+  /** The pending timers, earliest first (`at`: ms since the epoch). */
+  timers(): { name: string; at: number }[];
+  /** Closes connection `connId`'s channel: it gets `kicked` `{reason}` and
+   *  `phx_close` (phoenix.js does not rejoin), then `onLeave(conn, "kicked")`
+   *  runs. Returns false if it is not joined. */
+  kick(connId: string, reason?: string): boolean;
+  /** Sends `event` to room `topic`'s `onMessage`, exactly once, in order per
+   *  pair of rooms, once this event is durable. The target sees a conn
+   *  `{id: "room:<this topic>", user: "<this topic>", meta: {room: true}}`.
+   *  Throws for an invalid topic, an unknown kind, or over 100 sends in one event. */
+  send(topic: string, event: string, payload?: unknown): void;
 }
 
 /** The room this script instance runs. */
@@ -65,6 +104,8 @@ declare const crypto: {
  * export function onJoin(conn, params) { return { ...reply } }   // throw → join refused
  * export function onMessage(conn, event, payload) { return {} }  // throw → error reply
  * export function onLeave(conn, reason) {}
+ * export function onTimer(name, payload, { late_ms }) {}         // a timer fired
+ * export function onRequest(req) { return { status: 200, body: "hi" } }  // HTTP into the room
  * export function snapshot() { return state }                    // JSON-serializable
  * export function restore(state) {}
  * export const readOnlyJoins = true;  // onJoin only reads: joins still work while storage is down
@@ -73,6 +114,8 @@ declare const crypto: {
 type OnJoin = (conn: Conn, params: Record<string, Json>) => unknown;
 type OnMessage = (conn: Conn, event: string, payload: Record<string, Json>) => unknown;
 type OnLeave = (conn: Conn, reason: LeaveReason) => void;
+type OnTimer = (name: string, payload: Json, info: { late_ms: number }) => void;
+type OnRequest = (req: Request) => Response | Json;
 type Snapshot = () => Json;
 type Restore = (state: any) => void;
 /** `true` when `onJoin` changes no state: while the room's storage refuses

@@ -91,7 +91,7 @@ const members = new Map(); // conn id -> frozen conn object, in join order
 // which room it will be.
 let identity = null;
 const ident = () => (identity ??= JSON.parse(native.identity()));
-const RESERVED = new Set(["presence_state", "presence_diff", "room_info", "room_reloaded", "script_error", "storage"]);
+const RESERVED = new Set(["presence_state", "presence_diff", "room_info", "room_reloaded", "script_error", "storage", "kicked"]);
 function eventName(event) {
   if (typeof event !== "string" || event.length === 0 || event.length > 255)
     throw new TypeError("event must be a non-empty string of at most 255 characters");
