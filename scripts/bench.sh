@@ -5,13 +5,16 @@
 #   scripts/bench.sh <scenario> [durability] [runs] [-- extra `roomhost bench` flags]
 #   scripts/bench.sh maxtp off 3
 #   scripts/bench.sh maxtp strict 3 -- --rooms 100 --clients 2 --senders 1
+#   BENCH_SERVE="--hibernate-after 1" scripts/bench.sh wake off 3
 #
 # The server is pinned to core 0 and the generator to core 1 (taskset); each
 # run starts a new server on an empty data directory (under target/, so on
 # the project's disk: fdatasync costs what it costs there). The server runs
 # with `--msg-rate 0` (no per-connection rate limit) when it has that flag.
 # Environment: BENCH_PRIO (e.g. "chrt -f 10"), BENCH_PORT (4100),
-# BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1), CARGO_TARGET_DIR.
+# BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1), CARGO_TARGET_DIR, BENCH_SERVE
+# (extra `roomhost serve` flags). The server's kinds are rooms-js/ plus the
+# benchmark-only kinds of benches/kinds/ (hop.js for `hop`).
 #
 # With a real-time BENCH_PRIO (chrt -f/-r N), the kernel's high-priority
 # workers of the server's core (kworker/<cpu>:<n>H, where kblockd dispatches
@@ -21,7 +24,7 @@
 # the script says so and runs anyway.
 set -euo pipefail
 
-scenario=${1:?usage: scripts/bench.sh <fanout|rooms|maxtp|coldstart|idle> [durability] [runs] [-- flags]}
+scenario=${1:?usage: scripts/bench.sh <fanout|rooms|maxtp|coldstart|idle|wake|tick|hop> [durability] [runs] [-- flags]}
 durability=${2:-off}
 runs=${3:-3}
 shift $(($# < 3 ? $# : 3))
@@ -38,10 +41,13 @@ client_prio=(${BENCH_CLIENT_PRIO-${BENCH_PRIO:-}})
 server_cpu=${BENCH_SERVER_CPU:-0}
 client_cpu=${BENCH_CLIENT_CPU:-1}
 
-serve_flags=()
+serve_flags=(${BENCH_SERVE:-})
 if "$bin" serve --help | grep -q -- '--msg-rate'; then
   serve_flags+=(--msg-rate 0)
 fi
+kinds=$(mktemp -d)
+cp -r rooms-js/. "$kinds"/
+cp benches/kinds/*.js "$kinds"/ 2>/dev/null || true
 
 mkdir -p "$target/bench-data"
 results=$(mktemp)
@@ -52,6 +58,7 @@ cleanup() {
     wait "$server" 2>/dev/null || true
   fi
 }
+trap_kinds() { rm -rf "$kinds"; }
 
 # The kernel's high-priority kworkers of the server's core (see the top).
 kworkers() {
@@ -63,7 +70,7 @@ restore_kworkers() {
     chrt -o -p 0 "$pid" 2>/dev/null && renice -n -20 -p "$pid" >/dev/null 2>&1 || true
   done
 }
-trap 'cleanup; restore_kworkers' EXIT
+trap 'cleanup; restore_kworkers; trap_kinds' EXIT
 if [[ ${prio[0]:-} == chrt && ${prio[1]:-} =~ ^-(f|r)$ && ${prio[2]:-} =~ ^[0-9]+$ ]]; then
   for pid in $(kworkers); do
     if chrt -f -p $((prio[2] + 2)) "$pid" 2>/dev/null; then
@@ -77,7 +84,7 @@ fi
 for run in $(seq 1 "$runs"); do
   data=$(mktemp -d "$target/bench-data/run.XXXXXX")
   "${prio[@]}" taskset -c "$server_cpu" "$bin" serve --port "$port" --data "$data" \
-    --durability "$durability" --rooms rooms-js "${serve_flags[@]}" >"$data/server.log" 2>&1 &
+    --durability "$durability" --rooms "$kinds" "${serve_flags[@]}" >"$data/server.log" 2>&1 &
   server=$!
   for _ in $(seq 1 100); do
     grep -q 'listening' "$data/server.log" 2>/dev/null && break

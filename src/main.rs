@@ -233,6 +233,34 @@ impl ServeArgs {
     }
 }
 
+/// Lets the process hold as many sockets as the system allows: the soft
+/// limit on open files goes to the hard one, and (for root, e.g. a bench of
+/// 20,000 connections) both to the kernel's `nr_open` ceiling.
+pub(crate) fn raise_fd_limit() {
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|n| n.trim().parse::<libc::rlim_t>().ok())
+        .unwrap_or(0);
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: ceiling.max(limit.rlim_max),
+            rlim_max: ceiling.max(limit.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn parse_warm_heap(text: &str) -> Result<usize, String> {
     let bytes = roomhost::config::parse_bytes(text)?;
     if bytes > roomhost::heap::MAX_WARM_HEAP {
@@ -313,6 +341,7 @@ fn token(user: &str, ttl: &str, secret_file: Option<&std::path::Path>) -> anyhow
 
 fn serve(args: ServeArgs, heap_tuned: bool) -> anyhow::Result<ExitCode> {
     let mut config = args.config()?;
+    raise_fd_limit();
     if !heap_tuned {
         config.warm_heap = 0; // another allocator: nothing to keep warm
     }

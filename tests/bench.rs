@@ -108,6 +108,55 @@ async fn every_scenario_runs_and_counts_what_it_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_api_scenarios_run_and_count_what_they_measured() {
+    let hop = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/kinds/hop.js"),
+    )
+    .unwrap();
+    let rooms = common::rooms_dir(&[("hop.js", &hop)]);
+    let data = tempfile::tempdir().unwrap();
+    let server = Binary::start(
+        rooms.path(),
+        data.path(),
+        &["--msg-rate", "0", "--hibernate-after", "0.3"],
+    )
+    .await;
+
+    let report = bench(
+        &server,
+        &["wake", "--rooms", "4", "--rounds", "2", "--nap", "1"],
+    )
+    .await;
+    assert_eq!(report["room_api"]["samples"], 8, "{report}");
+    assert_eq!(
+        report["room_api"]["wakes"], 8,
+        "every push woke its room: {report}"
+    );
+    assert!(report["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+
+    let report = bench(&server, &["tick", "--duration", "1", "--every", "50"]).await;
+    let ticks = report["room_api"]["samples"].as_u64().unwrap();
+    assert!(
+        (10..=25).contains(&ticks),
+        "about 20 ticks in a second: {report}"
+    );
+    assert_eq!(report["room_api"]["missed"], 0, "{report}");
+
+    let report = bench(&server, &["hop", "--duration", "1", "--warmup", "0.2"]).await;
+    assert!(report["received"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+
+    let report = bench(
+        &server,
+        &["idle", "--rooms", "3", "--clients", "2", "--hold", "1.5"],
+    )
+    .await;
+    // The three rooms held, and the bench's own warm room.
+    let hibernated = report["idle"]["hibernated"].as_u64().unwrap_or(0);
+    assert!(hibernated >= 3, "held rooms hibernate: {report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bench_that_cannot_run_says_why() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomhost"))
         .args([

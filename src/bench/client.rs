@@ -146,7 +146,7 @@ impl Client {
     }
 
     /// Reads frames until the reply to `msg_ref`; returns whether it is ok.
-    async fn await_reply(&mut self, msg_ref: u64) -> anyhow::Result<bool> {
+    pub async fn await_reply(&mut self, msg_ref: u64) -> anyhow::Result<bool> {
         let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
         loop {
             let next = tokio::time::timeout_at(deadline, self.ws.next())

@@ -21,7 +21,9 @@
 //! (`taskset -c 1`), away from the server's.
 
 mod client;
+mod costs;
 mod report;
+mod room_api;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +39,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use client::{Client, Frame, instant_at, now_us};
-use report::{ColdStart, Contexts, Idle, Latency, Report, proc_status_kib};
+use report::{Latency, Report, proc_status_kib};
 
 /// Connections opened (and joined) at the same time during setup.
 const SETUP_CONCURRENCY: usize = 32;
@@ -61,6 +63,12 @@ pub enum Scenario {
     Coldstart,
     /// R rooms × C idle clients: server RSS per room and per connection.
     Idle,
+    /// R rooms, pushed to after they hibernated: push to reply.
+    Wake,
+    /// One ticker room re-arming its timer: how late each tick arrives.
+    Tick,
+    /// One room's message to another: push to the target's broadcast.
+    Hop,
 }
 
 impl Scenario {
@@ -71,6 +79,9 @@ impl Scenario {
             Scenario::Maxtp => "maxtp",
             Scenario::Coldstart => "coldstart",
             Scenario::Idle => "idle",
+            Scenario::Wake => "wake",
+            Scenario::Tick => "tick",
+            Scenario::Hop => "hop",
         }
     }
 }
@@ -122,6 +133,19 @@ pub struct BenchArgs {
     /// (as rooms-js/chat.js does).
     #[arg(long, default_value = "chat")]
     kind: String,
+    /// idle: seconds to hold the joined connections before the last
+    /// reading (rooms hibernate meanwhile if the server lets them).
+    #[arg(long, default_value_t = 1.0)]
+    hold: f64,
+    /// wake: rounds of pushes to every room.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// wake: seconds to wait before each round for the rooms to hibernate.
+    #[arg(long, default_value_t = 2.0)]
+    nap: f64,
+    /// tick: milliseconds between ticks.
+    #[arg(long, default_value_t = 50)]
+    every: u32,
     /// Free text carried into the report (e.g. the durability mode).
     #[arg(long)]
     label: Option<String>,
@@ -148,7 +172,7 @@ struct Load {
 /// Runs the bench; prints the report. The process exit code is non-zero only
 /// when the bench could not run (setup failed), not when a target is missed.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    raise_fd_limit();
+    crate::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -158,8 +182,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Fanout | Scenario::Rooms | Scenario::Maxtp => {
                 run_load(&args, load_of(&args)?).await
             }
-            Scenario::Coldstart => coldstart(&args).await,
-            Scenario::Idle => idle(&args).await,
+            Scenario::Coldstart => costs::coldstart(&args).await,
+            Scenario::Idle => costs::idle(&args).await,
+            Scenario::Wake => room_api::wake(&args).await,
+            Scenario::Tick => room_api::tick(&args).await,
+            Scenario::Hop => room_api::hop(&args).await,
         }
     })?;
     if args.json {
@@ -216,22 +243,6 @@ fn run_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{:x}{:x}", std::process::id(), nanos % (1 << 40))
-}
-
-/// Lets the generator hold thousands of sockets.
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 /// Opens `users.len()` connections, `SETUP_CONCURRENCY` at a time, each
@@ -580,209 +591,4 @@ async fn send_stamp(
     feed_stamp(client, topic, join_ref, stamp, window, totals).await?;
     client.ws.flush().await?;
     Ok(())
-}
-
-/// Joins never-used rooms one after another, alternating with joins of a
-/// room that is already running, on one connection.
-async fn coldstart(args: &BenchArgs) -> anyhow::Result<Report> {
-    if args.count == 0 {
-        bail!("--count must be at least 1");
-    }
-    if !(args.pause >= 0.0 && args.pause.is_finite()) {
-        bail!("--pause must be a number of milliseconds, 0 or more");
-    }
-    let run = run_id();
-    let mut client = Client::connect(&args.url, "bcold").await?;
-    let warm_topic = format!("{}:bench-{run}-warm", args.kind);
-    // Start the warm room (and let the server compile the kind) first.
-    let (join_ref, _) = client.join(&warm_topic).await?;
-    client.leave(&warm_topic, join_ref).await?;
-    let contexts_before = room_contexts(&args.url).await;
-    let (mut cold, mut warm) = (histogram(), histogram());
-    // With a pause, each join (cold and warm alike) follows one, so the
-    // two are measured from the same idle state and their difference is
-    // the cold start, not the cost of waking an idle machine.
-    let pause = || async {
-        if args.pause > 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(args.pause / 1000.0)).await;
-        }
-    };
-    for i in 0..args.count {
-        let topic = format!("{}:bench-{run}-cold-{i}", args.kind);
-        pause().await;
-        let (join_ref, took) = client.join(&topic).await?;
-        let _ = cold.record((took.as_micros() as u64).max(1));
-        client.leave(&topic, join_ref).await?;
-        pause().await;
-        let (join_ref, took) = client.join(&warm_topic).await?;
-        let _ = warm.record((took.as_micros() as u64).max(1));
-        client.leave(&warm_topic, join_ref).await?;
-    }
-    let (Some(cold), Some(warm)) = (Latency::from_us(&cold), Latency::from_us(&warm)) else {
-        bail!("no joins were measured");
-    };
-    let contexts = match (contexts_before, room_contexts(&args.url).await) {
-        (Some(before), Some(after)) => Some(Contexts {
-            warm: after.warm.saturating_sub(before.warm),
-            built: after.built.saturating_sub(before.built),
-        }),
-        _ => None,
-    };
-    let mut report = Report::new("coldstart", args.label.clone());
-    report.connections = 1;
-    report.rooms = args.count + 1;
-    report.coldstart = Some(ColdStart {
-        joins: args.count,
-        pause_ms: args.pause,
-        net_p50_ms: cold.p50 - warm.p50,
-        net_p99_ms: cold.p99 - warm.p50,
-        cold,
-        warm,
-        contexts,
-    });
-    if let Some(pid) = args.pid {
-        report.server_rss_kib = Some(proc_status_kib(pid, "VmRSS")?);
-        report.server_peak_rss_kib = Some(proc_status_kib(pid, "VmHWM")?);
-    }
-    Ok(report)
-}
-
-/// The server's `roomhost_room_contexts_total` samples, read from
-/// `/metrics` on the host and port of the WebSocket URL; `None` when that is
-/// not possible (another server, or one that wants an admin token).
-async fn room_contexts(url: &str) -> Option<Contexts> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse().ok()?;
-    let authority = uri.authority()?.as_str().to_string();
-    let read = async {
-        let mut stream = tokio::net::TcpStream::connect(&authority).await.ok()?;
-        let request = format!("GET /metrics HTTP/1.0\r\nHost: {authority}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.ok()?;
-        Some(body)
-    };
-    let body = tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .ok()??;
-    parse_room_contexts(&body)
-}
-
-/// The two `roomhost_room_contexts_total` samples of an HTTP response whose
-/// status is 200.
-fn parse_room_contexts(response: &str) -> Option<Contexts> {
-    let status = response.lines().next()?;
-    if status.split(' ').nth(1) != Some("200") {
-        return None;
-    }
-    let count = |source: &str| -> Option<u64> {
-        let name = format!("roomhost_room_contexts_total{{source=\"{source}\"}} ");
-        response
-            .lines()
-            .find_map(|line| line.strip_prefix(name.as_str()))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|v| v as u64)
-    };
-    Some(Contexts {
-        warm: count("warm")?,
-        built: count("built")?,
-    })
-}
-
-/// Opens R × C idle connections, then joins them to R rooms, reading the
-/// server's RSS before, between and after.
-async fn idle(args: &BenchArgs) -> anyhow::Result<Report> {
-    let Some(pid) = args.pid else {
-        bail!("idle needs --pid <server pid> to read the server's memory");
-    };
-    let rooms = args.rooms.unwrap_or(100);
-    let clients = args.clients.unwrap_or(10);
-    if rooms == 0 || clients == 0 {
-        bail!("--rooms and --clients must be at least 1");
-    }
-    let run = run_id();
-    // Warm the server up: one connection in one room, kept open, so the
-    // kind's first compile and lazily built server state are not counted.
-    let warm = open_all(
-        &args.url,
-        vec![(
-            "bwarm".into(),
-            Some(format!("{}:bench-{run}-warm", args.kind)),
-        )],
-    )
-    .await?;
-    tokio::time::sleep(SETTLE).await;
-    let baseline = proc_status_kib(pid, "VmRSS")?;
-
-    let specs = (0..rooms * clients)
-        .map(|i| (format!("bidle{i}"), None))
-        .collect();
-    let mut conns = open_all(&args.url, specs).await?;
-    tokio::time::sleep(SETTLE).await;
-    let connected = proc_status_kib(pid, "VmRSS")?;
-    let mut readings = Vec::with_capacity(2);
-
-    // First the first client of every room (starting the rooms), then the
-    // others, so a room and a member can be told apart.
-    for first in [true, false] {
-        for (i, (client, join_ref)) in conns.iter_mut().enumerate() {
-            if (i % clients == 0) != first {
-                continue;
-            }
-            let topic = format!("{}:bench-{run}-{}", args.kind, i / clients);
-            *join_ref = client.join(&topic).await?.0;
-        }
-        tokio::time::sleep(SETTLE).await;
-        readings.push(proc_status_kib(pid, "VmRSS")?);
-    }
-    let (started, joined) = (readings[0], readings[1]);
-    let peak = proc_status_kib(pid, "VmHWM")?;
-    let connections = conns.len() + warm.len();
-    drop(conns);
-    drop(warm);
-
-    let per_conn_kib = connected.saturating_sub(baseline) as f64 / (rooms * clients) as f64;
-    let later_joins = rooms * (clients - 1);
-    let per_member_kib = if later_joins == 0 {
-        0.0
-    } else {
-        joined.saturating_sub(started) as f64 / later_joins as f64
-    };
-    let mut report = Report::new("idle", args.label.clone());
-    report.connections = connections;
-    report.rooms = rooms;
-    report.server_rss_kib = Some(joined);
-    report.server_peak_rss_kib = Some(peak);
-    report.idle = Some(Idle {
-        rooms,
-        clients_per_room: clients,
-        rss_baseline_kib: baseline,
-        rss_connected_kib: connected,
-        rss_rooms_kib: started,
-        rss_joined_kib: joined,
-        per_conn_kib,
-        per_room_kib: started.saturating_sub(connected) as f64 / rooms as f64,
-        per_member_kib,
-        per_joined_conn_kib: per_conn_kib + per_member_kib,
-    });
-    Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_room_contexts;
-
-    #[test]
-    fn room_contexts_are_read_from_a_metrics_response() {
-        let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/openmetrics-text\r\n\r\n\
-            # TYPE roomhost_room_contexts counter\n\
-            roomhost_room_contexts_total{source=\"warm\"} 70\n\
-            roomhost_room_contexts_total{source=\"built\"} 131\n# EOF\n";
-        let c = parse_room_contexts(ok).expect("both samples");
-        assert_eq!((c.warm, c.built), (70, 131));
-        let denied = ok.replacen("200 OK", "401 Unauthorized", 1);
-        assert!(parse_room_contexts(&denied).is_none());
-        let other = "HTTP/1.1 200 OK\r\n\r\nsome_other_metric 1\n";
-        assert!(parse_room_contexts(other).is_none());
-    }
 }

@@ -59,6 +59,20 @@ pub struct Contexts {
     pub built: u64,
 }
 
+/// What the room API scenarios count besides latency.
+#[derive(Debug, Default, Serialize)]
+pub struct RoomApi {
+    /// Latencies measured.
+    pub samples: u64,
+    /// `wake`: wakes the server counted meanwhile (each push one, if every
+    /// room was asleep).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wakes: Option<u64>,
+    /// `tick`: ticks that never came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missed: Option<u64>,
+}
+
 /// Server memory held by idle rooms and connections.
 #[derive(Debug, Serialize)]
 pub struct Idle {
@@ -71,6 +85,11 @@ pub struct Idle {
     pub rss_rooms_kib: u64,
     /// After the other clients joined too.
     pub rss_joined_kib: u64,
+    /// After `--hold` seconds more (rooms may hibernate meanwhile).
+    pub rss_held_kib: u64,
+    /// Rooms the server counted hibernated then (if it says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hibernated: Option<u64>,
     /// (connected - baseline) / connections: a connection with no channel.
     pub per_conn_kib: f64,
     /// (rooms - connected) / rooms: a room with its script, its state and
@@ -117,6 +136,8 @@ pub struct Report {
     pub coldstart: Option<ColdStart>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<Idle>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_api: Option<RoomApi>,
 }
 
 impl Report {
@@ -139,6 +160,7 @@ impl Report {
             server_peak_rss_kib: None,
             coldstart: None,
             idle: None,
+            room_api: None,
         }
     }
 
@@ -216,6 +238,14 @@ impl Report {
                     i.rss_baseline_kib, i.rss_connected_kib, i.rss_rooms_kib, i.rss_joined_kib
                 ),
             );
+            row(
+                "after hold",
+                format!(
+                    "{} KiB, {} rooms hibernated",
+                    i.rss_held_kib,
+                    i.hibernated.map_or("?".into(), |n| n.to_string())
+                ),
+            );
             row("per connection", format!("{:.1} KiB", i.per_conn_kib));
             row("per room", format!("{:.1} KiB", i.per_room_kib));
             row("per extra member", format!("{:.1} KiB", i.per_member_kib));
@@ -223,6 +253,15 @@ impl Report {
                 "per joined conn",
                 format!("{:.1} KiB", i.per_joined_conn_kib),
             );
+        }
+        if let Some(r) = &self.room_api {
+            row("samples", r.samples.to_string());
+            if let Some(wakes) = r.wakes {
+                row("wakes", wakes.to_string());
+            }
+            if let Some(missed) = r.missed {
+                row("missed", missed.to_string());
+            }
         }
         row("errors", self.errors.to_string());
         if let Some(rss) = self.server_rss_kib {

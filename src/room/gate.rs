@@ -84,6 +84,11 @@ impl Gate {
         self.held.push_back((seq, effect));
     }
 
+    /// Gives back the queue's memory (a hibernating room's gate is empty).
+    pub(super) fn shrink(&mut self) {
+        self.held.shrink_to_fit();
+    }
+
     /// Whether messages for other rooms wait here.
     pub(super) fn holds_sends(&self) -> bool {
         self.sends > 0

@@ -75,8 +75,10 @@ impl Room {
         // A sleeping room holds no file open: the next write starts a segment.
         self.journal.rotate();
         self.journal.shrink();
+        self.gate.shrink();
         self.slot.set_hibernated(true);
         self.env().metrics.room_hibernated();
+        self.rooms.heap_freed();
         self.refresh_stats(true);
         tracing::debug!(topic = %self.slot.topic, generation = self.generation, "room hibernated");
         Ok(())

@@ -8,6 +8,7 @@
 //! the `RoomEnv` it owns is what every room task may touch.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ struct Registry {
     wakeups: Mutex<BTreeSet<(i64, Topic)>>,
     /// Wakes the task that starts them when an earlier one is added.
     wakeup_added: Arc<Notify>,
+    /// A room freed its JavaScript since the heap was last trimmed.
+    freed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,6 +61,7 @@ impl Rooms {
             feeds: Mutex::default(),
             wakeups: Mutex::default(),
             wakeup_added: Arc::default(),
+            freed: AtomicBool::new(false),
         }))
     }
 
@@ -79,6 +83,12 @@ impl Rooms {
             }
         }
         env.js.spawn(wake_rooms(Arc::downgrade(&self.0)));
+        env.js.spawn(trim_freed_heaps(Arc::downgrade(&self.0)));
+    }
+
+    /// A room hibernated: its freed heap is given back to the system soon.
+    pub(crate) fn heap_freed(&self) {
+        self.0.freed.store(true, Ordering::Relaxed);
     }
 
     /// What the rooms run with.
@@ -267,6 +277,29 @@ async fn wake_rooms(registry: Weak<Registry>) {
             _ = shutdown.cancelled() => return,
             _ = added.notified() => {}
             _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// How often the heap is trimmed while rooms hibernate.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+/// Gives the memory of hibernated rooms back to the system, at most every
+/// [`TRIM_EVERY`] and only after a room hibernated (a trim holds the
+/// allocator's lock for a few milliseconds).
+async fn trim_freed_heaps(registry: Weak<Registry>) {
+    let mut every = tokio::time::interval(TRIM_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        if registry.env.shutdown.is_cancelled() {
+            return;
+        }
+        if registry.freed.swap(false, Ordering::Relaxed) {
+            let _ = tokio::task::spawn_blocking(crate::heap::trim).await;
         }
     }
 }

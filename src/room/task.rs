@@ -265,10 +265,11 @@ impl Room {
             let stall_at = self.storage.stall_at(self.journal.commit_started());
             let probe_at = self.storage.probe_at();
             // A timer waits while the journal cannot record its firing.
-            let timer_at = self.next_timer.as_ref().filter(|_| healthy).map(|t| {
-                let wait = t.at.saturating_sub(now_ms()).max(0) as u64;
-                Instant::now() + Duration::from_millis(wait)
-            });
+            let timer_at = self
+                .next_timer
+                .as_ref()
+                .filter(|_| healthy)
+                .map(|t| crate::clock::instant_of(t.at));
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
