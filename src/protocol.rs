@@ -481,7 +481,10 @@ mod tests {
         );
         // v2_json_serializer_test.exs: `@v2_msg_json` / `@v2_fastlane_json`.
         let v2_msg_json = "[null,null,\"t\",\"e\",{\"m\":1}]";
-        assert_eq!(encode(Vsn::V2, None, None, "t", "e", r#"{"m":1}"#), v2_msg_json);
+        assert_eq!(
+            encode(Vsn::V2, None, None, "t", "e", r#"{"m":1}"#),
+            v2_msg_json
+        );
         // encode!(%Reply{}) builds `%{status: _, response: _}`; Jason writes
         // a map's keys sorted, so `response` comes first. V1 keeps the ref
         // and drops the join_ref; V2 carries both.
@@ -492,7 +495,14 @@ mod tests {
         );
         let r = Ref::from_text("123");
         assert_eq!(
-            encode_reply(Vsn::V2, Some(&jr), Some(&r), "t", Status::Error, r#"{"reason":"x"}"#),
+            encode_reply(
+                Vsn::V2,
+                Some(&jr),
+                Some(&r),
+                "t",
+                Status::Error,
+                r#"{"reason":"x"}"#
+            ),
             r#"["1","123","t","phx_reply",{"response":{"reason":"x"},"status":"error"}]"#
         );
         // Channel.Server's phx_error / phx_close and the heartbeat reply.
@@ -511,7 +521,14 @@ mod tests {
         );
         // presence_state / presence_diff are plain pushes and broadcasts.
         assert_eq!(
-            encode(Vsn::V1, None, None, "t", "presence_diff", r#"{"joins":{},"leaves":{}}"#),
+            encode(
+                Vsn::V1,
+                None,
+                None,
+                "t",
+                "presence_diff",
+                r#"{"joins":{},"leaves":{}}"#
+            ),
             r#"{"event":"presence_diff","payload":{"joins":{},"leaves":{}},"ref":null,"topic":"t"}"#
         );
     }
@@ -521,7 +538,10 @@ mod tests {
         // decode!(@v2_msg_json, opcode: :text)
         let m = decode_text(Vsn::V2, "[null,null,\"t\",\"e\",{\"m\":1}]").unwrap();
         assert!(m.join_ref.is_none() && m.msg_ref.is_none());
-        assert_eq!((m.topic.as_str(), m.event.as_str(), m.payload.get()), ("t", "e", r#"{"m":1}"#));
+        assert_eq!(
+            (m.topic.as_str(), m.event.as_str(), m.payload.get()),
+            ("t", "e", r#"{"m":1}"#)
+        );
         // V2 decode_text matches `[join_ref, ref, topic, event, payload | _]`.
         let m = decode_text(Vsn::V2, r#"["1","2","t","e",{},6]"#).unwrap();
         assert_eq!(m.msg_ref.unwrap().as_json(), r#""2""#);
