@@ -9,7 +9,7 @@ use crate::protocol::{self, Vsn};
 use crate::topic::Topic;
 
 /// The frame decoders: never panic, and whatever they accept re-encodes to
-/// a frame that decodes to the same thing.
+/// a frame that decodes to the same thing (less the join_ref in V1).
 pub fn frame(data: &[u8]) {
     let binary = protocol::decode_binary(data);
     if let Some((_, _, topic)) = &binary.reply_to {
@@ -61,7 +61,14 @@ pub fn frame(data: &[u8]) {
                 &back.event,
                 back.payload.get()
             ),
-            (&m.join_ref, &m.msg_ref, &m.topic, &m.event, m.payload.get()),
+            (
+                // V1 frames carry no join_ref (Phoenix's V1 serializer).
+                &m.join_ref.filter(|_| vsn == Vsn::V2),
+                &m.msg_ref,
+                &m.topic,
+                &m.event,
+                m.payload.get()
+            ),
         );
     }
 }

@@ -12,7 +12,8 @@ use serde_json::value::RawValue;
 /// Serializer version negotiated from the `vsn` connect parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Vsn {
-    /// `{"topic","event","payload","ref","join_ref"}` objects; `vsn` absent or 1.x.
+    /// `{"event","payload","ref","topic"}` objects (no `join_ref`, keys in the
+    /// order Phoenix's Jason writes them); `vsn` absent or 1.x.
     V1,
     /// `[join_ref, ref, topic, event, payload]` arrays; `vsn` 2.x.
     V2,
@@ -104,7 +105,9 @@ pub fn decode_text(vsn: Vsn, text: &str) -> Result<Incoming, BadFrame> {
         Vsn::V2 => {
             let parts: Vec<&RawValue> = serde_json::from_str(text)
                 .map_err(|e| BadFrame::unanswerable(format!("malformed frame: {e}")))?;
-            let [join_ref, msg_ref, topic, event, payload] = parts[..] else {
+            // Phoenix matches `[join_ref, ref, topic, event, payload | _]`:
+            // trailing elements are ignored, fewer than five refused.
+            let [join_ref, msg_ref, topic, event, payload, ..] = parts[..] else {
                 return Err(BadFrame::unanswerable(format!(
                     "malformed frame: expected [join_ref, ref, topic, event, payload], got {} elements",
                     parts.len()
@@ -263,7 +266,8 @@ pub enum Status {
     Error,
 }
 
-/// `phx_reply` with `{status, response}`.
+/// `phx_reply` with `{response, status}`: Phoenix encodes the reply payload
+/// as a map, which Jason writes with its keys sorted.
 pub fn encode_reply(
     vsn: Vsn,
     join_ref: Option<&Ref>,
@@ -277,11 +281,11 @@ pub fn encode_reply(
         Status::Error => "error",
     };
     let mut payload = String::with_capacity(response.len() + 32);
-    payload.push_str(r#"{"status":""#);
-    payload.push_str(status);
-    payload.push_str(r#"","response":"#);
+    payload.push_str(r#"{"response":"#);
     payload.push_str(response);
-    payload.push('}');
+    payload.push_str(r#","status":""#);
+    payload.push_str(status);
+    payload.push_str(r#""}"#);
     encode(vsn, join_ref, msg_ref, topic, "phx_reply", &payload)
 }
 
@@ -298,6 +302,10 @@ pub fn encode_error_reply(
 }
 
 /// Any server frame. `payload` must be valid JSON text.
+///
+/// V1 writes what `Phoenix.Socket.V1.JSONSerializer` writes: `Map.take([:topic,
+/// :event, :payload, :ref])`, so no `join_ref` (V1 clients that get one may
+/// refuse the frame), in Jason's sorted key order.
 pub fn encode(
     vsn: Vsn,
     join_ref: Option<&Ref>,
@@ -322,16 +330,14 @@ pub fn encode(
             out.push(']');
         }
         Vsn::V1 => {
-            out.push_str(r#"{"topic":"#);
-            push_json_string(&mut out, topic);
-            out.push_str(r#","event":"#);
+            out.push_str(r#"{"event":"#);
             push_json_string(&mut out, event);
             out.push_str(r#","payload":"#);
             out.push_str(payload);
             out.push_str(r#","ref":"#);
             write_ref(&mut out, msg_ref);
-            out.push_str(r#","join_ref":"#);
-            write_ref(&mut out, join_ref);
+            out.push_str(r#","topic":"#);
+            push_json_string(&mut out, topic);
             out.push('}');
         }
     }
@@ -395,7 +401,6 @@ mod tests {
         for (vsn, text) in [
             (Vsn::V2, "not json"),
             (Vsn::V2, "[1,2,3]"),
-            (Vsn::V2, r#"["1","2","t","e",{},6]"#),
             (Vsn::V2, r#"{"topic":"t"}"#),
             (Vsn::V2, r#"[{},"2","t","e",{}]"#),
             (Vsn::V2, r#"["1","2",5,"e",{}]"#),
@@ -452,10 +457,112 @@ mod tests {
         let f = encode(Vsn::V1, None, None, "chat:\"x", "new_msg", r#"{"a":1}"#);
         assert_eq!(
             v(&f),
-            json!({"topic":"chat:\"x","event":"new_msg","payload":{"a":1},"ref":null,"join_ref":null})
+            json!({"topic":"chat:\"x","event":"new_msg","payload":{"a":1},"ref":null})
         );
         let f = encode_error_reply(Vsn::V2, None, Some(&r), "t", "bad \"thing\"\n");
         assert_eq!(v(&f)[4]["response"]["reason"], "bad \"thing\"\n");
+    }
+
+    /// Frames from Phoenix's own serializer tests and source
+    /// (phoenixframework/phoenix at 167c469, `test/phoenix/socket/
+    /// v1_json_serializer_test.exs`, `v2_json_serializer_test.exs`,
+    /// `lib/phoenix/socket/serializers/*.ex`), compared byte for byte.
+    #[test]
+    fn frames_match_phoenix_serializers() {
+        // v1_json_serializer_test.exs: `@v1_msg_json`, "v1 responses must
+        // not contain join_ref"; a broadcast (`fastlane!`) is the same frame.
+        let v1_msg_json = "{\"event\":\"e\",\"payload\":\"m\",\"ref\":null,\"topic\":\"t\"}";
+        assert_eq!(encode(Vsn::V1, None, None, "t", "e", "\"m\""), v1_msg_json);
+        // A V1 channel's own frames drop the join_ref too.
+        let jr = Ref::from_text("1");
+        assert_eq!(
+            encode(Vsn::V1, Some(&jr), None, "t", "e", "\"m\""),
+            v1_msg_json
+        );
+        // v2_json_serializer_test.exs: `@v2_msg_json` / `@v2_fastlane_json`.
+        let v2_msg_json = "[null,null,\"t\",\"e\",{\"m\":1}]";
+        assert_eq!(
+            encode(Vsn::V2, None, None, "t", "e", r#"{"m":1}"#),
+            v2_msg_json
+        );
+        // encode!(%Reply{}) builds `%{status: _, response: _}`; Jason writes
+        // a map's keys sorted, so `response` comes first. V1 keeps the ref
+        // and drops the join_ref; V2 carries both.
+        let r = Ref::from_text("null");
+        assert_eq!(
+            encode_reply(Vsn::V1, Some(&jr), Some(&r), "t", Status::Ok, "{}"),
+            r#"{"event":"phx_reply","payload":{"response":{},"status":"ok"},"ref":"null","topic":"t"}"#
+        );
+        let r = Ref::from_text("123");
+        assert_eq!(
+            encode_reply(
+                Vsn::V2,
+                Some(&jr),
+                Some(&r),
+                "t",
+                Status::Error,
+                r#"{"reason":"x"}"#
+            ),
+            r#"["1","123","t","phx_reply",{"response":{"reason":"x"},"status":"error"}]"#
+        );
+        // Channel.Server's phx_error / phx_close and the heartbeat reply.
+        assert_eq!(
+            encode(Vsn::V2, Some(&jr), Some(&jr), "t", "phx_close", "{}"),
+            r#"["1","1","t","phx_close",{}]"#
+        );
+        assert_eq!(
+            encode(Vsn::V1, Some(&jr), Some(&jr), "t", "phx_error", "{}"),
+            r#"{"event":"phx_error","payload":{},"ref":"1","topic":"t"}"#
+        );
+        let hb = Ref::from_text("7");
+        assert_eq!(
+            encode_reply(Vsn::V2, None, Some(&hb), "phoenix", Status::Ok, "{}"),
+            r#"[null,"7","phoenix","phx_reply",{"response":{},"status":"ok"}]"#
+        );
+        // presence_state / presence_diff are plain pushes and broadcasts.
+        assert_eq!(
+            encode(
+                Vsn::V1,
+                None,
+                None,
+                "t",
+                "presence_diff",
+                r#"{"joins":{},"leaves":{}}"#
+            ),
+            r#"{"event":"presence_diff","payload":{"joins":{},"leaves":{}},"ref":null,"topic":"t"}"#
+        );
+    }
+
+    #[test]
+    fn decoders_accept_what_phoenix_accepts() {
+        // decode!(@v2_msg_json, opcode: :text)
+        let m = decode_text(Vsn::V2, "[null,null,\"t\",\"e\",{\"m\":1}]").unwrap();
+        assert!(m.join_ref.is_none() && m.msg_ref.is_none());
+        assert_eq!(
+            (m.topic.as_str(), m.event.as_str(), m.payload.get()),
+            ("t", "e", r#"{"m":1}"#)
+        );
+        // V2 decode_text matches `[join_ref, ref, topic, event, payload | _]`.
+        let m = decode_text(Vsn::V2, r#"["1","2","t","e",{},6]"#).unwrap();
+        assert_eq!(m.msg_ref.unwrap().as_json(), r#""2""#);
+        // V1: `Message.from_map!` takes an optional join_ref.
+        let m = decode_text(
+            Vsn::V1,
+            r#"{"event":"phx_join","payload":{},"ref":"1","topic":"t","join_ref":"1"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.join_ref.unwrap().as_json(), r#""1""#);
+        // `@v1_bad_json`: "V1 JSON Serializer expected a map".
+        assert!(decode_text(Vsn::V1, "[null,null,\"t\",\"e\",{\"m\":1}]").is_err());
+        // `@v1_msg_json` carries a string payload: Phoenix decodes it, a
+        // room cannot use it, so it is answered with an error reply.
+        let bad = decode_text(
+            Vsn::V1,
+            "{\"event\":\"e\",\"payload\":\"m\",\"ref\":null,\"topic\":\"t\"}",
+        )
+        .unwrap_err();
+        assert_eq!(bad.reason, "payload must be a JSON object");
+        assert_eq!(bad.reply_to.unwrap().2, "t");
     }
 
     #[test]

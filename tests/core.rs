@@ -290,6 +290,77 @@ async fn v1_object_frames_work() {
     c.send_text(r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"3"}"#)
         .await;
     assert_eq!(c.until(|v| v["event"] == "phx_reply").await["ref"], "3");
+    // Byte for byte what Phoenix's V1 serializer writes: no join_ref, keys
+    // sorted. And V1 JSON in a binary frame is a frame like any other.
+    c.send_binary(br#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"4"}"#.to_vec())
+        .await;
+    assert_eq!(
+        c.next_text().await,
+        r#"{"event":"phx_reply","payload":{"response":{},"status":"ok"},"ref":"4","topic":"phoenix"}"#
+    );
+    c.send_binary(
+        br#"{"topic":"chat:v1","event":"new_msg","payload":{"text":"bin"},"ref":"5"}"#.to_vec(),
+    )
+    .await;
+    let broadcast = c.until(|v| v["event"] == "new_msg").await;
+    assert_eq!(broadcast["payload"]["text"], "bin");
+    let keys: Vec<&str> = broadcast
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["event", "payload", "ref", "topic"]);
+    let reply = c.until(|v| v["event"] == "phx_reply").await;
+    assert_eq!(
+        (reply["ref"].as_str(), reply.get("join_ref")),
+        (Some("5"), None)
+    );
+    // A binary frame that is not UTF-8 cannot be V1 JSON.
+    c.send_binary(vec![0xff, 0xfe]).await;
+    assert_eq!(c.closed().await.unwrap().0, 1007);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_handshake_echoes_the_code_and_invalid_utf8_is_1007() {
+    let server = server().await;
+    let mut c = server.client("alice").await;
+    c.join_ok("chat:close").await;
+    assert_eq!(c.close_with(1000, "bye").await.map(|c| c.0), Some(1000));
+    let mut c = server.client("bob").await;
+    assert_eq!(c.close_with(4001, "going").await.map(|c| c.0), Some(4001));
+    let mut c = server.client("carol").await;
+    c.send_raw_text(b"[null,\"1\",\"phoenix\",\"heartbeat\",{\"x\":\"\xc3\x28\"}]".to_vec())
+        .await;
+    let (code, reason) = c.closed().await.expect("a close frame");
+    assert_eq!(
+        (code, reason.as_str()),
+        (1007, "text frame is not valid UTF-8")
+    );
+    // The server is fine.
+    server.client("dave").await.join_ok("chat:close").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_phx_events_never_reach_a_script() {
+    let server = server().await;
+    let mut c = server.client("alice").await;
+    let (jr, _) = c.join_ok("chat:reserved").await;
+    for event in ["phx_custom", "phx_reply", "phx_error", "phx_close"] {
+        let reply = c
+            .call(&jr, "chat:reserved", event, json!({"text": "x"}))
+            .await;
+        assert_eq!(reply["status"], "error", "{event}");
+        assert_eq!(
+            reply["response"]["reason"],
+            format!("reserved event {event:?}"),
+        );
+    }
+    // Nothing ran: the first message the chat room stores still gets id 1.
+    let reply = c
+        .call(&jr, "chat:reserved", "new_msg", json!({"text": "hi"}))
+        .await;
+    assert_eq!(reply["response"]["id"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,7 +87,7 @@ pub fn classify(text: &str) -> Frame {
             else {
                 return Frame::Other;
             };
-            let ok = payload.get().starts_with(r#"{"status":"ok""#);
+            let ok = payload.get().ends_with(r#""status":"ok"}"#);
             Frame::Reply { msg_ref, ok }
         }
         r#""phx_error""# | r#""phx_close""# => Frame::ChannelEnded,
@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(classify(other), Frame::Other);
         let diff = r#"[null,null,"chat:a","presence_diff",{"joins":{},"leaves":{}}]"#;
         assert_eq!(classify(diff), Frame::Other);
-        let ok = r#"["1","7","chat:a","phx_reply",{"status":"ok","response":{"id":1}}]"#;
+        let ok = r#"["1","7","chat:a","phx_reply",{"response":{"id":1},"status":"ok"}]"#;
         assert_eq!(
             classify(ok),
             Frame::Reply {
@@ -204,7 +204,7 @@ mod tests {
                 ok: true
             }
         );
-        let err = r#"["1","8","chat:a","phx_reply",{"status":"error","response":{}}]"#;
+        let err = r#"["1","8","chat:a","phx_reply",{"response":{},"status":"error"}]"#;
         assert_eq!(
             classify(err),
             Frame::Reply {

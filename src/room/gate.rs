@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(out.len(), 2, "{out:?}");
         assert!(
             out[0]
-                .contains(r#""phx_reply",{"status":"error","response":{"reason":"room crashed"}}"#),
+                .contains(r#""phx_reply",{"response":{"reason":"room crashed"},"status":"error"}"#),
             "{out:?}"
         );
         assert_eq!(out[1], "ChannelClosed(7)");

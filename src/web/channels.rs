@@ -93,6 +93,11 @@ impl Channels {
     }
 
     /// The table, for the outbound side of the transport.
+    /// The serializer this connection speaks.
+    pub fn vsn(&self) -> Vsn {
+        self.vsn
+    }
+
     pub fn table(&self) -> ChannelTable {
         self.table.clone()
     }
@@ -143,6 +148,11 @@ impl Channels {
             // otherwise size every connection's task.
             (_, "phx_join") => Box::pin(self.join(message)).await,
             (_, "phx_leave") => Box::pin(self.leave(message)).await,
+            // Every other `phx_*` event is the host's: never a script's.
+            (_, event) if event.starts_with("phx_") => {
+                let reason = format!("reserved event {event:?}");
+                self.reply_error(&message, &reason).await
+            }
             _ => self.push(message).await,
         }
     }

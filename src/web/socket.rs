@@ -28,7 +28,7 @@ use super::WebState;
 use super::channels::{ChannelTable, Channels};
 use super::connect::{Transport, admit, connect};
 use crate::hub::{Kick, Outbound, Peer};
-use crate::protocol;
+use crate::protocol::{self, Vsn};
 
 /// Frames written per flush.
 const WRITE_BATCH: usize = 64;
@@ -135,6 +135,11 @@ async fn read_loop(
                 // tungstenite reports an oversized message as a capacity
                 // error ("Message too long: N > max").
                 let text = e.to_string();
+                if text.contains("UTF-8") {
+                    // RFC 6455 §8.1: invalid UTF-8 in a text frame fails
+                    // the connection with 1007.
+                    return Some((1007, "text frame is not valid UTF-8".into()));
+                }
                 if text.contains("too long") || text.contains("Space limit") {
                     return Some((
                         1009,
@@ -153,10 +158,21 @@ async fn read_loop(
                 web.metrics.messages_in(Transport::WebSocket.label(), 1);
                 channels.on_text(text.as_str()).await
             }
+            // Phoenix's V1 serializer ignores the opcode: JSON in a binary
+            // frame is a frame like any other (phx-events sends them).
+            Message::Binary(bytes) if channels.vsn() == Vsn::V1 => {
+                web.metrics.messages_in(Transport::WebSocket.label(), 1);
+                match std::str::from_utf8(&bytes) {
+                    Ok(text) => channels.on_text(text).await,
+                    Err(_) => Err((1007, "binary frame is not UTF-8 JSON".into())),
+                }
+            }
             Message::Binary(bytes) => {
                 let bad = protocol::decode_binary(&bytes);
                 channels.refuse(bad).await.map_err(|r| (1003, r))
             }
+            // tungstenite queues the echo of the client's Close (its code,
+            // RFC 6455 §5.5.1); the writer flushes it when it ends.
             Message::Close(_) => return None,
             Message::Ping(_) | Message::Pong(_) => Ok(()),
         };
@@ -196,6 +212,7 @@ async fn write_loop(
                 outbound.close();
                 let n = outbound.recv_many(&mut batch, WRITE_BATCH).await;
                 if n == 0 {
+                    finish(&mut sink).await;
                     return;
                 }
                 n
@@ -233,6 +250,13 @@ async fn write_loop(
         )
         .await;
     }
+}
+
+/// Ends the write side: sends what tungstenite still holds, which after a
+/// client's Close is the echo of its close code (without it the client sees
+/// `1006`), or a plain Close if neither side has closed yet.
+async fn finish(sink: &mut SplitSink<WebSocket, Message>) {
+    let _ = tokio::time::timeout(Duration::from_millis(500), sink.close()).await;
 }
 
 /// Feeds a batch and flushes once. Returns the frames written and whether

@@ -369,6 +369,38 @@ impl Client {
         self.pending.clear();
     }
 
+    /// Sends a raw text frame whose bytes need not be UTF-8.
+    pub async fn send_raw_text(&mut self, bytes: Vec<u8>) {
+        use tokio_tungstenite::tungstenite::protocol::frame::{Frame, coding};
+        let frame = Frame::message(bytes, coding::OpCode::Data(coding::Data::Text), true);
+        self.ws.send(Message::Frame(frame)).await.unwrap();
+    }
+
+    /// The next frame's text exactly as it came over the wire.
+    pub async fn next_text(&mut self) -> String {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame within the wait")
+                .expect("connection open")
+                .expect("a frame");
+            if let Message::Text(t) = msg {
+                return t.to_string();
+            }
+        }
+    }
+
+    /// Closes with `code` and returns the server's answering close frame.
+    pub async fn close_with(&mut self, code: u16, reason: &str) -> Option<(u16, String)> {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        };
+        self.ws.send(Message::Close(Some(frame))).await.unwrap();
+        self.closed().await
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
