@@ -44,6 +44,39 @@ async fn json_logs_carry_a_truthful_startup_summary() {
     assert_eq!(start["origins"], "https://chat.example.com");
     assert_eq!(start["durability"], "Relaxed");
     assert_eq!(start["max_frame"], 65536);
+    // A refused connection is logged with its reason, transport and peer.
+    let reply = common::raw_http::request(
+        server.addr,
+        "GET",
+        "/socket/longpoll?vsn=2.0.0&user=ana",
+        &[("Origin", "https://evil.example.net")],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(
+        server.logged("connection refused").await,
+        "{}",
+        server.log()
+    );
+    let lines = json_lines(&server.log());
+    let refused = lines
+        .iter()
+        .find(|l| l["message"] == "connection refused")
+        .unwrap();
+    assert_eq!(refused["level"], "INFO", "{refused}");
+    assert_eq!(refused["transport"], "longpoll", "{refused}");
+    assert!(
+        refused["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{refused}"
+    );
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("evil.example.net"),
+        "{refused}"
+    );
     let status = server.terminate().await;
     assert!(status.success(), "{status}");
 }
