@@ -77,6 +77,39 @@ async fn json_logs_carry_a_truthful_startup_summary() {
             .contains("evil.example.net"),
         "{refused}"
     );
+    // SIGTERM: the shutdown is logged when it starts and when it is done.
+    let log = server.log.clone();
     let status = server.terminate().await;
     assert!(status.success(), "{status}");
+    let log = log.lock().unwrap().clone();
+    let lines = json_lines(&log);
+    let done = lines
+        .iter()
+        .find(|l| l["message"] == "shut down: rooms stopped, connections closed")
+        .unwrap_or_else(|| panic!("no shutdown line in\n{log}"));
+    assert!(done["took_ms"].is_u64(), "{done}");
+}
+
+#[test]
+fn a_bad_rooms_directory_is_reported_once() {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomhost"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--rooms",
+            "/nonexistent/rooms-js",
+            "--data",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("/nonexistent/rooms-js").count(),
+        1,
+        "{stderr}"
+    );
 }
