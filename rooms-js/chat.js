@@ -17,7 +17,9 @@ export function onJoin(conn, params) {
 
 export function onMessage(conn, event, payload) {
   if (event !== "new_msg") throw new Error(`unknown event "${event}"`);
-  const text = String(payload.text ?? "").trim();
+  // Only a string is a message: String({}) would store "[object Object]".
+  if (typeof payload?.text !== "string") throw new Error("text must be a string");
+  const text = payload.text.trim();
   if (text === "") throw new Error("message is blank");
   // Counting code points copies the string: only needed when its UTF-16
   // length (never below the code point count) is over the limit.

@@ -53,7 +53,9 @@ pub struct Host {
 /// Why a host could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{0}")]
+    // Transparent: the io error's message is the whole message (a "{0}"
+    // with #[from] printed it twice in an error chain).
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("watching scripts: {0}")]
     Watch(String),
@@ -224,8 +226,18 @@ impl Host {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
-                tracing::info!("shutting down");
+                let rooms = host.rooms.list().len();
+                tracing::info!(
+                    rooms,
+                    "shutting down: rooms snapshot, connections get phx_close"
+                );
+                let started = std::time::Instant::now();
                 host.shutdown().await;
+                tracing::info!(
+                    rooms,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "shut down: rooms stopped, connections closed"
+                );
             })
             .await
     }

@@ -20,10 +20,20 @@ mod bench;
 )]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Log lines as plain text (for a terminal or journald) or as one JSON
+    /// object a line (for log shippers).
+    #[arg(long, global = true, env = "ROOMHOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
     serve: ServeArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -277,14 +287,17 @@ fn main() -> ExitCode {
     // keep faulted in ahead of new rooms (see `roomhost::heap`).
     let heap_tuned = roomhost::heap::tune_for_rooms();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
         // Colours only on a terminal: a log file or journald gets plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Fields at the top level of each object, as log shippers index them.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let result = match cli.command {
         None => serve(cli.serve, heap_tuned),
         Some(Command::Serve(args)) => serve(args, heap_tuned),
@@ -363,10 +376,42 @@ fn serve(args: ServeArgs, heap_tuned: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         println!("roomhost listening on http://{local}");
-        tracing::info!(%local, rooms = %args.rooms.display(), data = %args.data.display(), durability = ?args.durability, auth = host.config().auth_secret.is_some(), "serving");
+        log_start(&local, &args, host.config());
         host.serve(listener, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The one startup summary: what a client needs to connect and what the
+/// operator set, stated as the host will enforce it.
+fn log_start(local: &SocketAddr, args: &ServeArgs, config: &Config) {
+    let origins = if config.allowed_origins.is_empty() {
+        "same host only".to_string()
+    } else {
+        config.allowed_origins.join(",")
+    };
+    let admin = if config.admin_token.is_some() {
+        "bearer token, any address"
+    } else {
+        "loopback only"
+    };
+    tracing::info!(
+        %local,
+        version = roomhost::metrics::process::VERSION,
+        commit = roomhost::metrics::process::COMMIT,
+        rooms = %args.rooms.display(),
+        data = %args.data.display(),
+        durability = ?config.durability,
+        client_tokens = config.auth_secret.is_some(),
+        admin = admin,
+        origins = %origins,
+        max_frame = config.max_frame_bytes,
+        msg_rate = config.msg_rate,
+        max_conns_per_ip = config.max_conns_per_ip,
+        max_conns_per_room = config.max_conns_per_room,
+        max_rooms = config.max_rooms,
+        "serving"
+    );
 }
 
 async fn shutdown_signal() {

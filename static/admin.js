@@ -79,7 +79,7 @@ function explain(error) {
   if (error.status === 401 || error.status === 403) {
     return readToken()
       ? `Not authorised (HTTP ${error.status}): the admin token was refused. Check ROOMHOST_ADMIN_TOKEN and enter it again above.`
-      : `Not authorised (HTTP ${error.status}): the admin API answers loopback clients only, unless you give the token from ROOMHOST_ADMIN_TOKEN above (or open /admin?token=…).`;
+      : `Not authorised (HTTP ${error.status}): enter the admin token (the server's ROOMHOST_ADMIN_TOKEN) above, or open /admin?token=…. A server without a token answers loopback clients only.`;
   }
   if (error instanceof TypeError) return "Cannot reach the server (is it running?). Retrying every second.";
   return `The admin API failed: ${error.message}`;
@@ -181,6 +181,8 @@ function updateRow(row, room) {
   const startedAt = typeof room.started_at === "number" ? new Date(room.started_at < 1e12 ? room.started_at * 1000 : room.started_at) : null;
   row.tr.title = startedAt ? `generation started ${startedAt.toLocaleString()}` : "";
   row.resetButton.hidden = room.state !== "failed";
+  // A stopped room has no task to kill (the API answers 404): no button.
+  row.killButton.hidden = room.state === "stopped";
   const isSelected = room.topic === selected;
   row.tr.setAttribute("aria-selected", String(isSelected));
   row.selectButton.setAttribute("aria-pressed", String(isSelected));

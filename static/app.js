@@ -297,6 +297,8 @@ function renderRecent(list) {
 async function killRoom() {
   if (!room) return;
   const topic = room.topic;
+  // Killing simulates a crash for everyone in the room: ask first.
+  if (!window.confirm(`Kill ${topic}? Every tab in the room sees it crash and rejoin (its state is kept).`)) return;
   dom.kill.disabled = true;
   const headers = {};
   const token = sessionStorage.getItem("roomhost.adminToken");

@@ -137,6 +137,24 @@ async fn throwing_handler_fails_that_call_only_and_rolls_back() {
         .call(&jr, "chat:x", "new_msg", json!({"text": "   "}))
         .await;
     assert_eq!(reply["response"]["reason"], "message is blank");
+    // ... and a text that is not a string, rather than storing "[object Object]".
+    for text in [json!({"a": 1}), json!(42), json!(null), json!(["hi"])] {
+        let reply = c
+            .call(&jr, "chat:x", "new_msg", json!({ "text": text }))
+            .await;
+        assert_eq!(
+            reply["response"]["reason"], "text must be a string",
+            "{text}"
+        );
+    }
+    let reply = c.call(&jr, "chat:x", "new_msg", json!({})).await;
+    assert_eq!(reply["response"]["reason"], "text must be a string");
+    let history = server.api("/api/rooms/chat:x/state").await;
+    assert_eq!(
+        history["state"]["messages"],
+        json!([]),
+        "nothing was stored"
+    );
     let reply = c
         .call(&jr, "chat:x", "new_msg", json!({"text": "x".repeat(2001)}))
         .await;

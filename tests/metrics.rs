@@ -35,6 +35,11 @@ const FAMILIES: &[(&str, &str)] = &[
     ("roomhost_rate_limited", "counter"),
     ("roomhost_auth_failures", "counter"),
     ("roomhost_connections_refused", "counter"),
+    ("roomhost_build_info", "gauge"),
+    ("process_cpu_seconds", "counter"),
+    ("process_resident_memory_bytes", "gauge"),
+    ("process_open_fds", "gauge"),
+    ("process_start_time_seconds", "gauge"),
 ];
 
 /// Scrapes until `ready` holds (at most 5 s), returning the last scrape.
@@ -139,9 +144,9 @@ async fn metrics_are_named_typed_and_move_with_traffic() {
         sample(&text, "roomhost_fanout_deliveries_total") - fanout_before,
         (2 * N) as f64
     );
-    let hooks = "roomhost_hook_duration_seconds_count{kind=\"chat\",hook=\"message\"}";
+    let hooks = "roomhost_hook_duration_seconds_count{hook=\"message\",kind=\"chat\"}";
     assert_eq!(sample(&text, hooks), N as f64);
-    let joins = "roomhost_hook_duration_seconds_count{kind=\"chat\",hook=\"join\"}";
+    let joins = "roomhost_hook_duration_seconds_count{hook=\"join\",kind=\"chat\"}";
     assert_eq!(sample(&text, joins), 2.0);
     // Strict durability: every event fsynced, in groups of at least one.
     let fsyncs = sample(&text, "roomhost_journal_fsync_duration_seconds_count");
@@ -390,4 +395,91 @@ async fn relaxed_fsyncs_once_per_interval_and_covers_every_event() {
         events > 2 * intervals as usize,
         "{events} events: too few to tell"
     );
+}
+
+/// The `roomhost_rooms` gauges agree with `/api/rooms`, stopped rooms (durable
+/// state, no task) included, and the totals count what the list shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_gauges_agree_with_the_api() {
+    let server = Server::start(&[], test_config()).await;
+    let mut c = server.client("ana").await;
+    for name in ["a", "b", "c"] {
+        let topic = format!("chat:{name}");
+        let (jr, _) = c.join_ok(&topic).await;
+        let reply = c.call(&jr, &topic, "new_msg", json!({"text": "hi"})).await;
+        assert_eq!(reply["status"], "ok", "{reply}");
+    }
+    c.close().await;
+    // Restarted on the same data: three stopped rooms; one started again.
+    let (rooms, data) = server.stop().await;
+    let server = Server::start_in(rooms, data, test_config()).await;
+    let mut c = server.client("ana").await;
+    c.join_ok("chat:b").await;
+    let list = server.api("/api/rooms").await;
+    let metrics = server.metrics().await;
+    let rooms = list["rooms"].as_array().unwrap();
+    assert_eq!(rooms.len(), 3, "{list}");
+    assert_eq!(list["totals"]["rooms"], 3, "{list}");
+    assert_eq!(list["totals"]["live_rooms"], 1, "{list}");
+    for state in roomhost::metrics::ROOM_STATES {
+        let in_api = rooms.iter().filter(|r| r["state"] == state).count();
+        assert_eq!(
+            sample(&metrics, &format!("roomhost_rooms{{state=\"{state}\"}}")),
+            in_api as f64,
+            "state {state}: api {list}\nmetrics\n{metrics}"
+        );
+    }
+    assert_eq!(sample(&metrics, "roomhost_rooms{state=\"stopped\"}"), 2.0);
+    let channels: u64 = rooms.iter().map(|r| r["channels"].as_u64().unwrap()).sum();
+    assert_eq!(sample(&metrics, "roomhost_channels"), channels as f64);
+    c.close().await;
+}
+
+/// The standard process families and the build info, with plausible values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_metrics_and_build_info_are_exposed() {
+    let server = Server::start(&[], test_config()).await;
+    let text = server.metrics().await;
+    for (family, kind) in [
+        ("process_cpu_seconds", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_threads", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+        ("roomhost_build_info", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} {kind}\n")),
+            "{family} missing in\n{text}"
+        );
+    }
+    assert!(
+        sample(&text, "process_resident_memory_bytes") > 1e6,
+        "{text}"
+    );
+    let fds = sample(&text, "process_open_fds");
+    assert!(
+        fds >= 3.0 && fds <= sample(&text, "process_max_fds"),
+        "{text}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = sample(&text, "process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 3600.0,
+        "{started} vs {now}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("roomhost_build_info{commit=\"")
+                && l.ends_with(&format!(",version=\"{version}\"}} 1"))),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "one EOF, at the end");
+    assert_eq!(text.matches("# EOF").count(), 1);
 }

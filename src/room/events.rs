@@ -719,13 +719,21 @@ impl Room {
 
     /// A hook threw: the log and the dashboard's console say so.
     fn hook_threw(&self, kind: EventKind, message: &str, stack: Option<String>) {
-        tracing::warn!(
+        // A throw is how a script refuses a call (a blank message, an
+        // unknown event): the caller gets the reason, and the server is
+        // fine, so it is not a warning. Its stack matters only to the author.
+        tracing::info!(
             topic = %self.slot.topic,
             generation = self.generation,
             hook = ?kind,
             error = %message,
+            "hook threw; rolled back"
+        );
+        tracing::debug!(
+            topic = %self.slot.topic,
+            generation = self.generation,
             stack = stack.as_deref().unwrap_or(""),
-            "hook threw; rolling back"
+            "stack of the throw"
         );
         self.slot.push_console(ConsoleLine {
             at: now_ms(),

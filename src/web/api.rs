@@ -114,11 +114,19 @@ pub(crate) fn parse_topic(text: &str) -> Result<Topic, ApiError> {
     Topic::parse(text).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-/// Stopped rooms with durable state, described like live ones.
-fn stopped_rooms(web: &WebState) -> Vec<serde_json::Value> {
+/// Topics with durable state and no live room, with their journal bytes:
+/// the stopped rooms, for the API and `/metrics` alike.
+pub(crate) fn stopped_topics(web: &WebState) -> Vec<(String, u64)> {
     list_rooms(&web.config.data_dir)
         .into_iter()
         .filter(|(topic, _)| Topic::parse(topic).is_ok_and(|t| web.rooms.get(&t).is_none()))
+        .collect()
+}
+
+/// Stopped rooms with durable state, described like live ones.
+fn stopped_rooms(web: &WebState) -> Vec<serde_json::Value> {
+    stopped_topics(web)
+        .into_iter()
         .map(|(topic, bytes)| {
             let kind = topic.split(':').next().unwrap_or_default().to_string();
             json!({
@@ -145,19 +153,22 @@ pub(crate) async fn list(State(web): State<Arc<WebState>>) -> Json<serde_json::V
         .iter()
         .map(|slot| room_json(&web, slot))
         .collect();
-    let running = live.len();
+    let live_rooms = live.len();
     let mut rooms = live;
     rooms.extend(stopped_rooms(&web));
     Json(json!({
-        "rooms": rooms,
         "totals": {
-            "rooms": running,
+            // Every room the list shows (as the dashboard's table counts
+            // them), and those of them with a task now.
+            "rooms": rooms.len(),
+            "live_rooms": live_rooms,
             "connections": web.metrics.connections_open(),
             "messages_per_sec": web.metrics.messages_per_sec(),
             "messages_in": web.metrics.messages_in_total(),
             "room_starts": web.metrics.room_starts_total(),
             "at": now_ms(),
-        }
+        },
+        "rooms": rooms,
     }))
 }
 

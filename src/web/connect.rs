@@ -130,7 +130,6 @@ fn authenticate(
     verified.map(|claims| claims.user).map_err(|e| {
         web.metrics.auth_failed(e.label());
         web.metrics.refused("auth");
-        tracing::debug!(reason = %e, "connection refused: token");
         Refusal::forbidden(e.to_string())
     })
 }
@@ -145,7 +144,6 @@ pub(crate) fn identify(
 ) -> Result<Conn, Refusal> {
     if let Err(reason) = super::origin::check(&web.config.allowed_origins, headers) {
         web.metrics.refused("origin");
-        tracing::debug!(%reason, "connection refused: origin");
         return Err(Refusal::forbidden(reason));
     }
     let user = authenticate(web, params, headers)?;
@@ -167,6 +165,36 @@ pub(crate) fn connect(
         Refusal::bad_request(reason)
     })?;
     Ok((conn, vsn))
+}
+
+/// The request's TCP peer, for logs ("-" without connect info: an
+/// embedder's own router). Behind a reverse proxy this is the proxy; its
+/// `X-Forwarded-For` is not trusted for limits, but logged beside it.
+pub(crate) fn peer_label(extensions: &Extensions, headers: &HeaderMap) -> String {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "-".to_string(), |ConnectInfo(peer)| peer.to_string());
+    match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(forwarded) => format!("{peer} (for {forwarded})"),
+        None => peer,
+    }
+}
+
+/// Logs a refused connection attempt with its reason and peer: at info, as
+/// an operator looks for these (a wrong origin setting, an expired token).
+pub(crate) fn log_refusal(
+    refusal: &Refusal,
+    transport: Transport,
+    extensions: &Extensions,
+    headers: &HeaderMap,
+) {
+    tracing::info!(
+        peer = %peer_label(extensions, headers),
+        transport = transport.label(),
+        status = refusal.status.as_u16(),
+        reason = %refusal.reason,
+        "connection refused"
+    );
 }
 
 /// Open connections (WebSockets, long-poll sessions, SSE streams) per
@@ -227,7 +255,6 @@ pub(crate) fn admit(
     let mut map = web.client_addresses.map();
     let open = map.entry(ip).or_insert(0);
     if *open >= max {
-        tracing::info!(%ip, max, "connection refused: too many connections from this address");
         web.metrics.refused("conns_per_ip");
         return Err(Refusal {
             status: StatusCode::TOO_MANY_REQUESTS,

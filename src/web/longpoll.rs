@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::WebState;
 use super::channels::{ChannelTable, Channels};
-use super::connect::{AddressSlot, Transport, admit, connect};
+use super::connect::{AddressSlot, Transport, admit, connect, log_refusal};
 use super::session_token::{SessionId, SessionTokens};
 use super::{BodyError, media_type, read_body};
 use crate::hub::{Frame, Kick, Outbound, Peer};
@@ -201,12 +201,14 @@ fn open(
     let (conn, vsn) = match connect(web, params, headers, Transport::LongPoll) {
         Ok(connected) => connected,
         Err(refusal) => {
+            log_refusal(&refusal, Transport::LongPoll, extensions, headers);
             return Answer::status(403).reason(&refusal.reason).into_response();
         }
     };
     let address = match admit(web, extensions) {
         Ok(address) => address,
         Err(refusal) => {
+            log_refusal(&refusal, Transport::LongPoll, extensions, headers);
             return Answer::status(refusal.status.as_u16())
                 .reason(&refusal.reason)
                 .into_response();

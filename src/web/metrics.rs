@@ -27,6 +27,17 @@ pub(crate) async fn metrics(State(web): State<Arc<WebState>>) -> Response {
                 storage_unavailable: info.storage.is_some(),
             }
         })
+        .chain(
+            super::api::stopped_topics(&web)
+                .into_iter()
+                .map(|(topic, _)| RoomSample {
+                    topic,
+                    state: "stopped",
+                    channels: 0,
+                    js_memory: 0,
+                    storage_unavailable: false,
+                }),
+        )
         .collect();
     web.metrics.set_rooms(&rooms);
     (

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::WebState;
 use super::channels::{ChannelTable, Channels};
-use super::connect::{Transport, admit, connect};
+use super::connect::{Transport, admit, connect, log_refusal, peer_label};
 use crate::hub::{Kick, Outbound, Peer};
 use crate::protocol::{self, Vsn};
 
@@ -45,14 +45,16 @@ pub(crate) async fn upgrade(
     extensions: Extensions,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let (conn, vsn) = match connect(&web, &params, &headers, Transport::WebSocket) {
-        Ok(connected) => connected,
-        Err(refusal) => return (refusal.status, refusal.reason).into_response(),
+    let admitted = connect(&web, &params, &headers, Transport::WebSocket)
+        .and_then(|connected| Ok((connected, admit(&web, &extensions)?)));
+    let ((conn, vsn), address) = match admitted {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            log_refusal(&refusal, Transport::WebSocket, &extensions, &headers);
+            return (refusal.status, refusal.reason).into_response();
+        }
     };
-    let address = match admit(&web, &extensions) {
-        Ok(address) => address,
-        Err(refusal) => return (refusal.status, refusal.reason).into_response(),
-    };
+    let peer_label = peer_label(&extensions, &headers);
     let limit = web.config.max_frame_bytes;
     let tasks = web.connection_tasks.clone();
     // phoenix.js with `authToken` offers ["phoenix", "base64url.bearer.phx.…"];
@@ -65,7 +67,7 @@ pub(crate) async fn upgrade(
             let peer = Peer::new(web.config.outbound_queue);
             let channels = Channels::new(web.clone(), conn, vsn, peer.0.clone());
             tasks.track_future(async move {
-                serve(socket, web, channels, peer).await;
+                serve(socket, web, channels, peer, peer_label).await;
                 drop(address);
             })
         })
@@ -76,10 +78,11 @@ async fn serve(
     web: Arc<WebState>,
     mut channels: Channels,
     (peer, outbound): (Arc<Peer>, mpsc::Receiver<Outbound>),
+    peer_label: String,
 ) {
     let open = web.metrics.connection_opened(Transport::WebSocket.label());
     let conn_id = channels.conn().id.clone();
-    tracing::debug!(conn = %conn_id, user = %channels.conn().user, "connected");
+    tracing::debug!(conn = %conn_id, user = %channels.conn().user, peer = %peer_label, transport = "websocket", "connected");
     let (sink, stream) = socket.split();
     let done = CancellationToken::new();
     let writer = tokio::spawn(write_loop(
@@ -94,6 +97,10 @@ async fn serve(
     if peer.kick_reason() == Some(Kick::SlowConsumer) {
         web.metrics.slow_consumer();
     }
+    let why = close.as_ref().map_or_else(
+        || "client closed".to_string(),
+        |(_, reason)| reason.to_string(),
+    );
     if let Some((code, reason)) = close {
         let close = Outbound::Close {
             code,
@@ -105,7 +112,7 @@ async fn serve(
     channels.leave_all().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     drop(open);
-    tracing::debug!(conn = %conn_id, "disconnected");
+    tracing::debug!(conn = %conn_id, peer = %peer_label, reason = %why, "disconnected");
 }
 
 /// What ends a connection from our side: a close code and reason.

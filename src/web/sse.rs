@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::WebState;
 use super::api::{ApiError, parse_topic};
-use super::connect::{AddressSlot, Transport, admit, identify};
+use super::connect::{AddressSlot, Transport, admit, identify, log_refusal};
 use crate::feed::{Feed, Gap, sse_event};
 use crate::metrics::{Metrics, OpenConnection};
 
@@ -46,8 +46,9 @@ pub(crate) async fn events(
     extensions: Extensions,
 ) -> Result<Response, ApiError> {
     let topic = parse_topic(&topic)?;
-    let conn = identify(&web, &params, &headers, Transport::Http)?;
-    let address = admit(&web, &extensions)?;
+    let (conn, address) = identify(&web, &params, &headers, Transport::Http)
+        .and_then(|conn| Ok((conn, admit(&web, &extensions)?)))
+        .inspect_err(|refusal| log_refusal(refusal, Transport::Http, &extensions, &headers))?;
     // Starts the room, so an unknown kind or a failed room is an error now
     // rather than a stream that never says anything.
     web.rooms.open(&topic)?;

@@ -13,11 +13,16 @@
 //!
 //! A leaf: labels are plain strings chosen by the callers (a crash's
 //! reason label, a room's state), never types of the layers above.
+//!
+//! Besides the `roomhost_*` families, `/metrics` carries the standard
+//! `process_*` families and `roomhost_build_info` ([`process`]).
+
+pub mod process;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -58,6 +63,9 @@ pub const JS_MEMORY_TOP_ROOMS: usize = 10;
 /// Every metric of one host.
 pub struct Metrics {
     registry: Registry,
+    /// The unprefixed `process_*` families: a registry of their own, since
+    /// `registry` prefixes every name with `roomhost_`.
+    process: Registry,
     rooms: Family<Labels1, Gauge>,
     room_starts: Counter,
     room_contexts: Family<Labels1, Counter>,
@@ -143,10 +151,14 @@ impl Metrics {
             messages_per_sec: AtomicU64::new(0),
             messages_in_at_tick: AtomicU64::new(0),
             registry: Registry::default(),
+            process: Registry::default(),
         };
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
+        registry.register_collector(Box::new(process::BuildInfoCollector));
         registry.register(
             "rooms",
-            "Registered rooms by lifecycle state",
+            "Rooms by lifecycle state, as /api/rooms lists them (stopped: durable state, no task)",
             m.rooms.clone(),
         );
         registry.register(
@@ -307,7 +319,11 @@ impl Metrics {
         for reason in ["auth", "origin", "bad_request"] {
             let _ = m.refused.get_or_create(&[("reason", reason)]);
         }
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            process,
+            ..m
+        }
     }
 
     pub fn room_started(&self) {
@@ -402,7 +418,7 @@ impl Metrics {
 
     pub fn hook(&self, kind: &str, hook: &'static str, took: Duration) {
         self.hook_seconds
-            .get_or_create(&[("kind", kind.to_string()), ("hook", hook.to_string())])
+            .get_or_create(&[("hook", hook.to_string()), ("kind", kind.to_string())])
             .observe(took.as_secs_f64());
     }
 
@@ -497,7 +513,9 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         out
     }
 }
@@ -551,7 +569,7 @@ mod tests {
             "roomhost_room_js_memory_bytes{topic=\"chat:a\"} 100000",
             "roomhost_js_memory_bytes 100000",
             "roomhost_journal_fsync_group_events_count 1",
-            "roomhost_hook_duration_seconds_count{kind=\"chat\",hook=\"message\"} 1",
+            "roomhost_hook_duration_seconds_count{hook=\"message\",kind=\"chat\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
