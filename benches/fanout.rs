@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use roomhost::Conn;
-use roomhost::hub::{Broadcast, Channel, Hub, Outbound, Peer};
+use roomhost::hub::{Body, Broadcast, Channel, Hub, Outbound, Peer};
 use roomhost::protocol::{Ref, Vsn};
 use roomhost::topic::Topic;
 use serde_json::value::RawValue;
@@ -30,18 +30,21 @@ fn fanout(c: &mut Criterion) {
             conn: Conn::new(format!("user{id}"), meta),
             join_ref: Some(Ref::from_text("1")),
             vsn: Vsn::V2,
+            binary: true,
             peer,
         }));
         receivers.push(rx);
     }
-    let payload = r#"{"id":1234,"user":"alice","text":"hello there, how is everyone doing today?","at":1764300000000}"#;
+    let payload = Body::from(
+        r#"{"id":1234,"user":"alice","text":"hello there, how is everyone doing today?","at":1764300000000}"#,
+    );
     c.bench_function("broadcast to 1000 channels", |b| {
         b.iter_custom(|iters| {
             let mut took = Duration::ZERO;
             let mut queued = 0;
             for _ in 0..iters {
                 let started = Instant::now();
-                let broadcast = Broadcast::new("chat:lobby", "new_msg", black_box(payload));
+                let broadcast = Broadcast::new("chat:lobby", "new_msg", black_box(&payload));
                 let delivered = hub.publish(&broadcast, None);
                 took += started.elapsed();
                 assert_eq!(delivered, CHANNELS, "a channel was kicked");

@@ -11,9 +11,19 @@ use crate::topic::Topic;
 /// The frame decoders: never panic, and whatever they accept re-encodes to
 /// a frame that decodes to the same thing (less the join_ref in V1).
 pub fn frame(data: &[u8]) {
-    let binary = protocol::decode_binary(data);
-    if let Some((_, _, topic)) = &binary.reply_to {
-        assert!(!topic.is_empty(), "a binary reply goes to a topic");
+    match protocol::decode_binary(&bytes::Bytes::copy_from_slice(data)) {
+        Ok(m) => {
+            assert!(!m.topic.is_empty() && !m.event.is_empty());
+            let protocol::Payload::Binary(payload) = &m.payload else {
+                panic!("a binary push carries bytes");
+            };
+            assert!(data.ends_with(payload), "the payload is the frame's tail");
+        }
+        Err(bad) => {
+            if let Some((_, _, topic)) = &bad.reply_to {
+                assert!(!topic.is_empty(), "a binary reply goes to a topic");
+            }
+        }
     }
     for limit in [0, 1, 2, 8, 32] {
         if protocol::json_depth_within(data, limit) {
@@ -42,14 +52,15 @@ pub fn frame(data: &[u8]) {
             continue;
         };
         assert!(!m.event.is_empty());
-        assert!(m.payload.get().starts_with('{'), "payloads are objects");
+        let payload = m.payload.as_json().expect("text frames carry JSON").get();
+        assert!(payload.starts_with('{'), "payloads are objects");
         let again = protocol::encode(
             vsn,
             m.join_ref.as_ref(),
             m.msg_ref.as_ref(),
             &m.topic,
             &m.event,
-            m.payload.get(),
+            payload,
         );
         let back = protocol::decode_text(vsn, &again)
             .unwrap_or_else(|bad| panic!("re-encoded frame refused: {bad:?}: {again}"));
@@ -59,7 +70,7 @@ pub fn frame(data: &[u8]) {
                 &back.msg_ref,
                 &back.topic,
                 &back.event,
-                back.payload.get()
+                back.payload.as_json().map(|p| p.get())
             ),
             (
                 // V1 frames carry no join_ref (Phoenix's V1 serializer).
@@ -67,7 +78,7 @@ pub fn frame(data: &[u8]) {
                 &m.msg_ref,
                 &m.topic,
                 &m.event,
-                m.payload.get()
+                Some(payload)
             ),
         );
     }

@@ -18,10 +18,19 @@
 //!
 //! A hub may also record its broadcasts into the topic's [`Feed`], once
 //! some SSE stream asked for one; rooms nobody streams pay nothing for it.
+//!
+//! A payload is JSON or bytes ([`Body`]). Bytes go out as V2 binary frames
+//! (push, reply, broadcast) to channels whose connection carries them (V2
+//! over WebSocket). A V1 or long-poll channel cannot: it gets the event
+//! `binary_unsupported` `{event, bytes, reason}` instead of a push or
+//! broadcast, and an error reply instead of a binary reply — never bytes it
+//! would misread. SSE streams get the bytes as `base64:<base64>` data.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
+use base64::Engine as _;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -30,13 +39,59 @@ use crate::feed::Feed;
 use crate::protocol::{self, Ref, Status, Vsn};
 use crate::topic::Topic;
 
+/// What a room sends as a payload or a reply: JSON text or bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    /// JSON text.
+    Json(String),
+    /// Bytes, sent as a V2 binary frame.
+    Binary(Bytes),
+}
+
+impl Body {
+    /// The JSON text, or `None` for bytes.
+    pub fn as_json(&self) -> Option<&str> {
+        match self {
+            Body::Json(json) => Some(json),
+            Body::Binary(_) => None,
+        }
+    }
+
+    /// Bytes on the wire (JSON text or the raw bytes).
+    pub fn len(&self) -> usize {
+        match self {
+            Body::Json(json) => json.len(),
+            Body::Binary(bytes) => bytes.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<String> for Body {
+    fn from(json: String) -> Body {
+        Body::Json(json)
+    }
+}
+
+impl From<&str> for Body {
+    fn from(json: &str) -> Body {
+        Body::Json(json.to_string())
+    }
+}
+
+/// The event a channel gets instead of a binary push or broadcast its
+/// connection cannot carry.
+pub const BINARY_UNSUPPORTED: &str = "binary_unsupported";
+
 /// A message a room script sends (`room.broadcast`, `room.push`), or the
 /// host sends on a room's behalf: one shape from the JS engine to the frames.
 #[derive(Debug, PartialEq)]
 pub struct Emit {
     pub event: String,
-    /// JSON text.
-    pub payload: String,
+    pub payload: Body,
     pub to: Audience,
 }
 
@@ -54,7 +109,7 @@ impl Emit {
     pub fn to_all(event: impl Into<String>, payload: String) -> Emit {
         Emit {
             event: event.into(),
-            payload,
+            payload: Body::Json(payload),
             to: Audience::All { except: None },
         }
     }
@@ -67,12 +122,12 @@ impl Emit {
 /// What a room hands the fan-out once its gate released it.
 #[derive(Debug)]
 pub enum Output {
-    /// The `phx_reply` to a channel's join or push: `Ok(response JSON)` or
+    /// The `phx_reply` to a channel's join or push: `Ok(response)` or
     /// `Err(reason)`.
     Reply {
         channel: Arc<Channel>,
         msg_ref: Option<Ref>,
-        result: Result<String, String>,
+        result: Result<Body, String>,
     },
     /// A script's (or the host's) message to the room's channels.
     Emit(Emit),
@@ -99,7 +154,28 @@ pub trait FanOut: Send + Sync {
 }
 
 /// A frame ready to write: encoded once, shared by reference count.
-pub type Frame = Utf8Bytes;
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    Text(Utf8Bytes),
+    /// A V2 binary frame (only queued for channels that carry them).
+    Binary(Bytes),
+}
+
+impl Frame {
+    /// The text of a text frame.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Frame::Text(text) => Some(text.as_str()),
+            Frame::Binary(_) => None,
+        }
+    }
+}
+
+impl From<String> for Frame {
+    fn from(text: String) -> Frame {
+        Frame::Text(text.into())
+    }
+}
 
 /// Identifies one channel (one connection's membership in one topic).
 pub type ChannelId = u64;
@@ -200,7 +276,32 @@ pub struct Channel {
     /// replies and pushes so the client can drop messages of older joins.
     pub join_ref: Option<Ref>,
     pub vsn: Vsn,
+    /// Whether the connection carries binary frames: V2 over WebSocket.
+    /// V1 has no binary frames; long-poll answers JSON text.
+    pub binary: bool,
     pub peer: Arc<Peer>,
+}
+
+/// Why a channel cannot take bytes, for `binary_unsupported` and errors.
+fn no_binary_reason(vsn: Vsn) -> &'static str {
+    match vsn {
+        Vsn::V1 => {
+            "this connection cannot carry binary payloads: the V1 serializer has no binary frames (connect with vsn=2.0.0)"
+        }
+        Vsn::V2 => {
+            "this connection cannot carry binary payloads: long-poll answers JSON text only (use the WebSocket)"
+        }
+    }
+}
+
+/// The JSON payload of `binary_unsupported`: which event of how many bytes
+/// was not sent, and why.
+fn binary_unsupported(event: &str, bytes: usize, reason: &str) -> String {
+    format!(
+        r#"{{"bytes":{bytes},"event":{},"reason":{}}}"#,
+        protocol::json_string(event),
+        protocol::json_string(reason)
+    )
 }
 
 impl Channel {
@@ -208,8 +309,36 @@ impl Channel {
         self.peer.deliver(Outbound::Frame(frame))
     }
 
-    /// A frame for this channel only: carries its join_ref.
-    pub fn push_frame(&self, event: &str, payload: &str) -> Frame {
+    /// A frame for this channel only: carries its join_ref. Bytes go as a
+    /// binary push (kind 0), or as `binary_unsupported` where they cannot.
+    pub fn push_frame(&self, event: &str, payload: &Body) -> Frame {
+        let json = match payload {
+            Body::Json(json) => json,
+            Body::Binary(bytes) if self.binary => {
+                match protocol::encode_binary_push(
+                    self.join_ref.as_ref(),
+                    self.topic.as_str(),
+                    event,
+                    bytes,
+                ) {
+                    Ok(frame) => return Frame::Binary(frame.into()),
+                    Err(why) => {
+                        tracing::warn!(topic = %self.topic, event, %why, "binary push not sent");
+                        let notice = binary_unsupported(event, bytes.len(), &why);
+                        return self.notice_frame(BINARY_UNSUPPORTED, &notice);
+                    }
+                }
+            }
+            Body::Binary(bytes) => {
+                let notice = binary_unsupported(event, bytes.len(), no_binary_reason(self.vsn));
+                return self.notice_frame(BINARY_UNSUPPORTED, &notice);
+            }
+        };
+        self.notice_frame(event, json)
+    }
+
+    /// A JSON push for this channel only.
+    pub fn notice_frame(&self, event: &str, payload: &str) -> Frame {
         protocol::encode(
             self.vsn,
             self.join_ref.as_ref(),
@@ -221,10 +350,11 @@ impl Channel {
         .into()
     }
 
-    /// The reply to `msg_ref` (a join or a push of this channel).
-    pub fn deliver_reply(&self, msg_ref: Option<&Ref>, result: &Result<String, String>) -> bool {
+    /// The reply to `msg_ref` (a join or a push of this channel). A binary
+    /// reply is a kind 1 frame, or an error reply where bytes cannot go.
+    pub fn deliver_reply(&self, msg_ref: Option<&Ref>, result: &Result<Body, String>) -> bool {
         match result {
-            Ok(response) => {
+            Ok(Body::Json(response)) => {
                 let frame = protocol::encode_reply(
                     self.vsn,
                     self.join_ref.as_ref(),
@@ -234,6 +364,22 @@ impl Channel {
                     response,
                 );
                 self.deliver_frame(frame.into())
+            }
+            Ok(Body::Binary(bytes)) if self.binary => {
+                match protocol::encode_binary_reply(
+                    self.join_ref.as_ref(),
+                    msg_ref,
+                    self.topic.as_str(),
+                    Status::Ok,
+                    bytes,
+                ) {
+                    Ok(frame) => self.deliver_frame(Frame::Binary(frame.into())),
+                    Err(why) => self.deliver_error_reply(msg_ref, &why),
+                }
+            }
+            Ok(Body::Binary(_)) => {
+                let reason = format!("the reply is binary; {}", no_binary_reason(self.vsn));
+                self.deliver_error_reply(msg_ref, &reason)
             }
             Err(reason) => self.deliver_error_reply(msg_ref, reason),
         }
@@ -274,37 +420,85 @@ impl Channel {
     }
 }
 
-/// A broadcast encoded lazily, at most once per serializer version.
+/// A broadcast encoded lazily, at most once per kind of channel.
 pub struct Broadcast<'a> {
     topic: &'a str,
     event: &'a str,
-    payload: &'a str,
+    payload: &'a Body,
     v1: OnceLock<Frame>,
     v2: OnceLock<Frame>,
+    /// V2 channels without binary frames (long-poll): the same frame as
+    /// `v2` for JSON, `binary_unsupported` for bytes.
+    v2_text: OnceLock<Frame>,
 }
 
 impl<'a> Broadcast<'a> {
-    pub fn new(topic: &'a str, event: &'a str, payload: &'a str) -> Self {
+    pub fn new(topic: &'a str, event: &'a str, payload: &'a Body) -> Self {
         Broadcast {
             topic,
             event,
             payload,
             v1: OnceLock::new(),
             v2: OnceLock::new(),
+            v2_text: OnceLock::new(),
         }
     }
 
     /// Phoenix broadcasts carry no join_ref or ref, so one frame fits every
-    /// channel of a version.
-    pub fn frame(&self, vsn: Vsn) -> Frame {
+    /// channel of a version (and, for bytes, of a transport).
+    pub fn frame(&self, vsn: Vsn, binary: bool) -> Frame {
+        let json = match self.payload {
+            Body::Json(json) => json,
+            Body::Binary(bytes) => {
+                let (cell, carried) = match (vsn, binary) {
+                    (Vsn::V2, true) => (&self.v2, true),
+                    (Vsn::V2, false) => (&self.v2_text, false),
+                    (Vsn::V1, _) => (&self.v1, false),
+                };
+                return cell
+                    .get_or_init(|| {
+                        let notice = |reason: &str| {
+                            let payload = binary_unsupported(self.event, bytes.len(), reason);
+                            protocol::encode(
+                                vsn,
+                                None,
+                                None,
+                                self.topic,
+                                BINARY_UNSUPPORTED,
+                                &payload,
+                            )
+                            .into()
+                        };
+                        if !carried {
+                            return notice(no_binary_reason(vsn));
+                        }
+                        match protocol::encode_binary_broadcast(self.topic, self.event, bytes) {
+                            Ok(frame) => Frame::Binary(frame.into()),
+                            Err(why) => notice(&why),
+                        }
+                    })
+                    .clone();
+            }
+        };
         let cell = match vsn {
             Vsn::V1 => &self.v1,
             Vsn::V2 => &self.v2,
         };
-        cell.get_or_init(|| {
-            protocol::encode(vsn, None, None, self.topic, self.event, self.payload).into()
-        })
-        .clone()
+        cell.get_or_init(|| protocol::encode(vsn, None, None, self.topic, self.event, json).into())
+            .clone()
+    }
+
+    /// The broadcast as SSE `data`: JSON as it is, bytes as
+    /// `base64:<standard base64>` (never valid JSON, so never ambiguous).
+    fn sse_data(&self) -> std::borrow::Cow<'_, str> {
+        match self.payload {
+            Body::Json(json) => json.as_str().into(),
+            Body::Binary(bytes) => format!(
+                "base64:{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            )
+            .into(),
+        }
     }
 }
 
@@ -348,7 +542,7 @@ impl Hub {
     /// Returns the number of deliveries.
     pub fn publish(&self, broadcast: &Broadcast, except: Option<&str>) -> usize {
         if let Some(feed) = self.feed.get() {
-            feed.record(broadcast.event, broadcast.payload);
+            feed.record(broadcast.event, &broadcast.sse_data());
         }
         let channels = self.lock();
         let mut delivered = 0;
@@ -356,7 +550,8 @@ impl Hub {
             if except.is_some_and(|id| *channel.conn.id == *id) {
                 continue;
             }
-            delivered += usize::from(channel.deliver_frame(broadcast.frame(channel.vsn)));
+            delivered +=
+                usize::from(channel.deliver_frame(broadcast.frame(channel.vsn, channel.binary)));
         }
         delivered
     }
@@ -429,7 +624,7 @@ impl FanOut for Hub {
                 channel,
                 event,
                 payload,
-            } => usize::from(channel.deliver_frame(channel.push_frame(event, &payload))),
+            } => usize::from(channel.deliver_frame(channel.notice_frame(event, &payload))),
             Output::Subscribe(channel) => {
                 self.subscribe(channel);
                 0
@@ -458,6 +653,15 @@ mod tests {
     use crate::protocol::empty_object;
 
     fn channel(id: ChannelId, vsn: Vsn, cap: usize) -> (Arc<Channel>, mpsc::Receiver<Outbound>) {
+        channel_over(id, vsn, vsn == Vsn::V2, cap)
+    }
+
+    fn channel_over(
+        id: ChannelId,
+        vsn: Vsn,
+        binary: bool,
+        cap: usize,
+    ) -> (Arc<Channel>, mpsc::Receiver<Outbound>) {
         let (peer, rx) = Peer::new(cap);
         let conn = Conn::new(format!("u{id}"), empty_object());
         let topic = Topic::parse("chat:x").unwrap();
@@ -467,6 +671,7 @@ mod tests {
             conn,
             join_ref: Some(Ref::from_text("1")),
             vsn,
+            binary,
             peer,
         };
         (Arc::new(ch), rx)
@@ -481,7 +686,8 @@ mod tests {
         for ch in [&a, &b, &c] {
             hub.subscribe(ch.clone());
         }
-        let bc = Broadcast::new("chat:x", "new_msg", r#"{"a":1}"#);
+        let payload = Body::from(r#"{"a":1}"#);
+        let bc = Broadcast::new("chat:x", "new_msg", &payload);
         assert_eq!(hub.publish(&bc, Some(&b.conn.id)), 2);
         let Outbound::Frame(fa) = ra.try_recv().unwrap() else {
             panic!()
@@ -490,13 +696,114 @@ mod tests {
         let Outbound::Frame(fc) = rc.try_recv().unwrap() else {
             panic!()
         };
-        assert_eq!(fa.as_str(), r#"[null,null,"chat:x","new_msg",{"a":1}]"#);
         assert_eq!(
-            fc.as_str(),
-            r#"{"event":"new_msg","payload":{"a":1},"ref":null,"topic":"chat:x"}"#
+            fa.as_text(),
+            Some(r#"[null,null,"chat:x","new_msg",{"a":1}]"#)
+        );
+        assert_eq!(
+            fc.as_text(),
+            Some(r#"{"event":"new_msg","payload":{"a":1},"ref":null,"topic":"chat:x"}"#)
         );
         // Same allocation handed out twice.
-        assert_eq!(bc.frame(Vsn::V2).as_str().as_ptr(), fa.as_str().as_ptr());
+        let again = bc.frame(Vsn::V2, true);
+        assert_eq!(
+            again.as_text().unwrap().as_ptr(),
+            fa.as_text().unwrap().as_ptr()
+        );
+    }
+
+    fn next(rx: &mut mpsc::Receiver<Outbound>) -> Frame {
+        match rx.try_recv() {
+            Ok(Outbound::Frame(frame)) => frame,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    fn unsupported(frame: &Frame) -> serde_json::Value {
+        let text = frame.as_text().expect("a text frame");
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let (event, payload) = if v.is_array() {
+            (v[3].clone(), v[4].clone())
+        } else {
+            (v["event"].clone(), v["payload"].clone())
+        };
+        assert_eq!(event, BINARY_UNSUPPORTED, "{text}");
+        payload
+    }
+
+    #[test]
+    fn binary_broadcast_is_one_binary_frame_and_a_notice_where_bytes_cannot_go() {
+        let hub = Hub::new(Topic::parse("chat:x").unwrap());
+        let (ws_a, mut ra) = channel(1, Vsn::V2, 4);
+        let (ws_b, mut rb) = channel(2, Vsn::V2, 4);
+        let (v1, mut r1) = channel(3, Vsn::V1, 4);
+        let (lp, mut rl) = channel_over(4, Vsn::V2, false, 4);
+        for ch in [&ws_a, &ws_b, &v1, &lp] {
+            hub.subscribe(ch.clone());
+        }
+        let payload = Body::Binary(Bytes::from_static(&[0, 1, 255]));
+        let bc = Broadcast::new("chat:x", "doc", &payload);
+        assert_eq!(hub.publish(&bc, None), 4);
+        let (fa, fb) = (next(&mut ra), next(&mut rb));
+        // fastlane!/1 of Phoenix.Socket.V2.JSONSerializer (phoenix 167c469,
+        // lib/phoenix/socket/serializers/v2_json_serializer.ex):
+        // <<@broadcast, topic_size, event_size, topic, event, data>>.
+        let Frame::Binary(bytes) = &fa else {
+            panic!("{fa:?}")
+        };
+        assert_eq!(&bytes[..], b"\x02\x06\x03chat:xdoc\x00\x01\xff");
+        let Frame::Binary(other) = &fb else {
+            panic!("{fb:?}")
+        };
+        assert_eq!(bytes.as_ptr(), other.as_ptr(), "encoded once, shared");
+        for (frame, why) in [(next(&mut r1), "V1"), (next(&mut rl), "long-poll")] {
+            let notice = unsupported(&frame);
+            assert_eq!(notice["event"], "doc");
+            assert_eq!(notice["bytes"], 3);
+            assert!(notice["reason"].as_str().unwrap().contains(why), "{notice}");
+        }
+    }
+
+    #[test]
+    fn binary_push_and_reply_follow_phoenix_layouts() {
+        let (ws, mut rw) = channel(1, Vsn::V2, 4);
+        let payload = Body::Binary(Bytes::from_static(b"\x00hi"));
+        // encode!(%Message{payload: {:binary, _}}): <<@push, join_ref_size,
+        // topic_size, event_size, join_ref, topic, event, data>> (no ref).
+        assert_eq!(
+            ws.push_frame("doc", &payload),
+            Frame::Binary(Bytes::from_static(b"\x00\x01\x06\x031chat:xdoc\x00hi"))
+        );
+        // encode!(%Reply{payload: {:binary, _}}): <<@reply, join_ref_size,
+        // ref_size, topic_size, status_size, join_ref, ref, topic, status,
+        // data>>; a string ref is written without its JSON quotes.
+        let r = Ref::from_text("7");
+        assert!(ws.deliver_reply(Some(&r), &Ok(payload.clone())));
+        assert_eq!(
+            next(&mut rw),
+            Frame::Binary(Bytes::from_static(b"\x01\x01\x01\x06\x0217chat:xok\x00hi"))
+        );
+        // A V1 channel gets an error reply and a notice instead.
+        let (v1, mut r1) = channel(2, Vsn::V1, 4);
+        assert!(v1.deliver_reply(Some(&r), &Ok(payload.clone())));
+        let reply: serde_json::Value =
+            serde_json::from_str(next(&mut r1).as_text().unwrap()).unwrap();
+        assert_eq!(reply["payload"]["status"], "error");
+        let reason = reply["payload"]["response"]["reason"].as_str().unwrap();
+        assert!(reason.starts_with("the reply is binary"), "{reason}");
+        assert_eq!(unsupported(&v1.push_frame("doc", &payload))["bytes"], 3);
+        // A ref longer than a binary header field allows: an error reply.
+        let long = Ref::from_text(&"r".repeat(300));
+        assert!(ws.deliver_reply(Some(&long), &Ok(payload)));
+        let reply: serde_json::Value =
+            serde_json::from_str(next(&mut rw).as_text().unwrap()).unwrap();
+        assert!(
+            reply[4]["response"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("ref must be at most 255 bytes"),
+            "{reply}"
+        );
     }
 
     #[test]
@@ -507,7 +814,7 @@ mod tests {
         hub.subscribe(slow.clone());
         hub.subscribe(fast.clone());
         for i in 0..10 {
-            let payload = format!("{{\"i\":{i}}}");
+            let payload = Body::Json(format!("{{\"i\":{i}}}"));
             hub.publish(&Broadcast::new("chat:x", "e", &payload), None);
         }
         assert_eq!(slow.peer.kick_reason(), Some(Kick::SlowConsumer));

@@ -5,7 +5,13 @@
 //! the long-poll transport, the benchmarks and the fuzz targets share them.
 //! Payloads stay raw JSON text (`RawValue`) end to end: the host never builds
 //! a `serde_json::Value` tree for a message it only forwards.
+//!
+//! V2 also carries binary payloads in binary frames, as
+//! `Phoenix.Socket.V2.JSONSerializer` lays them out: a kind byte (0 push,
+//! 1 reply, 2 broadcast), one length byte per header field (each at most
+//! 255 bytes), the fields, then the payload bytes unchanged.
 
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -57,14 +63,53 @@ impl Ref {
     }
 }
 
-/// One decoded client frame. The payload is still raw JSON (always an object).
+/// What a client frame carries: a JSON object (text frames) or bytes (a V2
+/// binary push, `{:binary, data}` in Phoenix).
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Raw JSON text, always an object.
+    Json(Box<RawValue>),
+    Binary(Bytes),
+}
+
+impl Payload {
+    /// The JSON object, or `Err` with a reason naming `what` for bytes.
+    pub fn into_json(self, what: &str) -> Result<Box<RawValue>, String> {
+        match self {
+            Payload::Json(json) => Ok(json),
+            Payload::Binary(_) => Err(format!("{what} needs a JSON object payload, not binary")),
+        }
+    }
+
+    /// The JSON text, if the payload is JSON.
+    pub fn as_json(&self) -> Option<&RawValue> {
+        match self {
+            Payload::Json(json) => Some(json),
+            Payload::Binary(_) => None,
+        }
+    }
+
+    /// Bytes of the payload as it came over the wire.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(json) => json.get().len(),
+            Payload::Binary(bytes) => bytes.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One decoded client frame.
 #[derive(Debug)]
 pub struct Incoming {
     pub join_ref: Option<Ref>,
     pub msg_ref: Option<Ref>,
     pub topic: String,
     pub event: String,
-    pub payload: Box<RawValue>,
+    pub payload: Payload,
 }
 
 /// A frame that could not be used. When the frame told us where it came from
@@ -155,7 +200,7 @@ pub fn decode_text(vsn: Vsn, text: &str) -> Result<Incoming, BadFrame> {
         msg_ref,
         topic,
         event,
-        payload,
+        payload: Payload::Json(payload),
     })
 }
 
@@ -210,39 +255,140 @@ pub fn decode_text_within(vsn: Vsn, text: &str, max_depth: usize) -> Result<Inco
     Err(BadFrame { reason, reply_to })
 }
 
-/// Decodes the header of a V2 binary push (`kind 0`) far enough to answer it.
-/// roomhost payloads are JSON, so a well-formed binary push gets an error
-/// reply and anything else is garbage (close).
-pub fn decode_binary(bytes: &[u8]) -> BadFrame {
-    const PUSH: u8 = 0;
-    let header = (|| {
-        let (&kind, rest) = bytes.split_first()?;
-        if kind != PUSH || rest.len() < 4 {
-            return None;
-        }
-        let lens = [rest[0], rest[1], rest[2], rest[3]].map(usize::from);
-        let mut body = &rest[4..];
-        let mut fields = Vec::with_capacity(4);
-        for len in lens {
-            if body.len() < len {
-                return None;
-            }
-            let (field, tail) = body.split_at(len);
-            fields.push(std::str::from_utf8(field).ok()?.to_string());
-            body = tail;
-        }
-        Some(fields)
-    })();
-    match header {
-        Some(fields) if !fields[2].is_empty() => {
-            let as_ref = |s: &str| (!s.is_empty()).then(|| Ref::from_text(s));
-            BadFrame {
-                reason: "binary payloads are not supported; send JSON text frames".into(),
-                reply_to: Some((as_ref(&fields[0]), as_ref(&fields[1]), fields[2].clone())),
-            }
-        }
-        _ => BadFrame::unanswerable("binary frame is not a Phoenix push"),
+/// Binary frame kinds of the V2 serializer (`@push`, `@reply`,
+/// `@broadcast` in `Phoenix.Socket.V2.JSONSerializer`).
+const KIND_PUSH: u8 = 0;
+const KIND_REPLY: u8 = 1;
+const KIND_BROADCAST: u8 = 2;
+
+/// Decodes a V2 binary push (kind 0): `<<0, join_ref_size, ref_size,
+/// topic_size, event_size, join_ref, ref, topic, event, data::binary>>`,
+/// as `decode_binary/1` of Phoenix's V2 serializer matches it. The payload
+/// is the rest of the frame, byte for byte (it may be empty). A frame whose
+/// header does not parse is garbage (close); one whose header names a
+/// topic but whose event is unusable gets an error reply.
+pub fn decode_binary(frame: &Bytes) -> Result<Incoming, BadFrame> {
+    let garbage = || BadFrame::unanswerable("binary frame is not a Phoenix push");
+    let Some((&kind, rest)) = frame.split_first() else {
+        return Err(garbage());
+    };
+    if kind != KIND_PUSH || rest.len() < 4 {
+        return Err(garbage());
     }
+    let lens = [rest[0], rest[1], rest[2], rest[3]].map(usize::from);
+    let mut at = 5;
+    let mut fields: Vec<&str> = Vec::with_capacity(4);
+    for len in lens {
+        let field = frame.get(at..at + len).ok_or_else(garbage)?;
+        fields.push(std::str::from_utf8(field).map_err(|_| garbage())?);
+        at += len;
+    }
+    let [join_ref, msg_ref, topic, event] = fields[..] else {
+        return Err(garbage());
+    };
+    if topic.is_empty() {
+        return Err(garbage());
+    }
+    // Binary pushes carry refs as bare strings; an empty one is `nil`
+    // (phoenix.js writes `null` as "").
+    let as_ref = |s: &str| (!s.is_empty()).then(|| Ref::from_text(s));
+    let (join_ref, msg_ref) = (as_ref(join_ref), as_ref(msg_ref));
+    if event.is_empty() {
+        return Err(BadFrame {
+            reason: "event must not be empty".into(),
+            reply_to: Some((join_ref, msg_ref, topic.to_string())),
+        });
+    }
+    Ok(Incoming {
+        join_ref,
+        msg_ref,
+        topic: topic.to_string(),
+        event: event.to_string(),
+        payload: Payload::Binary(frame.slice(at..)),
+    })
+}
+
+/// A header field of a binary frame: Phoenix refuses (`byte_size!`) any
+/// longer than 255 bytes.
+fn binary_field(out: &mut Vec<u8>, at: usize, field: &str, what: &str) -> Result<(), String> {
+    let len = u8::try_from(field.len()).map_err(|_| {
+        format!(
+            "unable to send a binary frame: {what} must be at most 255 bytes, but is {}",
+            field.len()
+        )
+    })?;
+    out[at] = len;
+    out.extend_from_slice(field.as_bytes());
+    Ok(())
+}
+
+/// A binary frame: `kind`, one length byte per field, the fields, `data`.
+fn binary_frame(kind: u8, fields: &[(&str, &str)], data: &[u8]) -> Result<Vec<u8>, String> {
+    let header = 1 + fields.len();
+    let mut out =
+        Vec::with_capacity(header + fields.iter().map(|f| f.0.len()).sum::<usize>() + data.len());
+    out.push(kind);
+    out.resize(header, 0);
+    for (i, (field, what)) in fields.iter().enumerate() {
+        binary_field(&mut out, 1 + i, field, what)?;
+    }
+    out.extend_from_slice(data);
+    Ok(out)
+}
+
+/// A ref as a binary frame writes it: `to_string(ref)`, so `nil` is "" and a
+/// string ref loses its quotes.
+fn ref_text(r: Option<&Ref>) -> String {
+    match r {
+        None => String::new(),
+        Some(r) => {
+            serde_json::from_str::<String>(r.as_json()).unwrap_or_else(|_| r.as_json().to_string())
+        }
+    }
+}
+
+/// A V2 binary push (kind 0) to one channel: `<<0, join_ref_size,
+/// topic_size, event_size, join_ref, topic, event, data>>` (no ref).
+pub fn encode_binary_push(
+    join_ref: Option<&Ref>,
+    topic: &str,
+    event: &str,
+    data: &[u8],
+) -> Result<Vec<u8>, String> {
+    let join_ref = ref_text(join_ref);
+    binary_frame(
+        KIND_PUSH,
+        &[(&join_ref, "join_ref"), (topic, "topic"), (event, "event")],
+        data,
+    )
+}
+
+/// A V2 binary reply (kind 1): `<<1, join_ref_size, ref_size, topic_size,
+/// status_size, join_ref, ref, topic, status, data>>`.
+pub fn encode_binary_reply(
+    join_ref: Option<&Ref>,
+    msg_ref: Option<&Ref>,
+    topic: &str,
+    status: Status,
+    data: &[u8],
+) -> Result<Vec<u8>, String> {
+    let (join_ref, msg_ref) = (ref_text(join_ref), ref_text(msg_ref));
+    binary_frame(
+        KIND_REPLY,
+        &[
+            (&join_ref, "join_ref"),
+            (&msg_ref, "ref"),
+            (topic, "topic"),
+            (status.as_str(), "status"),
+        ],
+        data,
+    )
+}
+
+/// A V2 binary broadcast (kind 2): `<<2, topic_size, event_size, topic,
+/// event, data>>`.
+pub fn encode_binary_broadcast(topic: &str, event: &str, data: &[u8]) -> Result<Vec<u8>, String> {
+    binary_frame(KIND_BROADCAST, &[(topic, "topic"), (event, "event")], data)
 }
 
 /// `{}` as a raw value.
@@ -266,6 +412,15 @@ pub enum Status {
     Error,
 }
 
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Error => "error",
+        }
+    }
+}
+
 /// `phx_reply` with `{response, status}`: Phoenix encodes the reply payload
 /// as a map, which Jason writes with its keys sorted.
 pub fn encode_reply(
@@ -276,10 +431,7 @@ pub fn encode_reply(
     status: Status,
     response: &str,
 ) -> String {
-    let status = match status {
-        Status::Ok => "ok",
-        Status::Error => "error",
-    };
+    let status = status.as_str();
     let mut payload = String::with_capacity(response.len() + 32);
     payload.push_str(r#"{"response":"#);
     payload.push_str(response);
@@ -373,7 +525,7 @@ mod tests {
         assert_eq!(m.join_ref.unwrap().as_json(), r#""1""#);
         assert_eq!(m.msg_ref.unwrap().as_json(), r#""2""#);
         assert_eq!((m.topic.as_str(), m.event.as_str()), ("chat:x", "new_msg"));
-        assert_eq!(m.payload.get(), r#"{"text":"hi"}"#);
+        assert_eq!(m.payload.as_json().unwrap().get(), r#"{"text":"hi"}"#);
         let m = decode_text(Vsn::V2, r#"[null,7,"phoenix","heartbeat",{}]"#).unwrap();
         assert!(m.join_ref.is_none());
         assert_eq!(m.msg_ref.unwrap().as_json(), "7");
@@ -393,7 +545,7 @@ mod tests {
             r#"{"topic":"phoenix","event":"heartbeat","ref":3}"#,
         )
         .unwrap();
-        assert_eq!(m.payload.get(), "{}");
+        assert_eq!(m.payload.as_json().unwrap().get(), "{}");
     }
 
     #[test]
@@ -424,18 +576,89 @@ mod tests {
         }
     }
 
+    /// Binary frames as Phoenix lays them out (phoenixframework/phoenix at
+    /// 167c469: `decode_binary/1` and `encode!/1` in
+    /// `lib/phoenix/socket/serializers/v2_json_serializer.ex`, and
+    /// `binaryEncode` in `assets/js/phoenix/serializer.js`).
     #[test]
-    fn binary_frames_are_answered_or_refused() {
+    fn binary_pushes_decode_as_phoenix_encodes_them() {
+        // binaryEncode({join_ref: "1", ref: "2", topic: "chat:x", event:
+        // "msg", payload}): <<0, 1, 1, 6, 3, "1", "2", "chat:x", "msg", data>>.
         let mut push = vec![0u8, 1, 1, 6, 3];
-        push.extend_from_slice(b"12chat:xmsg\x00\x01");
-        let bad = decode_binary(&push);
-        let (jr, r, topic) = bad.reply_to.unwrap();
-        assert_eq!(jr.unwrap().as_json(), r#""1""#);
-        assert_eq!(r.unwrap().as_json(), r#""2""#);
-        assert_eq!(topic, "chat:x");
-        for garbage in [&b""[..], b"\x00", b"\x07abc", b"\x00\x09\x09\x09\x09ab"] {
-            assert!(decode_binary(garbage).reply_to.is_none());
+        push.extend_from_slice(b"12chat:xmsg\x00\x01\xff");
+        let m = decode_binary(&Bytes::from(push)).unwrap();
+        assert_eq!(m.join_ref.unwrap().as_json(), r#""1""#);
+        assert_eq!(m.msg_ref.unwrap().as_json(), r#""2""#);
+        assert_eq!((m.topic.as_str(), m.event.as_str()), ("chat:x", "msg"));
+        let Payload::Binary(data) = m.payload else {
+            panic!("bytes expected")
+        };
+        assert_eq!(
+            &data[..],
+            b"\x00\x01\xff",
+            "the payload is the rest, unchanged"
+        );
+        // phoenix.js encodes a null join_ref as "" (TextEncoder of null is
+        // "null" only for the string; Phoenix's own tests send ""), and an
+        // empty payload is a payload.
+        let m = decode_binary(&Bytes::from_static(b"\x00\x00\x01\x01\x01\x37te")).unwrap();
+        assert!(m.join_ref.is_none());
+        assert_eq!(m.msg_ref.unwrap().as_json(), r#""7""#);
+        assert!(m.payload.is_empty());
+        // An empty event is answered; garbage closes.
+        let bad = decode_binary(&Bytes::from_static(b"\x00\x00\x01\x01\x00\x37t")).unwrap_err();
+        assert_eq!(bad.reply_to.unwrap().2, "t");
+        for garbage in [
+            &b""[..],
+            b"\x00",
+            b"\x07abc",
+            b"\x00\x09\x09\x09\x09ab",
+            b"\x01\x00\x00\x01\x01te",
+            b"\x00\x00\x00\x00\x01e",
+            b"\x00\x00\x00\x01\x01\xffe",
+        ] {
+            let bad = decode_binary(&Bytes::copy_from_slice(garbage)).unwrap_err();
+            assert!(bad.reply_to.is_none(), "{garbage:?}");
         }
+    }
+
+    #[test]
+    fn binary_server_frames_match_phoenix_layouts() {
+        let jr = Ref::from_text("1");
+        let r = Ref::from_text("12");
+        // encode!(%Reply{payload: {:binary, data}}), as phoenix.js's
+        // decodeReply reads it back: status sits where an event would.
+        assert_eq!(
+            encode_binary_reply(Some(&jr), Some(&r), "t", Status::Ok, b"\x01\x02").unwrap(),
+            b"\x01\x01\x02\x01\x02112tok\x01\x02"
+        );
+        // A numeric ref is `to_string`ed too; nil is "".
+        let n = Ref::from_raw(&RawValue::from_string("5".into()).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            encode_binary_reply(None, Some(&n), "t", Status::Error, b"").unwrap(),
+            b"\x01\x00\x01\x01\x055terror"
+        );
+        // encode!(%Message{payload: {:binary, data}}): no ref field.
+        assert_eq!(
+            encode_binary_push(Some(&jr), "t", "ev", b"xyz").unwrap(),
+            b"\x00\x01\x01\x021tevxyz"
+        );
+        assert_eq!(
+            encode_binary_push(None, "t", "ev", b"").unwrap(),
+            b"\x00\x00\x01\x02tev"
+        );
+        // fastlane!(%Broadcast{payload: {:binary, data}}).
+        assert_eq!(
+            encode_binary_broadcast("t", "ev", b"\x00").unwrap(),
+            b"\x02\x01\x02tev\x00"
+        );
+        // byte_size!/3: a field over 255 bytes is refused, never truncated.
+        let long = "e".repeat(256);
+        let err = encode_binary_broadcast("t", &long, b"").unwrap_err();
+        assert!(err.contains("event must be at most 255 bytes"), "{err}");
+        assert!(encode_binary_broadcast("t", &long[..255], b"").is_ok());
     }
 
     #[test]
@@ -539,7 +762,11 @@ mod tests {
         let m = decode_text(Vsn::V2, "[null,null,\"t\",\"e\",{\"m\":1}]").unwrap();
         assert!(m.join_ref.is_none() && m.msg_ref.is_none());
         assert_eq!(
-            (m.topic.as_str(), m.event.as_str(), m.payload.get()),
+            (
+                m.topic.as_str(),
+                m.event.as_str(),
+                m.payload.as_json().unwrap().get()
+            ),
             ("t", "e", r#"{"m":1}"#)
         );
         // V2 decode_text matches `[join_ref, ref, topic, event, payload | _]`.

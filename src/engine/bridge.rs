@@ -8,10 +8,10 @@
 use std::cell::{Cell, RefCell};
 
 use rquickjs::prelude::Opt;
-use rquickjs::{Ctx, Function, JsLifetime, Object, Value};
+use rquickjs::{ArrayBuffer, Ctx, Function, JsLifetime, Object, TypedArray, Value};
 
 use super::{ConsoleSink, Effects, Kick, KindExists, LogLevel, NextTimer, RoomSend};
-use crate::hub::{Audience, Emit};
+use crate::hub::{Audience, Body, Emit};
 use crate::topic::Topic;
 
 /// Messages one event may send to other rooms.
@@ -85,10 +85,17 @@ pub(super) fn install_natives(ctx: &Ctx) -> rquickjs::Result<()> {
         })?,
     )?;
     native.set(
+        "isBytes",
+        Function::new(ctx.clone(), |ctx: Ctx, value: Value| {
+            bytes_of(&ctx, &value).is_some()
+        })?,
+    )?;
+    native.set(
         "broadcast",
         Function::new(
             ctx.clone(),
-            |ctx: Ctx, event: String, payload: String, except: Option<String>| {
+            |ctx: Ctx, event: String, payload: Value, except: Option<String>| {
+                let payload = body_of(&ctx, &payload);
                 bridge(&ctx).effects.borrow_mut().emits.push(Emit {
                     event,
                     payload,
@@ -101,7 +108,8 @@ pub(super) fn install_natives(ctx: &Ctx) -> rquickjs::Result<()> {
         "push",
         Function::new(
             ctx.clone(),
-            |ctx: Ctx, conn_id: String, event: String, payload: String| {
+            |ctx: Ctx, conn_id: String, event: String, payload: Value| {
+                let payload = body_of(&ctx, &payload);
                 bridge(&ctx).effects.borrow_mut().emits.push(Emit {
                     event,
                     payload,
@@ -178,6 +186,40 @@ pub(super) fn install_natives(ctx: &Ctx) -> rquickjs::Result<()> {
         })?,
     )?;
     ctx.globals().set("__roomhost_native", native)
+}
+
+/// A payload the prelude passed on: its JSON text, or the bytes of a
+/// `Uint8Array` / `ArrayBuffer`. The prelude only passes those two kinds.
+fn body_of(ctx: &Ctx, value: &Value) -> Body {
+    if let Some(json) = value.as_string().and_then(|s| s.to_string().ok()) {
+        return Body::Json(json);
+    }
+    match bytes_of(ctx, value) {
+        Some(bytes) => Body::Binary(bytes.into()),
+        None => Body::Json("{}".into()),
+    }
+}
+
+/// A copy of the bytes of a `Uint8Array` (its view only) or an
+/// `ArrayBuffer`; `None` for anything else. Without typed arrays added no
+/// value can be one, so rooms that never touch bytes never pay for them.
+pub(super) fn bytes_of(ctx: &Ctx, value: &Value) -> Option<Vec<u8>> {
+    if bridge(ctx).builtins.get() & Builtins::TypedArrays as u8 == 0 || !value.is_object() {
+        return None;
+    }
+    // SAFETY (both): the slice is copied out at once; no JS runs while it lives.
+    if let Ok(array) = TypedArray::<u8>::from_value(value.clone()) {
+        return unsafe { array.as_bytes() }.map(<[u8]>::to_vec);
+    }
+    let buffer = ArrayBuffer::from_value(value.clone())?;
+    unsafe { buffer.as_bytes() }.map(<[u8]>::to_vec)
+}
+
+/// A new `Uint8Array` holding a copy of `bytes` (typed arrays are added to
+/// the context first if it has none yet).
+pub(super) fn new_bytes<'js>(ctx: &Ctx<'js>, bytes: &[u8]) -> rquickjs::Result<Value<'js>> {
+    add_builtins(ctx, Builtins::TypedArrays)?;
+    Ok(TypedArray::<u8>::new_copy(ctx.clone(), bytes)?.into_value())
 }
 
 /// Built-ins most rooms never use, though they are a sixth of the work of

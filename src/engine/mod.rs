@@ -11,7 +11,9 @@
 //! Everything crosses the boundary as strings and numbers: payloads arrive as
 //! JSON text and are `JSON.parse`d in JS, results and broadcasts leave as JSON
 //! text. This is faster than converting value trees and keeps the Rust side
-//! free of JS types. Host functions never panic (a panic inside a host
+//! free of JS types. Binary payloads are the one exception: they arrive as a
+//! `Uint8Array` (copied in), and a hook's `Uint8Array` result or payload is
+//! copied out as bytes ([`Body::Binary`]). Host functions never panic (a panic inside a host
 //! function poisons the runtime): they only push into the bridge.
 //!
 //! Every entry into JS is bounded by the CPU budget (interrupt handler), the
@@ -39,7 +41,7 @@ use self::budget::Budget;
 use crate::clock::now_ms;
 use crate::config::ScriptLimits;
 use crate::conn::Conn;
-pub use crate::hub::Emit;
+pub use crate::hub::{Body, Emit};
 pub use loader::{
     Bytecode, ModuleSource, ScriptError, ScriptLoader, ScriptResolver, resolve_import,
 };
@@ -123,6 +125,11 @@ pub enum Hook<'a> {
         event: &'a str,
         payload: &'a str,
     },
+    /// `onMessage` with a binary payload: the hook gets a `Uint8Array`.
+    Binary {
+        event: &'a str,
+        payload: &'a [u8],
+    },
     Leave {
         reason: &'a str,
     },
@@ -146,8 +153,9 @@ pub enum Hook<'a> {
 /// A hook call that returned.
 #[derive(Debug)]
 pub struct Called {
-    /// The hook's return value as JSON (`{}` for `undefined`).
-    pub response: String,
+    /// The hook's return value as JSON (`{}` for `undefined`), or bytes
+    /// when it returned a `Uint8Array`.
+    pub response: Body,
     /// What the hook asked to send, in order; released by the room once the
     /// event is durable (dropped if the hook fails or the event is a replay).
     pub effects: Vec<Emit>,
@@ -377,19 +385,28 @@ impl RoomJs {
     /// Runs one hook for one event. `at` (ms since the epoch) and `seed` make
     /// `Date` and `Math.random` deterministic for replay.
     pub fn call(&self, conn: &Conn, hook: Hook, at: i64, seed: u64) -> Result<Called, CallError> {
+        let mut bytes = None;
         let (name, arg1, arg2) = match hook {
             Hook::Join { params } => ("join", params, ""),
             Hook::Message { event, payload } => ("message", event, payload),
+            Hook::Binary { event, payload } => {
+                bytes = Some(payload);
+                ("binary", event, "")
+            }
             Hook::Leave { reason } => ("leave", reason, ""),
             Hook::Drop => ("drop", "", ""),
             Hook::Timer { name, info } => ("timer", name, info),
             Hook::TimerDrop { name } => ("timer_drop", name, ""),
             Hook::Request { req } => ("request", req, ""),
         };
-        self.enter(|ctx, api| {
+        let called = self.enter(|ctx, api| {
             let at_fn: Function = api.get("at")?;
             at_fn.call::<_, ()>((at as f64, (seed >> 32) as u32, seed as u32))?;
             let call: Function = api.get("call")?;
+            let arg2 = match bytes {
+                Some(bytes) => bridge::new_bytes(ctx, bytes)?,
+                None => rquickjs::String::from_str(ctx.clone(), arg2)?.into_value(),
+            };
             let result: Value =
                 call.call((name, &*conn.id, &*conn.user, conn.meta.get(), arg1, arg2))?;
             drain_jobs(ctx, &self.budget);
@@ -399,11 +416,13 @@ impl RoomJs {
             } else {
                 result
             };
-            let response = result
-                .as_string()
-                .map(|s| s.to_string())
-                .transpose()?
-                .unwrap_or_else(|| "{}".into());
+            let response = match result.as_string() {
+                Some(json) => Body::Json(json.to_string()?),
+                None => match bridge::bytes_of(ctx, &result) {
+                    Some(bytes) => Body::Binary(bytes.into()),
+                    None => Body::Json("{}".into()),
+                },
+            };
             let bridge = bridge(ctx);
             let effects = std::mem::take(&mut *bridge.effects.borrow_mut());
             let next_timer = bridge
@@ -417,7 +436,19 @@ impl RoomJs {
                 sends: effects.sends,
                 next_timer,
             })
-        })
+        })?;
+        // Only `onMessage` answers a push, which may be binary; every other
+        // hook's result is JSON (Phoenix's join replies are maps). Refused
+        // as a throw, so the room rolls the call back.
+        if matches!(called.response, Body::Binary(_))
+            && !matches!(hook, Hook::Message { .. } | Hook::Binary { .. })
+        {
+            return Err(CallError::Script {
+                message: format!("the {name} hook must return JSON, not binary"),
+                stack: None,
+            });
+        }
+        Ok(called)
     }
 
     /// The room's durable state: `{"members": [...], "state": <snapshot()>}`.

@@ -91,7 +91,7 @@ const members = new Map(); // conn id -> frozen conn object, in join order
 // which room it will be.
 let identity = null;
 const ident = () => (identity ??= JSON.parse(native.identity()));
-const RESERVED = new Set(["presence_state", "presence_diff", "room_info", "room_reloaded", "script_error", "storage", "kicked"]);
+const RESERVED = new Set(["presence_state", "presence_diff", "room_info", "room_reloaded", "script_error", "storage", "kicked", "binary_unsupported"]);
 function eventName(event) {
   if (typeof event !== "string" || event.length === 0 || event.length > 255)
     throw new TypeError("event must be a non-empty string of at most 255 characters");
@@ -99,11 +99,17 @@ function eventName(event) {
     throw new TypeError(`event name "${event}" is reserved by the host`);
   return event;
 }
+// A Uint8Array or ArrayBuffer is bytes (typeof first: the native check
+// only runs for objects, and is false while no typed array exists).
+const isBytes = (v) => typeof v === "object" && v !== null && native.isBytes(v);
 function payloadJson(payload) {
+  if (isBytes(payload)) throw new TypeError("binary payloads go only to room.broadcast, room.push and onMessage results");
   const json = JSON.stringify(payload === undefined ? {} : payload);
   if (json === undefined) throw new TypeError("payload must be JSON-serializable");
   return json;
 }
+// What room.broadcast / room.push carry: bytes as they are, or JSON text.
+const payloadOut = (payload) => (isBytes(payload) ? payload : payloadJson(payload));
 // Timers are room state like any other: set by hooks, so replaying the
 // journal sets them again; kept in snapshots. The host only hears of the next
 // one due, to fire it as an event.
@@ -143,10 +149,10 @@ const room = Object.freeze({
   get generation() { return native.generation(); },
   broadcast(event, payload, options) {
     const except = options?.except;
-    native.broadcast(eventName(event), payloadJson(payload), except == null ? null : String(except));
+    native.broadcast(eventName(event), payloadOut(payload), except == null ? null : String(except));
   },
   push(connId, event, payload) {
-    native.push(String(connId), eventName(event), payloadJson(payload));
+    native.push(String(connId), eventName(event), payloadOut(payload));
   },
   connections() { return Array.from(members.values()); },
   presence() { return JSON.parse(native.presence()); },
@@ -199,6 +205,8 @@ function reply(value) {
     );
     return undefined;
   }
+  // Bytes go back to the host as they are (a binary reply).
+  if (isBytes(value)) return value;
   const json = JSON.stringify(value === undefined ? {} : value);
   if (json === undefined) throw new TypeError("hook result must be JSON-serializable");
   return json;
@@ -231,6 +239,9 @@ Object.defineProperty(globalThis, "__roomhost", {
           return reply(hooks.onJoin ? hooks.onJoin(conn, JSON.parse(arg1)) : undefined);
         case "message":
           return reply(hooks.onMessage(conn, arg1, JSON.parse(arg2)));
+        case "binary":
+          // arg2 is a Uint8Array the host made for this call.
+          return reply(hooks.onMessage(conn, arg1, arg2));
         case "leave":
           members.delete(id);
           return reply(hooks.onLeave ? hooks.onLeave(conn, arg1) : undefined);

@@ -62,7 +62,7 @@ fn a_warm_context_built_on_another_thread_keeps_every_limit() {
     // The identity is the room's, not the blank's (built before any
     // room), and the module's top level ran at load time.
     let response: serde_json::Value =
-        serde_json::from_str(&message(&js, "{}").unwrap().response).unwrap();
+        serde_json::from_str(message(&js, "{}").unwrap().response.as_json().unwrap()).unwrap();
     assert_eq!(response["topic"], "t:x");
     assert_eq!(
         (&response["kind"], &response["name"]),
@@ -115,11 +115,14 @@ fn hooks_run_and_effects_are_collected() {
     )
     .unwrap();
     let called = message(&js, r#"{"by":2}"#).unwrap();
-    assert_eq!(called.response, r#"{"n":2,"topic":"t:x"}"#);
+    assert_eq!(
+        called.response.as_json().unwrap().to_string(),
+        r#"{"n":2,"topic":"t:x"}"#
+    );
     assert_eq!(called.effects.len(), 1);
     assert!(
         matches!(&called.effects[0], Emit { event, payload, to: Audience::All { except: Some(_) } }
-        if event == "count" && payload == r#"{"n":2,"user":"alice"}"#)
+        if event == "count" && payload.as_json() == Some(r#"{"n":2,"user":"alice"}"#))
     );
 }
 
@@ -155,8 +158,18 @@ fn time_and_randomness_are_deterministic() {
     }"#;
     let a = load(src).unwrap();
     let b = load(src).unwrap();
-    let ra = message(&a, "{}").unwrap().response;
-    let rb = message(&b, "{}").unwrap().response;
+    let ra = message(&a, "{}")
+        .unwrap()
+        .response
+        .as_json()
+        .unwrap()
+        .to_string();
+    let rb = message(&b, "{}")
+        .unwrap()
+        .response
+        .as_json()
+        .unwrap()
+        .to_string();
     assert_eq!(ra, rb);
     assert!(ra.contains(r#""now":1000,"d":1000"#), "{ra}");
     let other = a
@@ -170,7 +183,11 @@ fn time_and_randomness_are_deterministic() {
             8,
         )
         .unwrap();
-    assert_ne!(other.response, ra, "another seed draws other numbers");
+    assert_ne!(
+        other.response.as_json().unwrap().to_string(),
+        ra,
+        "another seed draws other numbers"
+    );
 }
 
 #[test]
@@ -329,7 +346,7 @@ fn snapshot_and_restore_round_trip_with_members() {
     assert!(a.has_snapshot());
     let alice = conn();
     let joined = a.call(&alice, Hook::Join { params: "{}" }, 1, 1).unwrap();
-    assert_eq!(joined.response, r#"{"n":1}"#);
+    assert_eq!(joined.response.as_json().unwrap().to_string(), r#"{"n":1}"#);
     message(&a, r#"{"v":1}"#).unwrap();
     let snap = a.snapshot().unwrap();
     let b = load(src).unwrap();
@@ -338,7 +355,11 @@ fn snapshot_and_restore_round_trip_with_members() {
     assert!(snap.contains(r#""state":{"items":[1]}"#), "{snap}");
     let bob = Conn::new("bob", empty_object());
     let joined = b.call(&bob, Hook::Join { params: "{}" }, 1, 1).unwrap();
-    assert_eq!(joined.response, r#"{"n":2}"#, "restored members count");
+    assert_eq!(
+        joined.response.as_json().unwrap().to_string(),
+        r#"{"n":2}"#,
+        "restored members count"
+    );
 }
 
 #[test]
@@ -353,7 +374,10 @@ fn async_hooks_settle_within_the_event() {
     )
     .unwrap();
     let called = message(&js, "{}").unwrap();
-    assert_eq!(called.response, r#"{"ok":true}"#);
+    assert_eq!(
+        called.response.as_json().unwrap().to_string(),
+        r#"{"ok":true}"#
+    );
     assert_eq!(called.effects.len(), 1);
     assert_eq!(
         message(&js, r#"{"fail":1}"#).unwrap_err().to_string(),
@@ -476,6 +500,9 @@ fn scripts_see_only_documented_globals() {
         js.call(&conn(), Hook::Message { event, payload }, 1, 1)
             .unwrap()
             .response
+            .as_json()
+            .unwrap()
+            .to_string()
     };
     let names: serde_json::Value = serde_json::from_str(&call("names", "{}")).unwrap();
     let unexpected: Vec<&str> = names["names"]
@@ -557,7 +584,7 @@ fn lazy_builtins_work_and_end_up_as_in_a_full_context() {
             1,
             1,
         );
-        serde_json::from_str(&called.unwrap().response).unwrap()
+        serde_json::from_str(called.unwrap().response.as_json().unwrap()).unwrap()
     };
     assert_eq!(
         call("use"),
@@ -608,7 +635,15 @@ fn a_lazy_global_made_permanent_fails_its_group_with_an_exception() {
     let err = message(&js, r#"{"typed":true}"#).unwrap_err().to_string();
     assert!(err.contains("globalThis.Atomics was redefined"), "{err}");
     // The room goes on, with its other built-ins.
-    assert_eq!(message(&js, "{}").unwrap().response, r#"{"b":"aGk="}"#);
+    assert_eq!(
+        message(&js, "{}")
+            .unwrap()
+            .response
+            .as_json()
+            .unwrap()
+            .to_string(),
+        r#"{"b":"aGk="}"#
+    );
 }
 
 #[test]
@@ -641,7 +676,12 @@ fn a_warm_context_keeps_track_of_the_builtins_it_added() {
     .unwrap();
     // Adding the group a second time would have overwritten "mine".
     assert_eq!(
-        message(&js, "{}").unwrap().response,
+        message(&js, "{}")
+            .unwrap()
+            .response
+            .as_json()
+            .unwrap()
+            .to_string(),
         r#"{"t":"mine","n":2}"#
     );
 }
@@ -668,7 +708,12 @@ fn modules_outside_the_sandbox_cannot_be_imported() {
     )
     .unwrap();
     assert_eq!(
-        message(&js, "{}").unwrap().response,
+        message(&js, "{}")
+            .unwrap()
+            .response
+            .as_json()
+            .unwrap()
+            .to_string(),
         r#"{"imported":false}"#
     );
 }
@@ -693,6 +738,80 @@ fn hostile_calls_into_host_functions_never_panic() {
     )
     .unwrap();
     let called = message(&js, "{}").unwrap();
-    assert!(called.response.contains("threw"), "{}", called.response);
+    assert!(
+        called
+            .response
+            .as_json()
+            .unwrap()
+            .to_string()
+            .contains("threw"),
+        "{}",
+        called.response.as_json().unwrap().to_string()
+    );
     assert!(message(&js, "{}").is_ok(), "the runtime is still usable");
+}
+
+#[test]
+fn binary_payloads_cross_as_uint8arrays_both_ways() {
+    let js = load(
+        r#"export function onMessage(conn, event, payload) {
+          if (event === "json") return { isBytes: payload instanceof Uint8Array, n: payload.n };
+          if (!(payload instanceof Uint8Array)) throw new Error("expected bytes");
+          if (event === "echo") {
+            room.broadcast("b", payload, { except: conn.id });
+            room.push(conn.id, "p", payload.buffer);
+            // A view of the middle bytes only: its bytes, not the buffer's.
+            return payload.subarray(1, payload.length - 1);
+          }
+          if (event === "timer") room.setTimer("t", 1000, payload);
+          if (event === "send") room.send("t:y", "e", payload);
+          return {};
+        }
+        export function onJoin() { return new Uint8Array([1]); }"#,
+    )
+    .unwrap();
+    let conn = Conn::new("alice", empty_object());
+    let bytes = [0u8, 1, 2, 255];
+    let hook = Hook::Binary {
+        event: "echo",
+        payload: &bytes,
+    };
+    let called = js.call(&conn, hook, 1000, 1).unwrap();
+    assert_eq!(called.response, Body::Binary(vec![1u8, 2].into()));
+    assert_eq!(called.effects.len(), 2);
+    assert_eq!(
+        called.effects[0].payload,
+        Body::Binary(bytes.to_vec().into())
+    );
+    assert!(matches!(
+        called.effects[0].to,
+        Audience::All { except: Some(_) }
+    ));
+    assert_eq!(
+        called.effects[1].payload,
+        Body::Binary(bytes.to_vec().into())
+    );
+    // JSON pushes still get an object, even once typed arrays exist.
+    let hook = Hook::Message {
+        event: "json",
+        payload: r#"{"n":3}"#,
+    };
+    let called = js.call(&conn, hook, 1000, 1).unwrap();
+    assert_eq!(called.response, Body::from(r#"{"isBytes":false,"n":3}"#));
+    // Bytes are refused where only JSON fits, with a clear error.
+    for event in ["timer", "send"] {
+        let hook = Hook::Binary {
+            event,
+            payload: &bytes,
+        };
+        let Err(CallError::Script { message, .. }) = js.call(&conn, hook, 1000, 1) else {
+            panic!("{event}: bytes accepted")
+        };
+        assert!(message.contains("binary payloads go only to"), "{message}");
+    }
+    let join = Hook::Join { params: "{}" };
+    let Err(CallError::Script { message, .. }) = js.call(&conn, join, 1000, 1) else {
+        panic!("a binary join reply was accepted")
+    };
+    assert_eq!(message, "the join hook must return JSON, not binary");
 }

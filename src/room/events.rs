@@ -31,8 +31,8 @@ use crate::clock::now_ms;
 use crate::conn::Conn;
 use crate::engine::RoomSend;
 use crate::engine::{CallError, Called, Hook};
-use crate::hub::{Channel, ChannelId, FanOut, Output};
-use crate::protocol::{self, Ref};
+use crate::hub::{Body, Channel, ChannelId, FanOut, Output};
+use crate::protocol::{self, Payload, Ref};
 use crate::store::EventKind;
 use crate::store::Origin;
 use crate::topic::Topic;
@@ -77,7 +77,7 @@ impl Room {
                 payload,
                 reply,
             } if event == "presence_update" => {
-                self.update_presence(&conn, &payload, reply);
+                self.update_presence(&conn, payload, reply);
                 Ok(())
             }
             Command::Message {
@@ -85,7 +85,7 @@ impl Room {
                 event,
                 payload,
                 reply,
-            } => self.message(&conn, &event, &payload, reply),
+            } => self.message(&conn, &event, payload, reply),
             Command::Leave {
                 channel,
                 conn_id,
@@ -301,7 +301,7 @@ impl Room {
                 payload,
                 reply,
             } if event == "presence_update" => {
-                self.update_presence(&conn, &payload, reply);
+                self.update_presence(&conn, payload, reply);
                 Ok(())
             }
             Command::Message { reply, .. } => {
@@ -379,23 +379,27 @@ impl Room {
 
     /// A member's own presence meta (`presence_update`): host state, not a
     /// journaled event.
-    fn update_presence(&mut self, conn: &Conn, payload: &RawValue, reply: ReplyTo) {
-        let result = match &reply {
-            ReplyTo::Channel { channel, .. } if self.members.is_member(channel) => self
-                .members
-                .presence_update(conn, payload.get(), Instant::now())
-                .map(|()| "{}".to_string())
-                .map_err(|e| e.to_string()),
+    fn update_presence(&mut self, conn: &Conn, payload: Payload, reply: ReplyTo) {
+        let result = match (&reply, payload.into_json("presence_update")) {
+            (_, Err(why)) => Err(why),
+            (ReplyTo::Channel { channel, .. }, Ok(payload)) if self.members.is_member(channel) => {
+                self.members
+                    .presence_update(conn, payload.get(), Instant::now())
+                    .map(|()| Body::from("{}"))
+                    .map_err(|e| e.to_string())
+            }
             _ => Err("presence_update needs a joined channel".to_string()),
         };
         self.hold_now(Effect::reply(reply, result));
     }
 
+    /// `onMessage`: a JSON payload is journaled as it came, bytes as a
+    /// base64 string (`EventKind::BinaryMessage`).
     fn message(
         &mut self,
         conn: &Conn,
         event: &str,
-        payload: &RawValue,
+        payload: Payload,
         reply: ReplyTo,
     ) -> Result<(), Crash> {
         if let ReplyTo::Channel { channel, .. } = &reply
@@ -404,16 +408,26 @@ impl Room {
             self.hold_now(Effect::reply(reply, Err("unmatched topic".into())));
             return Ok(());
         }
-        let hook = Hook::Message {
-            event,
-            payload: payload.get(),
-        };
         let at = self.journal.next_at();
-        let result = self.run_event(
-            at,
-            Input::new(EventKind::Message, conn, Some(event), payload),
-            hook,
-        )?;
+        let result = match &payload {
+            Payload::Json(json) => {
+                let hook = Hook::Message {
+                    event,
+                    payload: json.get(),
+                };
+                let input = Input::new(EventKind::Message, conn, Some(event), json);
+                self.run_event(at, input, hook)?
+            }
+            Payload::Binary(bytes) => {
+                let data = crate::store::binary_data(bytes);
+                let hook = Hook::Binary {
+                    event,
+                    payload: bytes,
+                };
+                let input = Input::new(EventKind::BinaryMessage, conn, Some(event), &data);
+                self.run_event(at, input, hook)?
+            }
+        };
         self.hold_now(Effect::reply(reply, result));
         Ok(())
     }
@@ -596,7 +610,7 @@ impl Room {
         &mut self,
         channel: Arc<Channel>,
         msg_ref: Option<Ref>,
-        result: Result<String, String>,
+        result: Result<Body, String>,
     ) {
         self.hold_now(Output::Reply {
             channel: channel.clone(),
@@ -674,7 +688,7 @@ impl Room {
         at: i64,
         input: Input,
         hook: Hook,
-    ) -> Result<Result<String, String>, Crash> {
+    ) -> Result<Result<Body, String>, Crash> {
         let Input { kind, conn, .. } = input;
         let seed: u64 = rand::random();
         let presence = self.members.presence_for_js();

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::outbox::{Delivered, Message};
 use super::{ReplyTo, RoomError};
-use crate::hub::{Channel, Emit, FanOut, Outbound, Output};
+use crate::hub::{Body, Channel, Emit, FanOut, Outbound, Output};
 use crate::metrics::Metrics;
 use crate::topic::Topic;
 
@@ -35,14 +35,24 @@ pub(super) enum Effect {
 
 impl Effect {
     /// The answer to a command, wherever it goes.
-    pub(super) fn reply(to: ReplyTo, result: Result<String, String>) -> Effect {
+    /// A Rust caller takes JSON only: a binary result is an error for it.
+    pub(super) fn reply(to: ReplyTo, result: Result<Body, String>) -> Effect {
         match to {
             ReplyTo::Channel { channel, msg_ref } => Effect::Out(Output::Reply {
                 channel,
                 msg_ref,
                 result,
             }),
-            ReplyTo::Caller(to) => Effect::Answer { to, result },
+            ReplyTo::Caller(to) => {
+                let result = result.and_then(|body| match body {
+                    Body::Json(json) => Ok(json),
+                    Body::Binary(bytes) => Err(format!(
+                        "the hook returned {} bytes of binary; this caller takes JSON only",
+                        bytes.len()
+                    )),
+                });
+                Effect::Answer { to, result }
+            }
         }
     }
 }
@@ -227,6 +237,7 @@ mod tests {
             conn: Conn::new(format!("u{id}"), empty_object()),
             join_ref: Some(Ref::from_text("1")),
             vsn: Vsn::V2,
+            binary: true,
             peer,
         };
         (Arc::new(channel), rx)
@@ -235,7 +246,7 @@ mod tests {
     fn frames(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok())
             .map(|out| match out {
-                Outbound::Frame(f) => f.as_str().to_string(),
+                Outbound::Frame(f) => f.as_text().unwrap_or("<binary>").to_string(),
                 other => format!("{other:?}"),
             })
             .collect()

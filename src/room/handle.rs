@@ -55,7 +55,7 @@ impl RoomHandle {
         self.send(Command::Message {
             conn,
             event: event.to_string(),
-            payload,
+            payload: crate::protocol::Payload::Json(payload),
             reply: ReplyTo::Caller(tx),
         })
         .await?;

@@ -251,6 +251,7 @@ mod tests {
             conn: conn.clone(),
             join_ref: None,
             vsn: Vsn::V2,
+            binary: true,
             peer: Peer::new(4).0,
         })
     }

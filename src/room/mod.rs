@@ -48,7 +48,7 @@ use tokio::sync::oneshot;
 use crate::conn::Conn;
 pub use crate::engine::LogLevel;
 use crate::hub::{Channel, ChannelId};
-use crate::protocol::Ref;
+use crate::protocol::{Payload, Ref};
 use crate::scripts::{CompiledKind, ScriptError};
 use crate::topic::{Topic, TopicError};
 pub use crash::Crash;
@@ -152,7 +152,8 @@ pub enum Command {
     Message {
         conn: Conn,
         event: String,
-        payload: Box<RawValue>,
+        /// JSON, or bytes from a V2 binary push.
+        payload: Payload,
         reply: ReplyTo,
     },
     /// A channel leaves; `reply` is the `phx_leave` ref if the client asked.

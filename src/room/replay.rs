@@ -148,6 +148,7 @@ pub(crate) fn replay(
             meta: event.conn.meta.to_owned().into(),
         };
         let reason: String;
+        let bytes: Vec<u8>;
         let hook = match event.kind {
             EventKind::Join => Hook::Join {
                 params: event.data.get(),
@@ -156,6 +157,18 @@ pub(crate) fn replay(
                 event: event.event.as_deref().unwrap_or(""),
                 payload: event.data.get(),
             },
+            EventKind::BinaryMessage => {
+                bytes = crate::store::binary_from_data(event.data).map_err(|e| {
+                    Crash::storage(
+                        "journal record",
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    )
+                })?;
+                Hook::Binary {
+                    event: event.event.as_deref().unwrap_or(""),
+                    payload: &bytes,
+                }
+            }
             EventKind::Leave => {
                 reason = serde_json::from_str(event.data.get()).unwrap_or_default();
                 Hook::Leave { reason: &reason }

@@ -49,6 +49,9 @@ pub enum EventKind {
     TimerDrop,
     /// An HTTP request (`data` is its description).
     Request,
+    /// A message with a binary payload: `data` is a JSON string holding
+    /// the bytes in standard base64, decoded byte for byte on replay.
+    BinaryMessage,
 }
 
 impl EventKind {
@@ -64,6 +67,7 @@ impl EventKind {
             EventKind::RoomMessageDrop => "room_message_drop",
             EventKind::TimerDrop => "timer_drop",
             EventKind::Request => "request",
+            EventKind::BinaryMessage => "binary_message",
         }
     }
 }
@@ -100,6 +104,24 @@ pub struct Event<'a> {
     /// which of the sender's sends it is, so the target handles each once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+}
+
+/// The `data` of a [`EventKind::BinaryMessage`]: the bytes as a JSON string
+/// in standard base64 (a journal record is JSON).
+pub fn binary_data(bytes: &[u8]) -> Box<RawValue> {
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    // Base64 has no character JSON escapes, so quoting it is the literal.
+    RawValue::from_string(format!("\"{text}\"")).expect("a base64 string is a JSON string")
+}
+
+/// The bytes [`binary_data`] recorded.
+pub fn binary_from_data(data: &RawValue) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let text: &str = serde_json::from_str(data.get()).map_err(|e| e.to_string())?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| e.to_string())
 }
 
 /// Which send of a sending room a message is: the seq of the sender's event

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use super::WebState;
 use crate::conn::Conn;
 use crate::hub::{Channel, ChannelId, Outbound, Peer};
-use crate::protocol::{self, BadFrame, Incoming, Ref, Status, Vsn};
+use crate::protocol::{self, BadFrame, Incoming, Payload, Ref, Status, Vsn};
 use crate::room::{Command, LeaveReason, ReplyTo};
 use crate::topic::Topic;
 
@@ -66,6 +66,8 @@ pub(crate) struct Channels {
     web: Arc<WebState>,
     conn: Conn,
     vsn: Vsn,
+    /// Whether the transport carries binary frames (see `Channel::binary`).
+    binary: bool,
     peer: Arc<Peer>,
     table: ChannelTable,
     /// `None` when `msg_rate` is 0 (unlimited).
@@ -73,10 +75,17 @@ pub(crate) struct Channels {
 }
 
 impl Channels {
-    pub fn new(web: Arc<WebState>, conn: Conn, vsn: Vsn, peer: Arc<Peer>) -> Channels {
+    pub fn new(
+        web: Arc<WebState>,
+        conn: Conn,
+        vsn: Vsn,
+        binary: bool,
+        peer: Arc<Peer>,
+    ) -> Channels {
         Channels {
             conn,
             vsn,
+            binary,
             peer,
             table: ChannelTable::default(),
             rate: RateLimit::new(
@@ -174,10 +183,18 @@ impl Channels {
         Ok(())
     }
 
-    async fn join(&mut self, message: Incoming) {
+    async fn join(&mut self, mut message: Incoming) {
         let topic = match Topic::parse(&message.topic) {
             Ok(topic) => topic,
             Err(e) => return self.reply_error(&message, &e.to_string()).await,
+        };
+        let payload = std::mem::replace(
+            &mut message.payload,
+            Payload::Json(protocol::empty_object()),
+        );
+        let params = match payload.into_json("phx_join") {
+            Ok(params) => params,
+            Err(why) => return self.reply_error(&message, &why).await,
         };
         let previous = self.table.lock().remove(topic.as_str());
         if let Some(old) = previous {
@@ -208,6 +225,7 @@ impl Channels {
             conn: self.conn.clone(),
             join_ref: message.join_ref.clone().or_else(|| message.msg_ref.clone()),
             vsn: self.vsn,
+            binary: self.binary,
             peer: self.peer.clone(),
         });
         self.table.lock().insert(
@@ -219,7 +237,7 @@ impl Channels {
         );
         let join = Command::Join {
             channel,
-            params: message.payload,
+            params,
             msg_ref: message.msg_ref.clone(),
         };
         if mailbox.send(join).await.is_err() {

@@ -7,7 +7,12 @@
 //!   `messages` (encoded frames, as strings) as soon as any are queued, or
 //!   `204` when the window passes quietly.
 //! - `POST` with a token carries frames (`application/x-ndjson`, one frame a
-//!   line; a single frame otherwise): `{"status":200,"token":T}`.
+//!   line; a single frame otherwise): `{"status":200,"token":T}`. A V2 line
+//!   that does not start with `[` is a binary push in base64, which is how
+//!   phoenix.js's `LongPoll.send` and `Phoenix.Transports.LongPoll` carry
+//!   binary. Answers are JSON text only (as in Phoenix, whose long-poll
+//!   cannot send binary frames): a binary push or broadcast reaches a
+//!   long-poll channel as `binary_unsupported` (see `hub`).
 //! - `410`: the session is gone (expired, or the token is not ours): start a
 //!   new one. `403` (also the HTTP status): the connect checks (token,
 //!   origin, params) refused the client; `reason` says why.
@@ -215,7 +220,8 @@ fn open(
         }
     };
     let (peer, outbound) = Peer::new(web.config.outbound_queue);
-    let channels = Channels::new(web.clone(), conn, vsn, peer.clone());
+    // Long-poll answers JSON text: its channels get no binary frames.
+    let channels = Channels::new(web.clone(), conn, vsn, false, peer.clone());
     let id: SessionId = rand::random();
     let session = Arc::new(Session {
         id,
@@ -282,7 +288,8 @@ async fn listen(web: &WebState, session: Arc<Session>) -> Response {
     if !frames.is_empty() {
         web.metrics
             .messages_out(Transport::LongPoll.label(), frames.len());
-        let messages: Vec<&str> = frames.iter().map(|f| f.as_str()).collect();
+        // Only text is queued for long-poll channels (`Channel::binary`).
+        let messages: Vec<&str> = frames.iter().filter_map(Frame::as_text).collect();
         return Answer::status(200)
             .token(&session.token)
             .messages(&messages)
@@ -342,7 +349,15 @@ pub(crate) async fn publish(
     let mut frames = Vec::with_capacity(lines.len());
     let max_depth = web.config.max_json_depth;
     for (n, line) in lines.iter().enumerate() {
-        match protocol::decode_text_within(session.vsn, line, max_depth) {
+        let decoded = match decode_binary_line(session.vsn, line, frame_limit) {
+            Some(Ok(binary)) => protocol::decode_binary(&binary),
+            Some(Err(reason)) => {
+                let reason = format!("frame {}: {reason}", n + 1);
+                return Answer::status(400).reason(&reason).into_response();
+            }
+            None => protocol::decode_text_within(session.vsn, line, max_depth),
+        };
+        match decoded {
             Err(bad) if bad.reply_to.is_none() => {
                 let reason = format!("frame {}: {}", n + 1, bad.reason);
                 return Answer::status(400).reason(&reason).into_response();
@@ -379,6 +394,31 @@ pub(crate) async fn publish(
     }
 }
 
+/// A V2 line that is not JSON text (`[`…) is a base64 binary frame (what
+/// `Phoenix.Transports.LongPoll` decodes with `Base.decode64!`): its bytes,
+/// at most `frame_limit` of them. `None` for a text frame.
+fn decode_binary_line(
+    vsn: Vsn,
+    line: &str,
+    frame_limit: usize,
+) -> Option<Result<bytes::Bytes, String>> {
+    use base64::Engine as _;
+    if vsn != Vsn::V2 || line.starts_with('[') {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(line.trim())
+        .map_err(|e| format!("neither a JSON array nor base64 (a binary frame): {e}"))
+        .and_then(|bytes| {
+            if bytes.len() > frame_limit {
+                Err(format!("binary frame larger than {frame_limit} bytes"))
+            } else {
+                Ok(bytes.into())
+            }
+        });
+    Some(decoded)
+}
+
 /// The frames of a POST body: ndjson lines (blank ones skipped) or the body
 /// as one frame. Errors are (HTTP status, reason).
 fn split_batch(text: &str, ndjson: bool, frame_limit: usize) -> Result<Vec<&str>, (u16, String)> {
@@ -399,7 +439,16 @@ fn split_batch(text: &str, ndjson: bool, frame_limit: usize) -> Result<Vec<&str>
             ),
         ));
     }
-    if let Some(n) = lines.iter().position(|l| l.len() > frame_limit) {
+    // A base64 line (a binary frame) is 4/3 the size of its bytes.
+    let too_long = |l: &&str| {
+        let limit = if l.starts_with('[') || l.starts_with('{') {
+            frame_limit
+        } else {
+            frame_limit.div_ceil(3) * 4
+        };
+        l.len() > limit
+    };
+    if let Some(n) = lines.iter().position(too_long) {
         return Err((
             413,
             format!("frame {}: larger than {frame_limit} bytes", n + 1),

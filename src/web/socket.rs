@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::WebState;
 use super::channels::{ChannelTable, Channels};
 use super::connect::{Transport, admit, connect, log_refusal, peer_label};
-use crate::hub::{Kick, Outbound, Peer};
+use crate::hub::{Frame, Kick, Outbound, Peer};
 use crate::protocol::{self, Vsn};
 
 /// Frames written per flush.
@@ -65,7 +65,9 @@ pub(crate) async fn upgrade(
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| {
             let peer = Peer::new(web.config.outbound_queue);
-            let channels = Channels::new(web.clone(), conn, vsn, peer.0.clone());
+            // Binary frames are V2's alone.
+            let binary = vsn == Vsn::V2;
+            let channels = Channels::new(web.clone(), conn, vsn, binary, peer.0.clone());
             tasks.track_future(async move {
                 serve(socket, web, channels, peer, peer_label).await;
                 drop(address);
@@ -174,9 +176,13 @@ async fn read_loop(
                     Err(_) => Err((1007, "binary frame is not UTF-8 JSON".into())),
                 }
             }
+            // V2: a binary push (kind 0) whose payload is bytes.
             Message::Binary(bytes) => {
-                let bad = protocol::decode_binary(&bytes);
-                channels.refuse(bad).await.map_err(|r| (1003, r))
+                web.metrics.messages_in(Transport::WebSocket.label(), 1);
+                match protocol::decode_binary(&bytes) {
+                    Ok(message) => channels.handle(message).await,
+                    Err(bad) => channels.refuse(bad).await.map_err(|r| (1003, r)),
+                }
             }
             // tungstenite queues the echo of the client's Close (its code,
             // RFC 6455 §5.5.1); the writer flushes it when it ends.
@@ -277,7 +283,11 @@ async fn write_batch(
     for item in batch.drain(..) {
         match item {
             Outbound::Frame(frame) => {
-                sink.feed(Message::Text(frame)).await?;
+                let message = match frame {
+                    Frame::Text(text) => Message::Text(text),
+                    Frame::Binary(bytes) => Message::Binary(bytes),
+                };
+                sink.feed(message).await?;
                 frames += 1;
             }
             Outbound::ChannelClosed(id) => channels.forget(id),

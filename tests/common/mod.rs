@@ -188,6 +188,10 @@ pub struct Client {
     next_ref: u64,
     /// Frames read while waiting for something else.
     pending: VecDeque<Value>,
+    /// Binary frames read while waiting for text ones, in order.
+    binaries: VecDeque<Vec<u8>>,
+    /// `read` stops at a binary frame (for `next_binary`).
+    want_binary: bool,
     /// The close frame the server sent, if any.
     pub closed: Option<(u16, String)>,
 }
@@ -200,6 +204,8 @@ impl Client {
             ws,
             next_ref: 0,
             pending: VecDeque::new(),
+            binaries: VecDeque::new(),
+            want_binary: false,
             closed: None,
         }
     }
@@ -211,6 +217,8 @@ impl Client {
             ws,
             next_ref: 0,
             pending: VecDeque::new(),
+            binaries: VecDeque::new(),
+            want_binary: false,
             closed: None,
         }
     }
@@ -299,6 +307,12 @@ impl Client {
                 .expect("a frame within the wait")?;
             match msg {
                 Ok(Message::Text(t)) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+                Ok(Message::Binary(b)) => {
+                    self.binaries.push_back(b.to_vec());
+                    if self.want_binary {
+                        return None;
+                    }
+                }
                 Ok(Message::Close(frame)) => {
                     self.closed = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
                     return None;
@@ -362,6 +376,20 @@ impl Client {
             }
             self.pending.push_back(v);
         }
+    }
+
+    /// The next binary frame (text frames read meanwhile are kept).
+    pub async fn next_binary(&mut self) -> Vec<u8> {
+        self.want_binary = true;
+        while self.binaries.is_empty() {
+            match self.read().await {
+                Some(v) => self.pending.push_back(v),
+                None if self.binaries.is_empty() => panic!("connection closed"),
+                None => {}
+            }
+        }
+        self.want_binary = false;
+        self.binaries.pop_front().expect("a binary frame")
     }
 
     /// Forgets frames read so far but not yet consumed.
