@@ -1,6 +1,7 @@
 //! `cargo test` runs the Node suites in `tests/js/`: the official `phoenix`
-//! npm client (WebSocket, long-poll, Presence) against the real binary, and
-//! unit tests of the browser UI's own client. `npm ci` installs the pinned
+//! npm client (WebSocket, long-poll, Presence) and the `y-phoenix-channel`
+//! Yjs provider against the real binary, and unit tests of the browser UI's
+//! own client. `npm ci` installs the pinned
 //! packages (tests/package-lock.json) the first time.
 
 use std::path::Path;
@@ -9,7 +10,12 @@ use std::process::Command;
 #[test]
 fn official_phoenix_client_suite() {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    if !tests.join("node_modules/phoenix").is_dir() {
+    // Any pinned package missing (e.g. one added since the last install):
+    // install them all again from the lockfile.
+    let installed = ["phoenix", "ws", "yjs", "y-phoenix-channel"]
+        .iter()
+        .all(|p| tests.join("node_modules").join(p).is_dir());
+    if !installed {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&tests)

@@ -34,15 +34,18 @@ export function copyRoomsDir() {
 
 /**
  * Starts `roomhost serve`. Options: roomsDir (default: the repo's rooms-js),
- * env (extra environment), args (extra CLI arguments).
- * Resolves to { url, port, endpoint, roomsDir, dataDir, output(), stop() }.
+ * env (extra environment), args (extra CLI arguments), dataDir (a data
+ * directory of the caller's, kept on stop, for restarts; default: a fresh
+ * one, removed on stop).
+ * Resolves to { url, port, endpoint, roomsDir, dataDir, output(), stop(), kill() }.
  */
-export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"), env = {}, args = [] } = {}) {
+export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"), env = {}, args = [], dataDir: ownDataDir } = {}) {
   const bin = roomhostBin();
   if (!fs.existsSync(bin)) {
     throw new Error(`roomhost binary not found at ${bin}: run \`cargo build\` first or set ROOMHOST_BIN`);
   }
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "roomhost-data-"));
+  const dataDir = ownDataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), "roomhost-data-"));
+  const removeDataDir = () => { if (!ownDataDir) fs.rmSync(dataDir, { recursive: true, force: true }); };
   const child = spawn(bin, ["serve", "--port", "0", "--rooms", roomsDir, "--data", dataDir, ...args], {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -73,7 +76,7 @@ export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"
     });
   }).catch(async (error) => {
     child.kill("SIGKILL");
-    fs.rmSync(dataDir, { recursive: true, force: true });
+    removeDataDir();
     throw error;
   });
 
@@ -94,7 +97,15 @@ export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"
           await Promise.race([exited, sleep(STOP_TIMEOUT_MS)]);
         }
       }
-      fs.rmSync(dataDir, { recursive: true, force: true });
+      removeDataDir();
+    },
+    /** SIGKILL, as a crash: no snapshot, no goodbye to clients. */
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGKILL");
+        await Promise.race([exited, sleep(STOP_TIMEOUT_MS)]);
+      }
+      removeDataDir();
     },
   };
 }
