@@ -53,6 +53,12 @@ interface Response {
 /** Any JSON value a hook may return or a payload may hold. */
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
+/** A binary payload: what a V2 binary push delivers to `onMessage`, and what
+ *  `onMessage`, `room.broadcast` and `room.push` may send back as bytes
+ *  (an `ArrayBuffer` works too). V1 and long-poll connections receive
+ *  `binary_unsupported` `{event, bytes, reason}` instead. */
+type Bytes = Uint8Array;
+
 interface Room {
   /** `kind:name`, e.g. `chat:lobby`. */
   readonly topic: string;
@@ -61,18 +67,20 @@ interface Room {
   /** Counts the room's (re)starts and code reloads. */
   readonly generation: number;
   /** Pushes `event` to every joined channel, or all but connection `except`.
-   *  Event names `phx_*` and the host's own events are reserved. */
-  broadcast(event: string, payload?: unknown, options?: { except?: string }): void;
-  /** Pushes `event` to one connection's channel. */
-  push(connId: string, event: string, payload?: unknown): void;
+   *  Event names `phx_*` and the host's own events are reserved. A
+   *  `Uint8Array` payload is a binary broadcast, encoded once for everyone. */
+  broadcast(event: string, payload?: Json | Bytes | ArrayBuffer, options?: { except?: string }): void;
+  /** Pushes `event` to one connection's channel (bytes as a binary push). */
+  push(connId: string, event: string, payload?: Json | Bytes | ArrayBuffer): void;
   /** The channels joined now. */
   connections(): Conn[];
   /** Who is here, with one meta per tab. */
   presence(): PresenceState;
   /** Runs `onTimer(name, payload, {late_ms})` in `delayMs` (at least 10) as a
    *  journaled event; setting a name again replaces it. At most 1,000 a room.
-   *  Timers are room state: they survive crashes, restarts and idle stops. */
-  setTimer(name: string, delayMs: number, payload?: unknown): void;
+   *  Timers are room state: they survive crashes, restarts and idle stops.
+   *  The payload is JSON only: bytes throw. */
+  setTimer(name: string, delayMs: number, payload?: Json): void;
   /** Cancels timer `name`; returns whether there was one. */
   clearTimer(name: string): boolean;
   /** The pending timers, earliest first (`at`: ms since the epoch). */
@@ -84,8 +92,9 @@ interface Room {
   /** Sends `event` to room `topic`'s `onMessage`, exactly once, in order per
    *  pair of rooms, once this event is durable. The target sees a conn
    *  `{id: "room:<this topic>", user: "<this topic>", meta: {room: true}}`.
-   *  Throws for an invalid topic, an unknown kind, or over 100 sends in one event. */
-  send(topic: string, event: string, payload?: unknown): void;
+   *  Throws for an invalid topic, an unknown kind, over 100 sends in one
+   *  event, or a binary payload (JSON only). */
+  send(topic: string, event: string, payload?: Json): void;
 }
 
 /** The room this script instance runs. */
@@ -102,7 +111,8 @@ declare const crypto: {
  *
  * ```js
  * export function onJoin(conn, params) { return { ...reply } }   // throw → join refused
- * export function onMessage(conn, event, payload) { return {} }  // throw → error reply
+ * export function onMessage(conn, event, payload) { return {} }  // throw → error reply;
+ *                                  // payload is a Uint8Array for a binary push; return one for a binary reply
  * export function onLeave(conn, reason) {}
  * export function onTimer(name, payload, { late_ms }) {}         // a timer fired
  * export function onRequest(req) { return { status: 200, body: "hi" } }  // HTTP into the room
@@ -112,7 +122,7 @@ declare const crypto: {
  * ```
  */
 type OnJoin = (conn: Conn, params: Record<string, Json>) => unknown;
-type OnMessage = (conn: Conn, event: string, payload: Record<string, Json>) => unknown;
+type OnMessage = (conn: Conn, event: string, payload: Record<string, Json> | Bytes) => Json | Bytes | ArrayBuffer | void | Promise<Json | Bytes | ArrayBuffer | void>;
 type OnLeave = (conn: Conn, reason: LeaveReason) => void;
 type OnTimer = (name: string, payload: Json, info: { late_ms: number }) => void;
 type OnRequest = (req: Request) => Response | Json;
