@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import * as Y from "yjs";
 import { PhoenixChannelProvider } from "y-phoenix-channel";
-import { startRoomhost } from "./support/roomhost.js";
+import { api, startRoomhost } from "./support/roomhost.js";
 import { connect, closeAll } from "./support/phoenix-client.js";
 import { waitFor } from "./support/wait.js";
 
@@ -57,6 +57,13 @@ function close(e) {
 
 const same = (a, b) => a.text.toString() === b.text.toString();
 
+/** The updates yjs.js keeps (its snapshot, from the admin API). */
+async function keptUpdates() {
+  const { status, body } = await api(server, "GET", `/api/rooms/${TOPIC}/state`);
+  assert.equal(status, 200, JSON.stringify(body));
+  return body.state.updates.length;
+}
+
 test("two documents edited concurrently converge, and a late joiner matches", async () => {
   const a = await editor("alice");
   const b = await editor("bob");
@@ -74,8 +81,14 @@ test("two documents edited concurrently converge, and a late joiner matches", as
   }
   assert.deepEqual(a.doc.getMap("m").toJSON(), { k4: 4, k9: 9, k14: 14, k19: 19 });
 
+  // Every edit is one kept update (20 + 20 + 4 at least)...
+  const before = await keptUpdates();
+  assert.ok(before >= 44, `${before} updates kept before the late join`);
+
   const late = await editor("carol");
   await waitFor(() => same(late, a), { what: "the late joiner to match", timeoutMs: 10000 });
+  // ...until a joiner's whole document replaces them (compaction).
+  await waitFor(async () => (await keptUpdates()) <= 2, { what: "the log to be compacted", timeoutMs: 10000 });
   assert.deepEqual(late.doc.getMap("m").toJSON(), a.doc.getMap("m").toJSON());
   // The late joiner edits too; everyone sees it.
   late.text.insert(0, "late ");
