@@ -396,14 +396,16 @@ pub(crate) async fn publish(
 
 /// A V2 line that is not JSON text (`[`…) is a base64 binary frame (what
 /// `Phoenix.Transports.LongPoll` decodes with `Base.decode64!`): its bytes,
-/// at most `frame_limit` of them. `None` for a text frame.
+/// at most `frame_limit` of them. `None` for a text frame; a line starting
+/// with `{` is one too (never base64), so a V1-shaped frame gets the JSON
+/// decoder's reason.
 fn decode_binary_line(
     vsn: Vsn,
     line: &str,
     frame_limit: usize,
 ) -> Option<Result<bytes::Bytes, String>> {
     use base64::Engine as _;
-    if vsn != Vsn::V2 || line.starts_with('[') {
+    if vsn != Vsn::V2 || line.starts_with('[') || line.starts_with('{') {
         return None;
     }
     let decoded = base64::engine::general_purpose::STANDARD
@@ -567,6 +569,30 @@ impl IntoResponse for Answer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_lines_are_binary_frames_within_the_limit() {
+        // phoenix.js `LongPoll.send`: `btoa` of the binary frame's bytes.
+        let line = "AAEBAXQAZWQ="; // <<0, 1, 1, 1, "t", 0, "ed">> as base64
+        let bytes = decode_binary_line(Vsn::V2, line, 64).unwrap().unwrap();
+        assert_eq!(&bytes[..], b"\x00\x01\x01\x01t\x00ed");
+        // Text frames, V1 sessions and object-shaped lines are not binary.
+        for (vsn, line) in [
+            (Vsn::V2, r#"["1","2","t","e",{}]"#),
+            (Vsn::V2, "{not json"),
+            (Vsn::V1, "AAEBAXQAZWQ="),
+        ] {
+            assert!(decode_binary_line(vsn, line, 64).is_none(), "{line}");
+        }
+        let err = decode_binary_line(Vsn::V2, "not base64!", 64)
+            .unwrap()
+            .unwrap_err();
+        assert!(err.contains("neither a JSON array nor base64"), "{err}");
+        // The limit applies to the decoded bytes; the line may be 4/3 longer.
+        assert!(decode_binary_line(Vsn::V2, line, 7).unwrap().is_err());
+        assert_eq!(split_batch(line, true, 9).unwrap(), [line]);
+        assert_eq!(split_batch(line, true, 6).unwrap_err().0, 413);
+    }
 
     #[test]
     fn batches_split_into_frames_within_limits() {
