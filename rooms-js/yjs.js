@@ -54,8 +54,8 @@ export function onMessage(conn, event, payload) {
     rebase(update, wanted.upto);
     if (wanted.relay) room.broadcast("yjs", message(SYNC, UPDATE, update), { except: conn.id });
   } else {
-    keep(update);
     room.broadcast("yjs", payload, { except: conn.id });
+    keep(update);
   }
   return {};
 }
