@@ -87,8 +87,12 @@ function sync(conn) {
   for (const update of updates) room.push(conn.id, "yjs", message(SYNC, UPDATE, update));
   room.push(conn.id, "yjs", message(SYNC, STEP2, EMPTY_UPDATE));
   for (const [id, a] of aware) if (id !== conn.id) room.push(conn.id, "yjs", a.message);
+  // A tab's first sync may bring edits made while it was away: its answer
+  // goes to the others too. A resync (the provider's resyncInterval) only
+  // compacts.
+  const first = !synced.has(conn.id);
   synced.add(conn.id);
-  ask(conn.id, true);
+  ask(conn.id, first);
   return {};
 }
 

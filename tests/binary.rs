@@ -414,5 +414,44 @@ async fn the_yjs_kind_syncs_and_compacts_a_long_log() {
         c.next_binary().await,
         binary_server_push(&jc, DOC, "yjs", &sync_message(0, &[0]))
     );
+    // c's answer (its first sync) goes to the others: it may hold edits
+    // made offline.
+    let r = c.next_ref();
+    let mine = sync_message(1, b"c's doc");
+    c.send_binary(binary_push(&jc, &r, DOC, "yjs", &mine)).await;
+    assert_eq!(
+        b.next_binary().await,
+        binary_broadcast(DOC, "yjs", &sync_message(2, b"c's doc"))
+    );
+    assert_eq!(
+        a.next_binary().await,
+        binary_broadcast(DOC, "yjs", &sync_message(2, b"c's doc"))
+    );
+    // c's document replaced the log. A resync of a tab already synced
+    // compacts too, but is not relayed.
+    let frame = sync(&mut a, &ja);
+    a.send_binary(frame).await;
+    assert_eq!(
+        a.next_binary().await,
+        binary_server_push(&ja, DOC, "yjs", &sync_message(2, b"c's doc"))
+    );
+    assert_eq!(a.next_binary().await, empty_step2);
+    assert_eq!(a.next_binary().await, ask_a);
+    let r = a.next_ref();
+    a.send_binary(binary_push(
+        &ja,
+        &r,
+        DOC,
+        "yjs",
+        &sync_message(1, b"resync"),
+    ))
+    .await;
+    assert!(
+        b.none_within(std::time::Duration::from_millis(300), |_| false)
+            .await,
+        "a resync's answer is not relayed"
+    );
+    let state = server.api(&format!("/api/rooms/{DOC}/state")).await;
+    assert_eq!(kept(state), vec![b64(b"resync")]);
     server.stop().await;
 }
