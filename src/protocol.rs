@@ -289,8 +289,8 @@ pub fn decode_binary(frame: &Bytes) -> Result<Incoming, BadFrame> {
     if topic.is_empty() {
         return Err(garbage());
     }
-    // Binary pushes carry refs as bare strings; an empty one is `nil`
-    // (phoenix.js writes `null` as "").
+    // Binary pushes carry refs as bare strings; an empty one is taken as
+    // no ref, as the server side writes `nil` (`to_string(nil)` is "").
     let as_ref = |s: &str| (!s.is_empty()).then(|| Ref::from_text(s));
     let (join_ref, msg_ref) = (as_ref(join_ref), as_ref(msg_ref));
     if event.is_empty() {
@@ -598,9 +598,8 @@ mod tests {
             b"\x00\x01\xff",
             "the payload is the rest, unchanged"
         );
-        // phoenix.js encodes a null join_ref as "" (TextEncoder of null is
-        // "null" only for the string; Phoenix's own tests send ""), and an
-        // empty payload is a payload.
+        // An empty ref field is no ref (what the server's `to_string(nil)`
+        // writes), and an empty payload is a payload.
         let m = decode_binary(&Bytes::from_static(b"\x00\x00\x01\x01\x01\x37te")).unwrap();
         assert!(m.join_ref.is_none());
         assert_eq!(m.msg_ref.unwrap().as_json(), r#""7""#);
