@@ -73,7 +73,8 @@ test("two documents edited concurrently converge, and a late joiner matches", as
     b.text.insert(b.text.length, ` b${i}`);
     if (i % 5 === 4) b.doc.getMap("m").set(`k${i}`, i);
   }
-  await waitFor(() => same(a, b) && b.text.toString().includes("a19") && a.text.toString().includes("b19"),
+  // b's last edit is its map entry k19: once a has it, a has everything.
+  await waitFor(() => same(a, b) && b.text.toString().includes("a19") && a.doc.getMap("m").get("k19") === 19,
     { what: "the two documents to converge", timeoutMs: 10000 });
   for (let i = 0; i < 20; i++) {
     assert.ok(a.text.toString().includes(`a${i} `), `a${i} kept`);
