@@ -1,10 +1,12 @@
 //! The Phoenix Channels WebSocket transport (`/socket/websocket`).
 //!
-//! One connection = two tasks. The reader decodes WebSocket messages and
-//! hands text frames to the connection's [`Channels`] (which answers
+//! One connection = two tasks. The reader decodes WebSocket messages (text
+//! frames, and V2 binary pushes whose payload is bytes) and hands them to
+//! the connection's [`Channels`] (which answers
 //! heartbeats and malformed frames and forwards joins, pushes and leaves to
 //! room mailboxes). The writer drains the connection's bounded outbound
-//! queue in batches (many frames, one flush) and never blocks a room: rooms
+//! queue in batches (many frames, one flush; text or binary as the hub
+//! encoded them) and never blocks a room: rooms
 //! only `try_send`, and a client whose queue overflows is kicked as a slow
 //! consumer.
 //!
