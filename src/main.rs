@@ -127,6 +127,10 @@ struct ServeArgs {
     /// expires and its channels leave.
     #[arg(long, env = "ROOMHOST_LONGPOLL_TIMEOUT", default_value_t = 20.0)]
     longpoll_timeout: f64,
+    /// Seconds a WebSocket may go without sending a frame (a heartbeat, say)
+    /// before the server closes it with `1000 heartbeat timeout`.
+    #[arg(long, env = "ROOMHOST_HEARTBEAT_TIMEOUT", default_value_t = 60.0)]
+    heartbeat_timeout: f64,
     /// Require connection tokens signed with the secret in this file
     /// (instead of the ROOMHOST_SECRET variable).
     #[arg(long, env = "ROOMHOST_SECRET_FILE")]
@@ -228,6 +232,9 @@ impl ServeArgs {
             warm_contexts: self.warm_contexts,
             warm_heap: self.warm_heap,
             longpoll_timeout: seconds(self.longpoll_timeout, "longpoll-timeout")?,
+            heartbeat_timeout: Some(seconds(self.heartbeat_timeout, "heartbeat-timeout")?)
+                .filter(|t| !t.is_zero())
+                .context("--heartbeat-timeout must be more than 0 seconds")?,
             admin_token: std::env::var("ROOMHOST_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
