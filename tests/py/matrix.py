@@ -7,8 +7,10 @@ Each driver runs two instances of its client, A and B, in one room and
 walks the same script: join (A's join reply carries the history the test
 seeded), A pushes and gets its reply, B receives the broadcast, A's presence
 lists both, both stay connected past the server's heartbeat timeout sending
-nothing of their own, A pushes again, A leaves and B sees it go. A step that
-fails raises Failure; the driver exits non-zero with the step's name.
+nothing of their own, A pushes again, A leaves and B sees it go: the steps
+history, push, broadcast, presence, quiet, leave, which tests/py_clients.rs
+expects in that order. A check that fails raises Failure; the driver exits
+non-zero saying which.
 """
 
 import argparse
@@ -38,6 +40,7 @@ def parse_args(client):
     )
     args = parser.parse_args()
     args.client = client
+    args.steps = []
     args.started = time.monotonic()
     # Quiet until 5 s past the timeout: a connection the server counted as
     # idle would be closed by then.
@@ -50,8 +53,10 @@ def check(condition, what):
         raise Failure(what)
 
 
-def step(args, name):
-    print("[%s %5.1fs] %s" % (args.client, time.monotonic() - args.started, name), file=sys.stderr, flush=True)
+def step(args, key, detail):
+    """Records that step `key` passed, and logs how."""
+    args.steps.append(key)
+    print("[%s %5.1fs] %s: %s" % (args.client, time.monotonic() - args.started, key, detail), file=sys.stderr, flush=True)
 
 
 def until(predicate, what, timeout=WAIT):
@@ -102,8 +107,10 @@ class Presence:
 
 
 def report(args, **facts):
-    """The driver's last stdout line: what it observed, for the Rust side."""
+    """The driver's last stdout line: the steps passed and what it observed,
+    for the Rust side."""
     facts["client"] = args.client
+    facts["steps"] = args.steps
     facts["seconds"] = round(time.monotonic() - args.started, 1)
     print("MATRIX " + json.dumps(facts, sort_keys=True), flush=True)
 

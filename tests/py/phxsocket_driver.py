@@ -60,18 +60,19 @@ class Peer:
 def body():
     a, b = Peer("phxsocket-a"), Peer("phxsocket-b")
     history = a.join()
-    matrix.step(args, "A joined")
     matrix.check(args.history in matrix.history_texts(history), "the seeded message in A's join reply")
+    matrix.step(args, "history", "A's join reply holds the seeded message")
     b.join()
 
     text = "hello from phxsocket"
     reply = a.push(text)
     matrix.check(reply["status"] == "ok" and isinstance(reply["response"].get("id"), int), "an ok reply with an id: %r" % reply)
+    matrix.step(args, "push", "ok, id %s" % reply["response"]["id"])
     matrix.until(lambda: b.got_broadcast(text), "B to receive A's broadcast")
-    matrix.step(args, "push replied, broadcast reached B")
+    matrix.step(args, "broadcast", "B received it")
 
     matrix.until(lambda: a.presence.users() >= {a.user, b.user}, "A's presence to list both")
-    matrix.step(args, "presence lists both")
+    matrix.step(args, "presence", "A's presence lists A and B")
 
     # Nothing but phxsocket's own heartbeats until past the timeout.
     time.sleep(max(0.0, args.hold_until - time.monotonic()))
@@ -79,26 +80,17 @@ def body():
     matrix.check(not a.closed and not b.closed, "both channels still open after %ss" % quiet)
     after = a.push("still here")
     matrix.check(after["status"] == "ok", "a reply after the quiet period: %r" % after)
-    matrix.step(args, "alive after %ss, %d heartbeat replies" % (quiet, a.heartbeat_replies))
+    matrix.step(args, "quiet", "alive after %ss, %d heartbeat replies" % (quiet, a.heartbeat_replies))
 
     left, detail = a.channel.leave()
     matrix.check(not left and "AttributeError" in detail, "leave() to fail as its code does: %r" % detail)
     matrix.until(lambda: a.closed, "phx_close for A's channel")
     matrix.until(lambda: a.user in b.presence.left, "B to see A leave")
-    matrix.step(args, "A left (leave() returned False), B saw it")
+    matrix.step(args, "leave", "phx_close came (leave() returned False), B saw A leave")
     a.client.close()
     b.client.close()
 
-    matrix.report(
-        args,
-        history=True,
-        broadcast=True,
-        presence=sorted([a.user, b.user]),
-        quiet_seconds=quiet,
-        heartbeat_replies=a.heartbeat_replies,
-        leave_returned=left,
-        left_seen_by_other=True,
-    )
+    matrix.report(args, quiet_seconds=quiet, heartbeat_replies=a.heartbeat_replies, leave_returned=left)
 
 
 matrix.run(args, body)
