@@ -77,8 +77,19 @@ async def until_async(predicate, what, timeout=WAIT):
         await asyncio.sleep(0.02)
 
 
-def history_texts(join_response):
-    return [m.get("text") for m in join_response.get("messages", [])]
+def check_history(args, join_response):
+    """The history step: the join reply's messages hold the seeded one."""
+    texts = [m.get("text") for m in join_response.get("messages", [])]
+    check(args.history in texts, "the seeded message in A's join reply: %r" % join_response)
+
+
+def check_push_reply(args, reply):
+    """The push step: chat.js answers new_msg with {id}."""
+    check(
+        reply.get("status") == "ok" and isinstance(reply.get("response", {}).get("id"), int),
+        "an ok reply with an id: %r" % reply,
+    )
+    step(args, "push", "ok, id %s" % reply["response"]["id"])
 
 
 class Presence:

@@ -94,14 +94,13 @@ class Peer:
 async def scenario():
     a, b = Peer("phx-events-a"), Peer("phx-events-b")
     history = await a.join()
-    matrix.check(args.history in matrix.history_texts(history), "the seeded message in A's join reply")
+    matrix.check_history(args, history)
     matrix.step(args, "history", "A's join reply holds the seeded message")
     await b.join()
 
     text = "hello from phx-events"
     reply = await a.push(text)
-    matrix.check(reply["status"] == "ok" and isinstance(reply["response"].get("id"), int), "an ok reply with an id: %r" % reply)
-    matrix.step(args, "push", "ok, id %s" % reply["response"]["id"])
+    matrix.check_push_reply(args, reply)
     await matrix.until_async(lambda: b.got_broadcast(text), "B to receive A's broadcast")
     matrix.step(args, "broadcast", "B received it")
     await matrix.until_async(lambda: a.presence.users() >= {a.user, b.user}, "A's presence to list both")

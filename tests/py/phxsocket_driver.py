@@ -60,14 +60,13 @@ class Peer:
 def body():
     a, b = Peer("phxsocket-a"), Peer("phxsocket-b")
     history = a.join()
-    matrix.check(args.history in matrix.history_texts(history), "the seeded message in A's join reply")
+    matrix.check_history(args, history)
     matrix.step(args, "history", "A's join reply holds the seeded message")
     b.join()
 
     text = "hello from phxsocket"
     reply = a.push(text)
-    matrix.check(reply["status"] == "ok" and isinstance(reply["response"].get("id"), int), "an ok reply with an id: %r" % reply)
-    matrix.step(args, "push", "ok, id %s" % reply["response"]["id"])
+    matrix.check_push_reply(args, reply)
     matrix.until(lambda: b.got_broadcast(text), "B to receive A's broadcast")
     matrix.step(args, "broadcast", "B received it")
 
