@@ -38,7 +38,7 @@ export function copyRoomsDir() {
  * env (extra environment), args (extra CLI arguments), port (default 0: an
  * ephemeral one), dataDir (default: a new temp dir, removed by stop(); one
  * given here is the caller's and is kept, e.g. for a restart on it).
- * Resolves to { url, port, endpoint, roomsDir, dataDir, output(), stop() };
+ * Resolves to { url, port, endpoint, roomsDir, dataDir, pid, output(), stop() };
  * stop() resolves to the exit { code, signal }.
  */
 export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"), env = {}, args = [], port: listenPort = 0, dataDir: givenDataDir } = {}) {
@@ -89,6 +89,7 @@ export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"
     endpoint: `ws://127.0.0.1:${port}/socket`,
     roomsDir,
     dataDir,
+    pid: child.pid,
     output: () => output,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
