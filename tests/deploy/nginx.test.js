@@ -82,12 +82,15 @@ test("plain HTTP is redirected to HTTPS", async () => {
   assert.equal(res.headers.location, "https://127.0.0.1/?room=chat:x");
 });
 
-test("the chat UI and the health check are served over HTTPS", async () => {
+test("the chat UI, the health check and the dashboard are served over HTTPS", async () => {
   const page = await request("GET", "/");
   assert.equal(page.status, 200);
   assert.match(page.headers["content-type"], /text\/html/);
   const health = await request("GET", "/healthz");
   assert.equal(health.status, 200, health.text);
+  // The dashboard, to this loopback client (no admin token is set here).
+  const dashboard = await request("GET", "/admin");
+  assert.equal(dashboard.status, 200, dashboard.text);
 });
 
 test("the official client chats over wss:// (WebSocket) through nginx", async () => {
