@@ -35,7 +35,13 @@ pub(crate) fn client_address(
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> SocketAddr {
-    let is_trusted = |ip: IpAddr| trusted.contains(&ip.to_canonical());
+    // Canonical on both sides: an IPv4 peer of a dual-stack listener is
+    // `::ffff:a.b.c.d`, and an embedder's list may be written either way.
+    let is_trusted = |ip: IpAddr| {
+        trusted
+            .iter()
+            .any(|t| t.to_canonical() == ip.to_canonical())
+    };
     if !is_trusted(peer.ip()) {
         return peer;
     }
@@ -124,6 +130,14 @@ mod tests {
             ),
             "2001:db8::1",
             "v4-mapped peers and bracketed entries"
+        );
+    }
+
+    #[test]
+    fn a_proxy_listed_as_v4_mapped_is_still_trusted() {
+        assert_eq!(
+            client(&["::ffff:127.0.0.1"], PROXY, &["203.0.113.7"]),
+            "203.0.113.7"
         );
     }
 
