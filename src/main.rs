@@ -144,6 +144,16 @@ struct ServeArgs {
         num_args = 1..
     )]
     allowed_origins: Vec<String>,
+    /// Reverse proxies whose X-Forwarded-For names the client, comma-separated
+    /// addresses (127.0.0.1 for nginx on the same machine): the admin API's
+    /// loopback rule, per-address limits and logs then use the browser's address.
+    #[arg(
+        long = "trusted-proxy",
+        env = "ROOMHOST_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        num_args = 1..
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// JS heap limit per room, e.g. 32MiB.
     #[arg(long, env = "ROOMHOST_SCRIPT_MEMORY", default_value = "32MiB", value_parser = roomhost::config::parse_bytes)]
     script_memory: usize,
@@ -244,6 +254,11 @@ impl ServeArgs {
                 .iter()
                 .map(|o| o.trim().to_string())
                 .filter(|o| !o.is_empty())
+                .collect(),
+            trusted_proxies: self
+                .trusted_proxies
+                .iter()
+                .map(|ip| ip.to_canonical())
                 .collect(),
             ..Config::default()
         })
@@ -412,6 +427,7 @@ fn log_start(local: &SocketAddr, args: &ServeArgs, config: &Config) {
         client_tokens = config.auth_secret.is_some(),
         admin = admin,
         origins = %origins,
+        trusted_proxies = ?config.trusted_proxies,
         max_frame = config.max_frame_bytes,
         msg_rate = config.msg_rate,
         max_conns_per_ip = config.max_conns_per_ip,
