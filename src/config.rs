@@ -260,6 +260,11 @@ pub struct Config {
     /// Origins besides the host's own that browser pages may connect from
     /// (`https://app.example.com`), or `*` for any.
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (see
+    /// `web::proxy`): behind one, the admin API's loopback rule, the
+    /// per-address limits and the logs apply to the browser's address. Empty:
+    /// the TCP peer is the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -301,6 +306,7 @@ impl Default for Config {
             admin_token: None,
             auth_secret: None,
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

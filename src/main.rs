@@ -127,6 +127,10 @@ struct ServeArgs {
     /// expires and its channels leave.
     #[arg(long, env = "ROOMHOST_LONGPOLL_TIMEOUT", default_value_t = 20.0)]
     longpoll_timeout: f64,
+    /// Seconds a WebSocket may go without sending a frame (a heartbeat, say)
+    /// before the server closes it with `1000 heartbeat timeout`.
+    #[arg(long, env = "ROOMHOST_HEARTBEAT_TIMEOUT", default_value_t = 60.0)]
+    heartbeat_timeout: f64,
     /// Require connection tokens signed with the secret in this file
     /// (instead of the ROOMHOST_SECRET variable).
     #[arg(long, env = "ROOMHOST_SECRET_FILE")]
@@ -140,6 +144,16 @@ struct ServeArgs {
         num_args = 1..
     )]
     allowed_origins: Vec<String>,
+    /// Reverse proxies whose X-Forwarded-For names the client, comma-separated
+    /// addresses (127.0.0.1 for nginx on the same machine): the admin API's
+    /// loopback rule, per-address limits and logs then use the browser's address.
+    #[arg(
+        long = "trusted-proxy",
+        env = "ROOMHOST_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        num_args = 1..
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// JS heap limit per room, e.g. 32MiB.
     #[arg(long, env = "ROOMHOST_SCRIPT_MEMORY", default_value = "32MiB", value_parser = roomhost::config::parse_bytes)]
     script_memory: usize,
@@ -228,6 +242,9 @@ impl ServeArgs {
             warm_contexts: self.warm_contexts,
             warm_heap: self.warm_heap,
             longpoll_timeout: seconds(self.longpoll_timeout, "longpoll-timeout")?,
+            heartbeat_timeout: Some(seconds(self.heartbeat_timeout, "heartbeat-timeout")?)
+                .filter(|t| !t.is_zero())
+                .context("--heartbeat-timeout must be more than 0 seconds")?,
             admin_token: std::env::var("ROOMHOST_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
@@ -237,6 +254,11 @@ impl ServeArgs {
                 .iter()
                 .map(|o| o.trim().to_string())
                 .filter(|o| !o.is_empty())
+                .collect(),
+            trusted_proxies: self
+                .trusted_proxies
+                .iter()
+                .map(|ip| ip.to_canonical())
                 .collect(),
             ..Config::default()
         })
@@ -405,6 +427,7 @@ fn log_start(local: &SocketAddr, args: &ServeArgs, config: &Config) {
         client_tokens = config.auth_secret.is_some(),
         admin = admin,
         origins = %origins,
+        trusted_proxies = ?config.trusted_proxies,
         max_frame = config.max_frame_bytes,
         msg_rate = config.msg_rate,
         max_conns_per_ip = config.max_conns_per_ip,

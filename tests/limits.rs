@@ -424,6 +424,8 @@ async fn limit_flags_are_accepted_and_bad_ones_stop_the_server() {
         ("--kind-limits", "Echo:cpu=1ms", "not a valid room kind"),
         ("--script-stack", "64MiB", "script stack limit"),
         ("--script-cpu", "100", "give a unit"),
+        ("--heartbeat-timeout", "0", "more than 0 seconds"),
+        ("--heartbeat-timeout", "soon", "invalid value"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomhost"))
             .args(["serve", "--port", "0", "--rooms"])

@@ -601,7 +601,7 @@ impl Room {
         }
         hub.deliver(Output::Unsubscribe {
             channel: channel.id,
-            close: matches!(reason, LeaveReason::Left | LeaveReason::Shutdown),
+            close: closes_for_good(reason),
         });
     }
 
@@ -669,10 +669,7 @@ impl Room {
                     result: Ok("{}".into()),
                 });
             }
-            let close = matches!(
-                reason,
-                LeaveReason::Left | LeaveReason::Shutdown | LeaveReason::Kicked
-            );
+            let close = closes_for_good(reason) || reason == LeaveReason::Kicked;
             self.hold_now(Output::Unsubscribe {
                 channel: channel.id,
                 close,
@@ -779,4 +776,12 @@ impl Room {
         }
         Ok(())
     }
+}
+
+/// Whether a leave tells the client `phx_close` (the channel is over; the
+/// official client will not rejoin it). A shutdown does not: the connection
+/// closes with 1001 right after, and the client rejoins the room on the
+/// server that takes over, as it would after a network drop.
+fn closes_for_good(reason: LeaveReason) -> bool {
+    reason == LeaveReason::Left
 }

@@ -16,6 +16,7 @@ use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use serde_json::value::RawValue;
 
 use super::WebState;
+use super::proxy::ViaProxy;
 use crate::auth::{self, AuthError};
 use crate::conn::{Conn, random_handle};
 use crate::protocol::Vsn;
@@ -167,13 +168,18 @@ pub(crate) fn connect(
     Ok((conn, vsn))
 }
 
-/// The request's TCP peer, for logs ("-" without connect info: an
-/// embedder's own router). Behind a reverse proxy this is the proxy; its
-/// `X-Forwarded-For` is not trusted for limits, but logged beside it.
+/// The request's client, for logs ("-" without connect info: an
+/// embedder's own router). Behind a trusted proxy it is the forwarded
+/// address, with the proxy beside it; behind any other proxy it is the
+/// proxy, and its `X-Forwarded-For` (not trusted for limits) is shown beside it.
 pub(crate) fn peer_label(extensions: &Extensions, headers: &HeaderMap) -> String {
-    let peer = extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "-".to_string(), |ConnectInfo(peer)| peer.to_string());
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>();
+    if let (Some(ConnectInfo(client)), Some(ViaProxy(proxy))) = (peer, extensions.get::<ViaProxy>())
+    {
+        // The port is the proxy's: only the address is the client's.
+        return format!("{} (via {proxy})", client.ip());
+    }
+    let peer = peer.map_or_else(|| "-".to_string(), |ConnectInfo(peer)| peer.to_string());
     match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(forwarded) => format!("{peer} (for {forwarded})"),
         None => peer,

@@ -16,6 +16,7 @@ mod longpoll;
 mod metrics;
 mod origin;
 mod post;
+mod proxy;
 mod rate;
 mod request;
 mod session_token;
@@ -148,6 +149,12 @@ pub(crate) fn router(web: Arc<WebState>) -> Router {
         .route("/healthz", get(api::healthz))
         .merge(dashboard)
         .merge(admin)
+        // Outermost: every handler and middleware above sees the client's
+        // address, not a trusted proxy's.
+        .layer(middleware::from_fn_with_state(
+            web.clone(),
+            proxy::forwarded_client,
+        ))
         .with_state(web)
 }
 

@@ -8,6 +8,7 @@
 
 import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -34,19 +35,20 @@ export function copyRoomsDir() {
 
 /**
  * Starts `roomhost serve`. Options: roomsDir (default: the repo's rooms-js),
- * env (extra environment), args (extra CLI arguments), dataDir (a data
- * directory of the caller's, kept on stop, for restarts; default: a fresh
- * one, removed on stop).
- * Resolves to { url, port, endpoint, roomsDir, dataDir, output(), stop(), kill() }.
+ * env (extra environment), args (extra CLI arguments), port (default 0: an
+ * ephemeral one), dataDir (default: a new temp dir, removed by stop(); one
+ * given here is the caller's and is kept, e.g. for a restart on it).
+ * Resolves to { url, port, endpoint, roomsDir, dataDir, pid, output(), stop(), kill() };
+ * stop() resolves to the exit { code, signal }; kill() is a SIGKILL.
  */
-export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"), env = {}, args = [], dataDir: ownDataDir } = {}) {
+export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"), env = {}, args = [], port: listenPort = 0, dataDir: givenDataDir } = {}) {
   const bin = roomhostBin();
   if (!fs.existsSync(bin)) {
     throw new Error(`roomhost binary not found at ${bin}: run \`cargo build\` first or set ROOMHOST_BIN`);
   }
-  const dataDir = ownDataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), "roomhost-data-"));
-  const removeDataDir = () => { if (!ownDataDir) fs.rmSync(dataDir, { recursive: true, force: true }); };
-  const child = spawn(bin, ["serve", "--port", "0", "--rooms", roomsDir, "--data", dataDir, ...args], {
+  const dataDir = givenDataDir || fs.mkdtempSync(path.join(os.tmpdir(), "roomhost-data-"));
+  const removeData = () => { if (!givenDataDir) fs.rmSync(dataDir, { recursive: true, force: true }); };
+  const child = spawn(bin, ["serve", "--port", String(listenPort), "--rooms", roomsDir, "--data", dataDir, ...args], {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -76,7 +78,7 @@ export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"
     });
   }).catch(async (error) => {
     child.kill("SIGKILL");
-    removeDataDir();
+    removeData();
     throw error;
   });
 
@@ -87,6 +89,7 @@ export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"
     endpoint: `ws://127.0.0.1:${port}/socket`,
     roomsDir,
     dataDir,
+    pid: child.pid,
     output: () => output,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
@@ -97,7 +100,8 @@ export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"
           await Promise.race([exited, sleep(STOP_TIMEOUT_MS)]);
         }
       }
-      removeDataDir();
+      removeData();
+      return Promise.race([exited, sleep(0).then(() => null)]);
     },
     /** SIGKILL, as a crash: no snapshot, no goodbye to clients. */
     async kill() {
@@ -105,7 +109,7 @@ export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"
         child.kill("SIGKILL");
         await Promise.race([exited, sleep(STOP_TIMEOUT_MS)]);
       }
-      removeDataDir();
+      removeData();
     },
   };
 }
@@ -137,6 +141,18 @@ export async function api(server, method, pathname, { headers = {}, timeoutMs = 
   let body = text;
   try { body = JSON.parse(text); } catch { /* not JSON */ }
   return { status: resp.status, body };
+}
+
+/** A free TCP port on 127.0.0.1 (closed again, for a server to bind next). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
