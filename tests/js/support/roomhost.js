@@ -34,16 +34,20 @@ export function copyRoomsDir() {
 
 /**
  * Starts `roomhost serve`. Options: roomsDir (default: the repo's rooms-js),
- * env (extra environment), args (extra CLI arguments).
+ * env (extra environment), args (extra CLI arguments), port (default 0: an
+ * ephemeral one; give the port of a stopped server to restart it there) and
+ * dataDir (default: a fresh temp dir, removed by stop(); one given is kept,
+ * so a restarted server finds its rooms' durable state).
  * Resolves to { url, port, endpoint, roomsDir, dataDir, output(), stop() }.
  */
-export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"), env = {}, args = [] } = {}) {
+export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"), env = {}, args = [], port: askedPort = 0, dataDir: givenDataDir } = {}) {
   const bin = roomhostBin();
   if (!fs.existsSync(bin)) {
     throw new Error(`roomhost binary not found at ${bin}: run \`cargo build\` first or set ROOMHOST_BIN`);
   }
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "roomhost-data-"));
-  const child = spawn(bin, ["serve", "--port", "0", "--rooms", roomsDir, "--data", dataDir, ...args], {
+  const dataDir = givenDataDir || fs.mkdtempSync(path.join(os.tmpdir(), "roomhost-data-"));
+  const removeData = () => { if (!givenDataDir) fs.rmSync(dataDir, { recursive: true, force: true }); };
+  const child = spawn(bin, ["serve", "--port", String(askedPort), "--rooms", roomsDir, "--data", dataDir, ...args], {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -73,7 +77,7 @@ export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"
     });
   }).catch(async (error) => {
     child.kill("SIGKILL");
-    fs.rmSync(dataDir, { recursive: true, force: true });
+    removeData();
     throw error;
   });
 
@@ -94,7 +98,7 @@ export async function startRoomhost({ roomsDir = path.join(REPO_ROOT, "rooms-js"
           await Promise.race([exited, sleep(STOP_TIMEOUT_MS)]);
         }
       }
-      fs.rmSync(dataDir, { recursive: true, force: true });
+      removeData();
     },
   };
 }
