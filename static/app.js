@@ -28,7 +28,7 @@ const dom = {
   empty: $("messages-empty"), typing: $("typing"), composer: $("composer"), input: $("composer-input"),
   send: $("send-button"), composerError: $("composer-error"), people: $("people"), peopleCount: $("people-count"),
   kindPanel: $("kind-panel"), kindTitle: $("kind-title"), kindText: $("kind-text"), kindState: $("kind-state"),
-  kindEvents: $("kind-events"),
+  kindEvents: $("kind-events"), skipLink: document.querySelector(".skip-link"),
 };
 
 // The kinds whose rooms take `new_msg {text}` (rooms-js/chat.js).
@@ -215,6 +215,7 @@ function renderKindPanel() {
   dom.scroller.hidden = !chat;
   dom.composer.hidden = !chat;
   dom.typing.hidden = !chat;
+  dom.skipLink.hidden = !chat; // it leads to the composer
   document.body.dataset.roomKind = room.kind;
   if (chat) return;
   dom.kindTitle.textContent = `${room.topic} is a “${room.kind}” room`;

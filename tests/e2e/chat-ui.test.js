@@ -57,6 +57,7 @@ test("a room that is not a chat room gets a panel saying so, not a composer that
     await waitForText(page, "#kind-title", "poll:e2e-demo is a “poll” room");
     assert.equal(await page.isVisible("#composer"), false, "no composer");
     assert.equal(await page.isVisible("#messages-scroller"), false, "no message list");
+    assert.equal(await page.locator(".skip-link").isHidden(), true, "no skip link to a composer that is not there");
     assert.match(await page.textContent("#kind-text"), /chat client.*new_msg.*rooms-js\/poll\.js/s);
     // It shows what the room answered the join, and its broadcasts as they come.
     await waitForText(page, "#kind-state", /"poll": null/);
