@@ -1,7 +1,12 @@
 // admin.js — the /admin dashboard: polls the admin API every second and
 // updates the rooms table in place (rows keyed by topic, so keyboard focus on
 // a button survives the refresh), with kill/reset actions and the console of
-// the selected room. All server text is rendered with textContent.
+// the selected room. All server text is rendered with textContent. Each
+// room's Kill and Reset buttons sit in its first cell, next to the topic: on
+// a phone that column stays put while the rest of the table scrolls under
+// nothing, so every column can be read and the buttons are always in reach.
+
+import { formatTime, formatFullTime } from "./time-format.js";
 
 const POLL_MS = 1000;
 const REQUEST_TIMEOUT_MS = 5000;
@@ -114,7 +119,7 @@ function describeScriptError(err) {
 
 // ---- rooms table ------------------------------------------------------------------
 
-const COLUMNS = ["topic", "kind", "state", "generation", "restarts", "channels", "users", "events_in", "js_memory", "journal_bytes", "version", "error", "actions"];
+const COLUMNS = ["topic", "kind", "state", "generation", "restarts", "channels", "users", "events_in", "js_memory", "journal_bytes", "version", "error"];
 const NUMERIC = new Set(["generation", "restarts", "channels", "users", "events_in", "js_memory", "journal_bytes"]);
 
 function button(label, className, ariaLabel, onClick) {
@@ -140,13 +145,15 @@ function createRow(topic) {
     tr.append(cell);
   }
   const selectButton = button(topic, "topic-button", `Show console of ${topic}`, () => select(topic));
-  cells.topic.append(selectButton);
   const killButton = button("Kill", "danger", `Kill ${topic}`, () => act(topic, "kill"));
   const resetButton = button("Reset", "secondary", `Reset ${topic}`, () => act(topic, "reset"));
   const actions = document.createElement("div");
   actions.className = "actions";
   actions.append(killButton, resetButton);
-  cells.actions.append(actions);
+  const topicCell = document.createElement("div");
+  topicCell.className = "topic-cell";
+  topicCell.append(selectButton, actions);
+  cells.topic.append(topicCell);
   const stateBadge = document.createElement("span");
   cells.state.append(stateBadge);
   return { tr, cells, selectButton, killButton, resetButton, stateBadge };
@@ -175,14 +182,17 @@ function updateRow(row, room) {
   }
   c.version.textContent = room.version === null || room.version === undefined ? "–" : `v${room.version}`;
   const scriptError = describeScriptError(room.script_error);
-  const storageError = storage ? `storage unavailable since ${new Date(storage.since).toLocaleTimeString()}: ${text(storage.cause)}` : "";
-  c.error.textContent = storageError || scriptError || (room.last_error ? `last crash: ${room.last_error}` : "");
+  const storageError = storage ? `storage unavailable since ${formatTime(storage.since)}: ${text(storage.cause)}` : "";
+  // last_error says what it is: a crash reason ("CPU budget exceeded"), the
+  // failure ("crashed 6 times…"), a reset ("reset by an admin; it had…").
+  c.error.textContent = storageError || scriptError || (room.last_error ?? "");
   c.error.className = storageError || scriptError || room.state === "failed" ? "error-cell" : "error-cell muted";
   const startedAt = typeof room.started_at === "number" ? new Date(room.started_at < 1e12 ? room.started_at * 1000 : room.started_at) : null;
-  row.tr.title = startedAt ? `generation started ${startedAt.toLocaleString()}` : "";
+  row.tr.title = startedAt ? `generation started ${formatFullTime(startedAt)}` : "";
   row.resetButton.hidden = room.state !== "failed";
-  // A stopped room has no task to kill (the API answers 404): no button.
-  row.killButton.hidden = room.state === "stopped";
+  // A stopped or failed room has no task to kill (the API answers 404 or
+  // 503): no button; a failed one has Reset instead.
+  row.killButton.hidden = room.state === "stopped" || room.state === "failed";
   const isSelected = room.topic === selected;
   row.tr.setAttribute("aria-selected", String(isSelected));
   row.selectButton.setAttribute("aria-pressed", String(isSelected));
@@ -221,7 +231,7 @@ function renderTotals(totals = {}) {
   dom.totalRooms.textContent = num(totals.rooms);
   dom.totalConnections.textContent = num(totals.connections);
   dom.totalRate.textContent = typeof totals.messages_per_sec === "number" ? totals.messages_per_sec.toFixed(1) : "–";
-  dom.updated.textContent = new Date().toLocaleTimeString();
+  dom.updated.textContent = formatTime(new Date(), { seconds: true });
 }
 
 async function act(topic, action) {
@@ -267,7 +277,7 @@ function renderConsole(lines) {
     item.className = `lvl-${level}`;
     const time = document.createElement("time");
     const at = typeof line.at === "number" ? new Date(line.at) : null;
-    time.textContent = at ? at.toLocaleTimeString() : "";
+    time.textContent = at ? formatTime(at, { seconds: true }) : "";
     if (at) time.dateTime = at.toISOString();
     const levelEl = document.createElement("span");
     levelEl.textContent = level;
@@ -280,7 +290,8 @@ function renderConsole(lines) {
   if (lines.length === 0) {
     const item = document.createElement("li");
     item.className = "muted";
-    item.textContent = "No console output yet.";
+    // The host writes crashes, failures and resets here too ([roomhost]).
+    item.textContent = "No console output yet: the script has logged nothing and the room has not crashed.";
     dom.console.append(item);
   }
   if (atBottom) dom.console.scrollTop = dom.console.scrollHeight;

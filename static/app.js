@@ -3,7 +3,12 @@
 // The socket (phoenix-lite) reconnects and rejoins by itself; this file only
 // reacts: it renders history and live messages, presence and typing, the
 // connection state, and notices when the room restarts (its generation went
-// up across a rejoin), reloads its code or reports a script error.
+// up across a rejoin), the server restarted (it went down: generations count
+// per server run), the room reloads its code or reports a script error.
+//
+// It is a chat client: it sends `new_msg`, which only chat rooms take. A room
+// of another kind (poll:demo) is joined to show what it answers and
+// broadcasts, with a panel saying so instead of a composer that can only fail.
 
 import { Socket, Presence } from "/static/phoenix-lite.js";
 import { MessageLog } from "/static/message-log.js";
@@ -22,7 +27,13 @@ const dom = {
   kill: $("kill-button"), notices: $("notices"), scroller: $("messages-scroller"), messages: $("messages"),
   empty: $("messages-empty"), typing: $("typing"), composer: $("composer"), input: $("composer-input"),
   send: $("send-button"), composerError: $("composer-error"), people: $("people"), peopleCount: $("people-count"),
+  kindPanel: $("kind-panel"), kindTitle: $("kind-title"), kindText: $("kind-text"), kindState: $("kind-state"),
+  kindEvents: $("kind-events"), skipLink: document.querySelector(".skip-link"),
 };
+
+// The kinds whose rooms take `new_msg {text}` (rooms-js/chat.js).
+const CHAT_KINDS = new Set(["chat"]);
+const MAX_KIND_EVENTS = 20;
 
 const MAX_TEXT = 2000;
 const TYPING_REFRESH_MS = 2000; // the server clears typing after 5 s without one
@@ -33,6 +44,10 @@ const forcedLongPoll = pageParams.get("transport") === "longpoll";
 let handle = loadHandle();
 let room = null; // the room this tab shows: see enterRoom()
 let unread = 0;
+// The last generation this tab saw of each room: a channel the server closed
+// (it shuts down) is joined afresh, and the next generation is compared
+// with this one.
+const seenGenerations = new Map();
 const typing = { sent: false, lastSentAt: 0, idleTimer: null };
 
 // A server that requires connection tokens (docs/operations.md, Security) names the
@@ -58,12 +73,15 @@ function enterRoom(topic, { updateUrl = true } = {}) {
     if (room.channel.state !== "closed") room.channel.leave();
   }
   const channel = socket.channel(topic, {});
+  const kind = topic.split(":")[0];
   const current = {
     topic, channel, presence: new Presence(channel), log: new MessageLog(),
-    generation: null, version: null, kind: null, state: "joining", error: null, leaving: false,
+    generation: null, version: null, kind, state: "joining", error: null, leaving: false,
+    chat: CHAT_KINDS.has(kind), events: [],
   };
   room = current;
   const mine = () => room === current;
+  renderKindPanel();
 
   channel.on("new_msg", (msg) => { if (mine()) addMessage(msg); });
   channel.on("room_info", (info) => { if (mine()) onRoomInfo(info); });
@@ -96,6 +114,7 @@ function enterRoom(topic, { updateUrl = true } = {}) {
       typing.sent = false;
       view.dismiss(dom.notices, "join-error");
       renderRecent(rememberRoom(topic));
+      if (!current.chat) dom.kindState.textContent = JSON.stringify(reply ?? null, null, 2);
       current.log.merge(reply && reply.messages);
       renderLog({ stick: true });
       renderStatus();
@@ -125,14 +144,22 @@ function enterRoom(topic, { updateUrl = true } = {}) {
 }
 
 function onRoomInfo(info) {
-  const before = room.generation;
+  const before = room.generation ?? seenGenerations.get(room.topic) ?? null;
   room.kind = info.kind ?? room.kind;
   room.version = info.version ?? room.version;
   if (typeof info.generation === "number") {
     if (before !== null && info.generation > before) {
       view.notify(dom.notices, { key: "restart", kind: "restart", text: `room restarted — generation ${info.generation}` });
+    } else if (before !== null && info.generation < before) {
+      // Generations count per server run: going down means a new server.
+      view.notify(dom.notices, {
+        key: "restart", kind: "restart",
+        text: `The server restarted — ${room.topic} is at generation ${info.generation} again`,
+        detail: `it was at generation ${before}; the room came back from its saved state`,
+      });
     }
     room.generation = info.generation;
+    seenGenerations.set(room.topic, info.generation);
   }
   if (info.storage) onStorage({ available: false, ...info.storage });
   renderStatus();
@@ -170,6 +197,50 @@ function onScriptError(err) {
   });
 }
 
+// ---- rooms that are not chat rooms ------------------------------------------
+
+// Host and presence events every room sends; the rest are the room's own.
+const HOST_EVENTS = new Set(["phx_reply", "phx_error", "phx_close", "room_info", "room_reloaded", "script_error", "storage", "presence_state", "presence_diff", "kicked"]);
+
+socket.onMessage(({ topic, event, payload }) => {
+  if (!room || room.chat || topic !== room.topic || HOST_EVENTS.has(event)) return;
+  room.events.push({ event, payload, at: Date.now() });
+  if (room.events.length > MAX_KIND_EVENTS) room.events.shift();
+  renderKindEvents();
+});
+
+function renderKindPanel() {
+  const chat = room.chat;
+  dom.kindPanel.hidden = chat;
+  dom.scroller.hidden = !chat;
+  dom.composer.hidden = !chat;
+  dom.typing.hidden = !chat;
+  dom.skipLink.hidden = !chat; // it leads to the composer
+  document.body.dataset.roomKind = room.kind;
+  if (chat) return;
+  dom.kindTitle.textContent = `${room.topic} is a “${room.kind}” room`;
+  dom.kindText.textContent = `This page is a chat client: it sends chat messages (new_msg), which only chat: rooms take. `
+    + `A ${room.kind} room takes its own events (rooms-js/${room.kind}.js lists them at its top). `
+    + "Below is what it answered this tab's join and what it broadcasts; the dashboard shows its state and console.";
+  dom.kindState.textContent = "joining…";
+  renderKindEvents();
+}
+
+function renderKindEvents() {
+  if (!room.events.length) {
+    dom.kindEvents.replaceChildren(Object.assign(document.createElement("li"), { className: "muted", textContent: "No broadcasts since this tab joined." }));
+    return;
+  }
+  dom.kindEvents.replaceChildren(...room.events.map(({ event, payload, at }) => {
+    const item = document.createElement("li");
+    const time = Object.assign(document.createElement("time"), { className: "msg-time", textContent: view.formatTime(at, { seconds: true }) });
+    const name = Object.assign(document.createElement("span"), { className: "mono", textContent: event });
+    const body = Object.assign(document.createElement("pre"), { className: "mono", textContent: JSON.stringify(payload) });
+    item.append(time, " ", name, body);
+    return item;
+  }));
+}
+
 // ---- messages --------------------------------------------------------------
 
 function addMessage(msg) {
@@ -196,6 +267,7 @@ function showComposerError(text) {
 }
 
 function sendMessage() {
+  if (!room.chat) return;
   const text = dom.input.value.trim();
   if (room.state === "refused") return showComposerError(`not sent: you are not in ${room.topic} (${room.error})`);
   if (!text) return showComposerError("message is blank");
@@ -269,6 +341,7 @@ function renderStatus() {
   dom.statusGeneration.textContent = room && room.generation !== null ? String(room.generation) : "–";
   dom.statusVersion.textContent = room && room.version !== null && room.version !== undefined ? `v${room.version}` : "–";
   dom.statusTransport.hidden = socket.transportName !== "longpoll";
+  document.body.dataset.transport = socket.transportName;
   dom.statusTransport.textContent = "long-poll";
   dom.kill.setAttribute("aria-label", room ? `Kill room ${room.topic} (simulates a crash)` : "Kill room");
   dom.send.disabled = !room || room.state === "refused";

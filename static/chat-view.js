@@ -2,7 +2,12 @@
 //
 // Every piece of text that came from a user or the server is set with
 // textContent (or an attribute set through the DOM API), never parsed as
-// HTML: a message "<img src=x onerror=alert(1)>" shows exactly that.
+// HTML: a message "<img src=x onerror=alert(1)>" shows exactly that. Links
+// in messages are <a> elements built here, only for http(s) addresses.
+
+import { toDate, formatTime, formatFullTime } from "./time-format.js";
+
+export { toDate, formatTime };
 
 const el = (tag, className, text) => {
   const node = document.createElement(tag);
@@ -11,44 +16,98 @@ const el = (tag, className, text) => {
   return node;
 };
 
-/** A stable hue for a user name, so each person keeps a colour. */
-export function hueFor(name) {
+/**
+ * Name colours: ten hues far apart on the colour wheel (red, orange, yellow,
+ * lime, green, teal, blue, violet, fuchsia, pink), each with at least 4.5:1
+ * contrast (WCAG AA for text) on the light and the dark page; style.css
+ * holds the colours as .user-c0 … .user-c9. Two users get the same colour
+ * only when their names hash to the same one of the ten, never a near twin.
+ */
+export const USER_COLOURS = 10;
+
+/** A stable palette index for a user name, so each person keeps a colour. */
+export function colourFor(name) {
   let hash = 0;
-  for (const ch of String(name)) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  return hash % 360;
+  for (const ch of String(name)) hash = (Math.imul(hash, 31) + ch.codePointAt(0)) >>> 0;
+  // Mix the bits, so names that differ in their last letter spread too.
+  hash = Math.imul(hash ^ (hash >>> 16), 0x45d9f3b) >>> 0;
+  return ((hash ^ (hash >>> 16)) >>> 0) % USER_COLOURS;
 }
 
-/** Accepts ms or s since the epoch (number or numeric string) or an ISO date. */
-export function toDate(value) {
-  if (value === undefined || value === null || value === "") return null;
-  const n = typeof value === "number" ? value : Number(value);
-  if (Number.isFinite(n)) return new Date(n < 1e12 ? n * 1000 : n);
-  const parsed = Date.parse(value);
-  return Number.isNaN(parsed) ? null : new Date(parsed);
+function setUserColour(node, user) {
+  node.classList.add(`user-c${colourFor(user)}`);
 }
 
-export function formatTime(date, now = new Date()) {
-  if (!date) return "";
-  const sameDay = date.toDateString() === now.toDateString();
-  const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  return sameDay ? time : `${date.toLocaleDateString([], { month: "short", day: "numeric" })} ${time}`;
+// An http(s) address up to whitespace or a character that cannot end one
+// in running text; trailing punctuation is trimmed below.
+const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+const TRAILING = /[.,;:!?'"]+$/;
+
+/** Drops a trailing ")" or "]" that has no opening partner inside the link. */
+function trimUnbalanced(text) {
+  let out = text.replace(TRAILING, "");
+  for (const [open, close] of [["(", ")"], ["[", "]"]]) {
+    while (out.endsWith(close) && out.split(open).length < out.split(close).length) {
+      out = out.slice(0, -1).replace(TRAILING, "");
+    }
+  }
+  return out;
+}
+
+/**
+ * Splits a message's text into parts: `{text}` for plain text and
+ * `{text, href}` for an http(s) link (the address the URL parser
+ * normalised). Nothing else becomes a link: javascript:, data: or a
+ * "https://" with no host stay text.
+ */
+export function splitLinks(text) {
+  const parts = [];
+  let at = 0;
+  for (const match of String(text).matchAll(URL_RE)) {
+    const candidate = trimUnbalanced(match[0]);
+    let url = null;
+    try { url = new URL(candidate); } catch { url = null; }
+    if (!url || (url.protocol !== "http:" && url.protocol !== "https:") || !url.hostname) continue;
+    if (match.index > at) parts.push({ text: text.slice(at, match.index) });
+    parts.push({ text: candidate, href: url.href });
+    at = match.index + candidate.length;
+  }
+  if (at < String(text).length) parts.push({ text: String(text).slice(at) });
+  return parts;
+}
+
+function messageText(text) {
+  const p = el("p", "msg-text");
+  for (const part of splitLinks(text)) {
+    if (!part.href) {
+      p.append(document.createTextNode(part.text));
+      continue;
+    }
+    const a = el("a", "msg-link", part.text);
+    a.href = part.href;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    p.append(a);
+  }
+  return p;
 }
 
 function messageNode(msg, me) {
   const item = el("li", "msg");
   item.dataset.id = String(msg.id);
   if (msg.user === me) item.classList.add("own");
-  item.style.setProperty("--user-hue", String(hueFor(msg.user)));
   const meta = el("div", "msg-meta");
-  meta.append(el("span", "msg-user", String(msg.user ?? "?")));
+  const user = el("span", "msg-user", String(msg.user ?? "?"));
+  setUserColour(user, msg.user);
+  meta.append(user);
   const date = toDate(msg.at);
   const time = el("time", "msg-time", formatTime(date));
   if (date) {
     time.dateTime = date.toISOString();
-    time.title = date.toLocaleString();
+    time.title = formatFullTime(date);
   }
   meta.append(time);
-  item.append(meta, el("p", "msg-text", String(msg.text ?? "")));
+  item.append(meta, messageText(String(msg.text ?? "")));
   return item;
 }
 
@@ -87,8 +146,8 @@ export function renderPeople(listEl, countEl, people, me, emptyText = "Waiting f
   listEl.replaceChildren(...people.map((p) => {
     const item = el("li", "person");
     item.dataset.user = p.user;
-    item.style.setProperty("--user-hue", String(hueFor(p.user)));
     const name = el("span", "person-name", p.user);
+    setUserColour(name, p.user);
     if (p.user === me) name.append(el("span", "you", " (you)"));
     const detail = el("span", "person-detail",
       `${p.tabs} ${p.tabs === 1 ? "tab" : "tabs"}${p.since ? ` · online since ${formatTime(p.since)}` : ""}`);

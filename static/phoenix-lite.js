@@ -279,8 +279,14 @@ export class Channel {
  * The connection to `/socket`: owns the transport, heartbeats, reconnects and
  * the list of channels. Options: params (object or function), transport
  * ("websocket" | "longpoll"), longPollFallbackMs (fall back to long-poll when
- * the WebSocket cannot open), timeout, heartbeatIntervalMs, reconnectAfterMs,
+ * the WebSocket cannot open), webSocketProbeMs (while on long-poll as a
+ * fallback, try the WebSocket again after this long, doubling up to 60 s;
+ * default 5000), timeout, heartbeatIntervalMs, reconnectAfterMs,
  * rejoinAfterMs, longpollerTimeout, logger, WebSocket and fetch (for Node).
+ *
+ * The fallback is not for good: an outage that outlasts a WebSocket attempt
+ * lands the socket on long-poll when the server comes back, and the probe
+ * moves it back to the WebSocket (the channels rejoin) once one opens.
  */
 export class Socket {
   constructor(endPoint, opts = {}) {
@@ -308,6 +314,8 @@ export class Socket {
     this.heartbeatTimer = null;
     this.heartbeatTimeoutTimer = null;
     this.fallbackTimer = null;
+    this.webSocketProbeMs = opts.webSocketProbeMs || 5000;
+    this.probe = null; // { timer, transport, tries } while probing from long-poll
     this.reconnectTimer = new Backoff(() => this.connect(), this.reconnectAfterMs);
   }
 
@@ -376,6 +384,7 @@ export class Socket {
     this.closeWasClean = true;
     this.reconnectTimer.reset();
     clearTimeout(this.fallbackTimer);
+    this.stopProbe();
     this.clearHeartbeats();
     const conn = this.conn;
     const wasOpen = this.connOpen;
@@ -397,6 +406,7 @@ export class Socket {
     this.setStatus("open");
     this.flushSendBuffer();
     this.resetHeartbeat();
+    if (this.transportName === "longpoll" && this.longPollFallbackMs) this.scheduleProbe(this.conn, 0);
     for (const cb of this.callbacks.open) cb();
     for (const channel of this.channels) {
       channel.rejoinTimer.reset();
@@ -422,11 +432,71 @@ export class Socket {
     conn.close(1000, reason);
   }
 
+  /**
+   * While `lpConn` (a long-poll fallback) is the connection, opens a
+   * WebSocket now and then; the first that opens is closed again and the
+   * socket reconnects over the WebSocket.
+   */
+  scheduleProbe(lpConn, tries) {
+    this.stopProbe();
+    const delay = Math.min(this.webSocketProbeMs * 2 ** tries, 60000);
+    const probe = { timer: null, transport: null, tries };
+    this.probe = probe;
+    probe.timer = setTimeout(() => {
+      if (this.probe !== probe || this.conn !== lpConn || !this.connOpen) return;
+      let opened = false;
+      const transport = new WebSocketTransport(this.endPointURL("websocket"), this.transportOptions);
+      probe.transport = transport;
+      const failed = () => {
+        if (opened || this.probe !== probe) return;
+        probe.transport = null;
+        transport.close();
+        if (this.conn === lpConn && this.connOpen) this.scheduleProbe(lpConn, tries + 1);
+      };
+      transport.onopen = () => {
+        opened = true;
+        transport.close(1000, "probe");
+        if (this.probe !== probe || this.conn !== lpConn) return;
+        this.probe = null;
+        this.log("transport", "the websocket opens again: leaving long-poll");
+        this.transportName = "websocket";
+        this.leaveLongPoll(lpConn);
+      };
+      transport.onclose = failed;
+      transport.onerror = failed;
+      probe.timer = setTimeout(failed, this.longPollFallbackMs);
+    }, delay);
+  }
+
+  /**
+   * Moves off a long-poll session that still works: the socket lets go of
+   * it at once (and reconnects over the WebSocket), and its channels leave
+   * over it, so the server drops them now rather than when the session
+   * expires (presence would show the tab twice until then).
+   */
+  leaveLongPoll(lpConn) {
+    const joined = this.channels.filter((c) => c.state === "joined").map((c) => [c.joinRef(), c.topic]);
+    this.afterConnLost(lpConn, { code: 1000, reason: "moving back to the websocket", wasClean: false });
+    for (const [joinRef, topic] of joined) {
+      lpConn.send(JSON.stringify([joinRef, this.makeRef(), topic, EVENTS.leave, {}]));
+    }
+    // The leaves go out as one POST; closing sooner would abort it.
+    setTimeout(() => lpConn.close(1000, "moved to the websocket"), 1000);
+  }
+
+  stopProbe() {
+    if (!this.probe) return;
+    clearTimeout(this.probe.timer);
+    if (this.probe.transport) this.probe.transport.close();
+    this.probe = null;
+  }
+
   afterConnLost(conn, event) {
     const wasOpen = this.connOpen;
     this.conn = null;
     this.connOpen = false;
     clearTimeout(this.fallbackTimer);
+    this.stopProbe();
     this.clearHeartbeats();
     // A transport that never opened gets swapped for the other one when the
     // fallback is on; once one opens, reconnects keep using it.

@@ -462,15 +462,55 @@ async fn restart_intensity_marks_a_room_failed_until_reset() {
     assert_eq!(status, 503, "{body}");
     let room = server.api("/api/rooms/chat:poison").await;
     assert_eq!(room["state"], "failed");
+    let failed = room["last_error"].as_str().unwrap().to_string();
+    assert!(failed.starts_with("crashed 6 times within"), "{failed}");
+    assert!(failed.ends_with("An admin must reset it, or its code must change."));
     let (_, reply) = c.join("chat:poison", json!({})).await;
     let reason = reply["response"]["reason"].as_str().unwrap();
     assert!(reason.starts_with("room failed"), "{reason}");
+    // The console tells why the room is quiet: each crash and the failure.
+    let console = console_messages(&server, "chat:poison").await;
+    let crashes = console
+        .iter()
+        .filter(|m| m.contains("crashed: killed"))
+        .count();
+    assert_eq!(crashes, 6, "{console:?}");
+    assert!(
+        console
+            .last()
+            .unwrap()
+            .starts_with("[roomhost] room failed: crashed 6 times"),
+        "{console:?}"
+    );
     // Other rooms are unaffected.
     c.join_ok("chat:healthy").await;
     let (status, body) = http(server.addr, "POST", "/api/rooms/chat:poison/reset", None).await;
     assert_eq!(status, 200, "{body}");
     let (_, reply) = c.join("chat:poison", json!({})).await;
     assert_eq!(reply["status"], "ok", "{reply}");
+    // After the reset the last error says so, and what it was before.
+    let room = server.api("/api/rooms/chat:poison").await;
+    let after = room["last_error"].as_str().unwrap();
+    let had = failed.trim_end_matches(". An admin must reset it, or its code must change.");
+    assert_eq!(after, format!("reset by an admin; it had {had}"), "{room}");
+    let console = console_messages(&server, "chat:poison").await;
+    assert!(
+        console
+            .iter()
+            .any(|m| m == "[roomhost] reset by an admin; starting again"),
+        "{console:?}"
+    );
+}
+
+/// The messages of a room's console lines, oldest first.
+async fn console_messages(server: &Server, topic: &str) -> Vec<String> {
+    let console = server.api(&format!("/api/rooms/{topic}/console")).await;
+    console["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line["message"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,6 +90,83 @@ async fn json_logs_carry_a_truthful_startup_summary() {
     assert!(done["took_ms"].is_u64(), "{done}");
 }
 
+/// The JSON lines whose message is `message` and transport `transport`.
+fn lines_of(log: &str, message: &str, transport: &str) -> Vec<Value> {
+    json_lines(log)
+        .into_iter()
+        .filter(|l| l["message"] == message && l["transport"] == transport)
+        .collect()
+}
+
+/// Waits (bounded) until the log has a `message` line of `transport`.
+async fn wait_for_line(server: &Binary, message: &str, transport: &str) -> Value {
+    for _ in 0..50 {
+        if let Some(line) = lines_of(&server.log(), message, transport).pop() {
+            return line;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no {message:?} line for {transport} in\n{}", server.log());
+}
+
+fn assert_local_peer(line: &Value) {
+    let peer = line["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with("127.0.0.1:"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_and_sse_connections_are_logged_with_their_peer() {
+    let rooms = rooms_dir(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let server = Binary::start_logging(
+        rooms.path(),
+        data.path(),
+        &["--log-format", "json"],
+        "info,roomhost=debug",
+    )
+    .await;
+
+    // A long-poll session opens with its first GET (410 and a token).
+    let opened = common::raw_http::request(
+        server.addr,
+        "GET",
+        "/socket/longpoll?vsn=2.0.0&user=ana",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    assert_eq!(opened.json()["status"], 410, "{}", opened.body);
+    let connected = wait_for_line(&server, "connected", "longpoll").await;
+    assert_local_peer(&connected);
+    assert_eq!(connected["user"], "ana", "{connected}");
+
+    // An event stream: opened, then closed by the client.
+    let sse = common::sse::Sse::open(server.addr, "chat:logs", None).await;
+    assert_eq!(sse.status, 200);
+    let connected = wait_for_line(&server, "connected", "sse").await;
+    assert_local_peer(&connected);
+    assert_eq!(connected["topic"], "chat:logs", "{connected}");
+    assert!(lines_of(&server.log(), "disconnected", "sse").is_empty());
+    drop(sse);
+    let closed = wait_for_line(&server, "disconnected", "sse").await;
+    assert_local_peer(&closed);
+    assert_eq!(closed["reason"], "client closed", "{closed}");
+    assert_eq!(closed["conn"], connected["conn"], "{closed}");
+
+    // The long-poll session ends with the server, and says so.
+    assert!(lines_of(&server.log(), "disconnected", "longpoll").is_empty());
+    let log = server.log.clone();
+    assert!(server.terminate().await.success());
+    let log = log.lock().unwrap().clone();
+    let ended = lines_of(&log, "disconnected", "longpoll");
+    let ended = ended
+        .first()
+        .unwrap_or_else(|| panic!("no long-poll disconnect in\n{log}"));
+    assert_local_peer(ended);
+    assert_eq!(ended["reason"], "server shutting down", "{ended}");
+}
+
 #[test]
 fn a_bad_rooms_directory_is_reported_once() {
     let data = tempfile::tempdir().unwrap();

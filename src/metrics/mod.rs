@@ -17,6 +17,7 @@
 //! Besides the `roomhost_*` families, `/metrics` carries the standard
 //! `process_*` families and `roomhost_build_info` ([`process`]).
 
+mod float_text;
 pub mod process;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -516,7 +517,7 @@ impl Metrics {
         let _ = encode_registry(&mut out, &self.registry);
         let _ = encode_registry(&mut out, &self.process);
         let _ = encode_eof(&mut out);
-        out
+        float_text::shortest_floats(&out)
     }
 }
 

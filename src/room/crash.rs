@@ -1,6 +1,9 @@
 //! Why a room task ended. The supervisor, the log, the metrics' `reason`
 //! label and the API's `last_error` all read the same value: what happened
-//! is its variant, not a string others search.
+//! is its variant, not a string others search. [`Failure`] is why a room
+//! stopped restarting, [`Revival`] why it got another chance.
+
+use std::time::Duration;
 
 use crate::engine::Fatal;
 
@@ -80,6 +83,41 @@ impl From<Fatal> for Crash {
     }
 }
 
+/// Why a room was marked failed: it crashed more often than the restart
+/// intensity allows. The `Display` text is the failure without advice, so a
+/// failed room and a revived one can both quote it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("crashed {crashes} times within {window:?}; last: {last}")]
+pub struct Failure {
+    pub crashes: usize,
+    pub window: Duration,
+    pub last: Crash,
+}
+
+/// Why a failed room was brought back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Revival {
+    /// `POST /api/rooms/{topic}/reset`.
+    #[error("reset by an admin")]
+    Admin,
+    /// Its kind's code changed (hot reload).
+    #[error("reset because its code changed")]
+    CodeChanged,
+}
+
+impl Failure {
+    /// The API's `last_error` while the room is failed.
+    pub fn while_failed(&self) -> String {
+        format!("{self}. An admin must reset it, or its code must change.")
+    }
+
+    /// The API's `last_error` once the room was revived: what happened, and
+    /// that it is over.
+    pub fn after(&self, revival: Revival) -> String {
+        format!("{revival}; it had {self}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +150,26 @@ mod tests {
             assert!(CRASH_REASONS.contains(&crash.label()));
             assert_eq!(crash.to_string(), text);
         }
+    }
+
+    #[test]
+    fn a_failure_reads_differently_once_revived() {
+        let failure = Failure {
+            crashes: 6,
+            window: Duration::from_secs(10),
+            last: Crash::from(Fatal::CpuBudget),
+        };
+        assert_eq!(
+            failure.while_failed(),
+            "crashed 6 times within 10s; last: CPU budget exceeded. An admin must reset it, or its code must change."
+        );
+        assert_eq!(
+            failure.after(Revival::Admin),
+            "reset by an admin; it had crashed 6 times within 10s; last: CPU budget exceeded"
+        );
+        assert_eq!(
+            failure.after(Revival::CodeChanged),
+            "reset because its code changed; it had crashed 6 times within 10s; last: CPU budget exceeded"
+        );
     }
 }

@@ -51,7 +51,7 @@ use crate::hub::{Channel, ChannelId};
 use crate::protocol::{Payload, Ref};
 use crate::scripts::{CompiledKind, ScriptError};
 use crate::topic::{Topic, TopicError};
-pub use crash::Crash;
+pub use crash::{Crash, Failure, Revival};
 pub(crate) use env::RoomEnv;
 pub use handle::RoomHandle;
 pub use registry::Rooms;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
 use super::handle::RoomHandle;
-use super::{Command, Mailbox, RoomEnv, RoomError, RoomSlot, RoomState, supervisor};
+use super::{Command, Mailbox, Revival, RoomEnv, RoomError, RoomSlot, RoomState, supervisor};
 use crate::config::Durability;
 use crate::feed::Feed;
 use crate::scripts::KindError;
@@ -203,9 +203,16 @@ impl Rooms {
     }
 
     /// Brings a failed room back (admin reset or a changed script).
-    pub(crate) async fn reset(&self, topic: &Topic) -> Result<RoomState, RoomError> {
+    pub(crate) async fn reset(
+        &self,
+        topic: &Topic,
+        revival: Revival,
+    ) -> Result<RoomState, RoomError> {
         let slot = self.get(topic).ok_or(RoomError::NotFound)?;
-        if slot.revive(self.env().config.mailbox_capacity).await {
+        if slot
+            .revive(self.env().config.mailbox_capacity, revival)
+            .await
+        {
             self.supervise(slot.clone());
         }
         Ok(slot.state())

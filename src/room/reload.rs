@@ -18,7 +18,7 @@ use std::time::Duration;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use super::{Command, RoomState, Rooms};
+use super::{Command, Revival, RoomState, Rooms};
 use crate::scripts::KindChange;
 
 /// How long the directory must stay quiet before a refresh, so the several
@@ -80,7 +80,7 @@ async fn apply(rooms: &Rooms, change: KindChange) {
             for slot in rooms_of(&compiled.kind) {
                 if slot.state() == RoomState::Failed {
                     // The code changed: a failed room gets another chance.
-                    let _ = rooms.reset(&slot.topic).await;
+                    let _ = rooms.reset(&slot.topic, Revival::CodeChanged).await;
                 } else if let Ok(mailbox) = slot.mailbox() {
                     let _ = mailbox.send(Command::Reload(compiled.clone())).await;
                 }

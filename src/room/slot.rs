@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::{Command, ConsoleLine, Crash, RoomError, RoomState, StorageStatus};
+use super::{
+    Command, ConsoleLine, Crash, Failure, LogLevel, Revival, RoomError, RoomState, StorageStatus,
+};
 use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::scripts::ScriptError;
@@ -90,6 +92,9 @@ struct SlotStatus {
     started_at: i64,
     crashes: VecDeque<Instant>,
     last_error: Option<String>,
+    /// Why the room is failed; kept until it is revived, so `last_error`
+    /// can then say what happened and that it is over.
+    failure: Option<Failure>,
     /// Code version the running generation executes.
     version: String,
     /// Whether the kind exports snapshot/restore (journal compaction).
@@ -144,6 +149,7 @@ impl RoomSlot {
                 started_at: now_ms(),
                 crashes: VecDeque::new(),
                 last_error: None,
+                failure: None,
                 version: String::new(),
                 compacts: true,
                 storage: None,
@@ -219,6 +225,17 @@ impl RoomSlot {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// A line from the host itself (a crash, a failure, a reset), so the
+    /// console tells why a room is quiet even when its script printed nothing.
+    fn push_host_line(&self, generation: u64, level: LogLevel, message: String) {
+        self.push_console(ConsoleLine {
+            at: now_ms(),
+            generation,
+            level,
+            message: format!("[roomhost] {message}"),
+        });
     }
 
     pub(crate) fn push_console(&self, line: ConsoleLine) {
@@ -336,15 +353,23 @@ impl RoomSlot {
         }
         s.last_error = Some(crash.to_string());
         s.abort = None;
+        let generation = s.generation;
         if s.crashes.len() > max_restarts {
+            let failure = Failure {
+                crashes: s.crashes.len(),
+                window,
+                last: crash.clone(),
+            };
+            let why = failure.while_failed();
             s.state = RoomState::Failed;
             s.mailbox = None;
-            s.last_error = Some(format!(
-                "crashed {} times within {:?}; last: {crash}. An admin must reset it.",
-                s.crashes.len(),
-                window
-            ));
+            s.last_error = Some(why.clone());
+            s.failure = Some(failure);
             self.publish_state(&s);
+            drop(s);
+            let crashed = format!("generation {generation} crashed: {crash}");
+            self.push_host_line(generation, LogLevel::Error, crashed);
+            self.push_host_line(generation, LogLevel::Error, format!("room failed: {why}"));
             return None;
         }
         s.restarts += 1;
@@ -352,15 +377,22 @@ impl RoomSlot {
         self.publish_state(&s);
         // 0, 50, 100, 200 ... ms, capped at 2 s.
         let n = s.crashes.len() as u32;
+        drop(s);
         let backoff = match n {
             0 | 1 => 0,
             n => (25u64 << (n - 1).min(10)).min(2000),
         };
+        self.push_host_line(
+            generation,
+            LogLevel::Error,
+            format!("generation {generation} crashed: {crash}; restarting in {backoff} ms"),
+        );
         Some(Duration::from_millis(backoff))
     }
 
-    /// Brings a failed room back: a fresh mailbox and no crash history.
-    pub(crate) async fn revive(&self, mailbox_capacity: usize) -> bool {
+    /// Brings a failed room back: a fresh mailbox and no crash history;
+    /// `last_error` says it was revived and why it had failed.
+    pub(crate) async fn revive(&self, mailbox_capacity: usize, revival: Revival) -> bool {
         let (tx, rx) = mpsc::channel(mailbox_capacity.max(1));
         {
             let mut s = self.status();
@@ -370,7 +402,17 @@ impl RoomSlot {
             s.crashes.clear();
             s.state = RoomState::Starting;
             s.mailbox = Some(tx);
+            if let Some(failure) = s.failure.take() {
+                s.last_error = Some(failure.after(revival));
+            }
             self.publish_state(&s);
+            let generation = s.generation;
+            drop(s);
+            self.push_host_line(
+                generation,
+                LogLevel::Info,
+                format!("{revival}; starting again"),
+            );
         }
         let mut mailbox = self.mailbox_rx.lock().await;
         mailbox.rx = rx;

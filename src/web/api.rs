@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::WebState;
 use crate::clock::now_ms;
-use crate::room::{RoomError, RoomState};
+use crate::room::{Revival, RoomError, RoomState};
 use crate::store::disk::list_rooms;
 use crate::topic::Topic;
 
@@ -230,7 +230,7 @@ pub(crate) async fn reset(
     Path(text): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let topic = parse_topic(&text)?;
-    let state = web.rooms.reset(&topic).await?;
+    let state = web.rooms.reset(&topic, Revival::Admin).await?;
     Ok(Json(json!({ "topic": topic.as_str(), "state": state })))
 }
 

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::WebState;
 use super::channels::{ChannelTable, Channels};
-use super::connect::{AddressSlot, Transport, admit, connect, log_refusal};
+use super::connect::{AddressSlot, Transport, admit, connect, log_refusal, peer_label};
 use super::session_token::{SessionId, SessionTokens};
 use super::{BodyError, media_type, read_body};
 use crate::hub::{Frame, Kick, Outbound, Peer};
@@ -110,6 +110,8 @@ struct Session {
     ended: CancellationToken,
     /// Counts the session against its address (`max_conns_per_ip`).
     _address: Option<AddressSlot>,
+    /// Who opened it (the peer address, and `X-Forwarded-For`), for the log.
+    peer_label: String,
 }
 
 /// When the client was last heard from, for expiry.
@@ -219,6 +221,7 @@ fn open(
                 .into_response();
         }
     };
+    let (conn_id, user) = (conn.id.clone(), conn.user.clone());
     let (peer, outbound) = Peer::new(web.config.outbound_queue);
     // Long-poll answers JSON text: its channels get no binary frames.
     let channels = Channels::new(web.clone(), conn, vsn, false, peer.clone());
@@ -238,7 +241,15 @@ fn open(
         }),
         ended: CancellationToken::new(),
         _address: address,
+        peer_label: peer_label(extensions, headers),
     });
+    tracing::debug!(
+        conn = %conn_id,
+        user = %user,
+        peer = %session.peer_label,
+        transport = Transport::LongPoll.label(),
+        "connected"
+    );
     web.longpoll.map().insert(id, session.clone());
     let open = web.metrics.connection_opened(Transport::LongPoll.label());
     let token = session.token.clone();
@@ -483,7 +494,13 @@ async fn supervise(web: Arc<WebState>, session: Arc<Session>, open: OpenConnecti
     // Requests in flight answer on `ended` and let go of both locks.
     session.outbound.lock().await.close();
     let mut channels = session.channels.lock().await;
-    tracing::debug!(conn = %channels.conn().id, reason = why, "long-poll session ended");
+    tracing::debug!(
+        conn = %channels.conn().id,
+        peer = %session.peer_label,
+        transport = Transport::LongPoll.label(),
+        reason = why,
+        "disconnected"
+    );
     channels.leave_all().await;
     drop(open);
     if session.peer.kick_reason() == Some(Kick::SlowConsumer) {

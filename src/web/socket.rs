@@ -116,7 +116,7 @@ async fn serve(
     channels.leave_all().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     drop(open);
-    tracing::debug!(conn = %conn_id, peer = %peer_label, reason = %why, "disconnected");
+    tracing::debug!(conn = %conn_id, peer = %peer_label, transport = "websocket", reason = %why, "disconnected");
 }
 
 /// What ends a connection from our side: a close code and reason.

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::WebState;
 use super::api::{ApiError, parse_topic};
-use super::connect::{AddressSlot, Transport, admit, identify, log_refusal};
+use super::connect::{AddressSlot, Transport, admit, identify, log_refusal, peer_label};
 use crate::feed::{Feed, Gap, sse_event};
 use crate::metrics::{Metrics, OpenConnection};
 
@@ -87,8 +87,22 @@ pub(crate) async fn events(
             }
         }
     };
-    tracing::debug!(topic = %topic, conn = %conn.id, user = %conn.user, "event stream opened");
+    let peer = peer_label(&extensions, &headers);
+    tracing::debug!(
+        topic = %topic,
+        conn = %conn.id,
+        user = %conn.user,
+        peer = %peer,
+        transport = "sse",
+        "connected"
+    );
     let stream = Stream {
+        ended: Ended {
+            topic: topic.to_string(),
+            conn: conn.id.to_string(),
+            peer,
+            reason: "client closed",
+        },
         wake,
         feed,
         cursor,
@@ -144,6 +158,30 @@ struct Stream {
     _open: OpenConnection,
     /// Counts the stream against its address (`max_conns_per_ip`).
     _address: Option<AddressSlot>,
+    /// Logs the end of the stream when the body is dropped.
+    ended: Ended,
+}
+
+/// What the log says when a stream ends: the body is dropped when the
+/// client goes away (the common case) or after the server ended it.
+struct Ended {
+    topic: String,
+    conn: String,
+    peer: String,
+    reason: &'static str,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        tracing::debug!(
+            topic = %self.topic,
+            conn = %self.conn,
+            peer = %self.peer,
+            transport = "sse",
+            reason = self.reason,
+            "disconnected"
+        );
+    }
 }
 
 impl Stream {
@@ -155,8 +193,16 @@ impl Stream {
             }
             tokio::select! {
                 biased;
-                _ = self.closing.cancelled() => return None,
-                changed = self.wake.changed() => changed.ok()?,
+                _ = self.closing.cancelled() => {
+                    self.ended.reason = "server shutting down";
+                    return None;
+                }
+                changed = self.wake.changed() => {
+                    if changed.is_err() {
+                        self.ended.reason = "the room's feed ended";
+                        return None;
+                    }
+                }
                 _ = self.keep_alive.tick() => return Some(Bytes::from_static(b": keep-alive\n\n")),
             }
             // A stream that fell behind the buffer (a slow reader) learns

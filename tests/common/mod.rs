@@ -455,6 +455,11 @@ pub struct Binary {
 
 impl Binary {
     pub async fn start(rooms: &Path, data: &Path, extra: &[&str]) -> Binary {
+        Binary::start_logging(rooms, data, extra, "info").await
+    }
+
+    /// As [`Binary::start`], with `filter` as `RUST_LOG`.
+    pub async fn start_logging(rooms: &Path, data: &Path, extra: &[&str], filter: &str) -> Binary {
         use tokio::io::{AsyncBufReadExt, BufReader};
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomhost"))
             .arg("serve")
@@ -464,7 +469,7 @@ impl Binary {
             .arg("--data")
             .arg(data)
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)

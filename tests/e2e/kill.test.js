@@ -86,6 +86,13 @@ test("a room killed too often fails: tabs show why, the dashboard's reset brings
     await waitForText(admin, `tr[data-topic="${topic}"] .state`, "failed");
     await waitForText(tab, ".notice-error", new RegExp(`Cannot join ${topic}: room failed`), 20000);
     await waitForText(tab, "#status-room-state", /^refused$/);
+    // Failed: no Kill (nothing runs), the failure in Last error, and the
+    // console says why the room is quiet.
+    await waitForText(admin, `tr[data-topic="${topic}"] td[data-col="error"]`, /^crashed \d+ times within .*An admin must reset it/);
+    assert.equal(await killButton.isHidden(), true, "no Kill for a failed room");
+    await admin.getByRole("button", { name: `Show console of ${topic}` }).click();
+    await waitForText(admin, "#console", /\[roomhost\] room failed: crashed \d+ times/);
+    assert.match(await admin.textContent("#console"), /\[roomhost\] generation 1 crashed: killed/);
     await screenshot(tab, "c-failed-chat-tab");
     await screenshot(admin, "c-failed-dashboard");
 
@@ -94,6 +101,11 @@ test("a room killed too often fails: tabs show why, the dashboard's reset brings
     await waitForText(admin, "#action-status", new RegExp(`^Reset ${topic}: now \\w+`));
     await waitForText(admin, `tr[data-topic="${topic}"] .state`, "running");
     assert.equal(await resetButton.isHidden(), true, "reset is only offered for failed rooms");
+    // Last error now says the room was reset, not that it must be.
+    const lastError = admin.locator(`tr[data-topic="${topic}"] td[data-col="error"]`);
+    await waitForText(admin, `tr[data-topic="${topic}"] td[data-col="error"]`, /^reset by an admin; it had crashed \d+ times/);
+    assert.doesNotMatch(await lastError.textContent(), /must reset/);
+    await waitForText(admin, "#console", /\[roomhost\] reset by an admin; starting again/);
     // The tab keeps retrying its join (phoenix.js backoff, at most 10 s) and comes back.
     await waitJoined(tab, 20000);
     await waitForText(tab, ".notice-restart", /room restarted — generation \d+/);

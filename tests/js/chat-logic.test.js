@@ -1,10 +1,13 @@
 // Unit tests of the chat page's pure logic (no browser, no server): message
-// dedup and order, topic parsing, handles, URLs.
+// dedup and order, topic parsing, handles, URLs, links in messages, name
+// colours and the time format the chat and the dashboard share.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { MessageLog } from "../../static/message-log.js";
 import { parseTopic, cleanHandle, randomHandle, urlForTopic, topicFromLocation } from "../../static/chat-prefs.js";
+import { splitLinks, colourFor, USER_COLOURS } from "../../static/chat-view.js";
+import { formatTime } from "../../static/time-format.js";
 
 const msg = (id, text = `m${id}`) => ({ id, user: "u", text, at: 1700000000000 + id });
 
@@ -59,4 +62,43 @@ test("the URL names the room and keeps other parameters", () => {
   assert.equal(topicFromLocation({ search: "?room=chat:a", hash: "" }), "chat:a");
   assert.equal(topicFromLocation({ search: "", hash: "#room=chat:b" }), "chat:b");
   assert.equal(topicFromLocation({ search: "", hash: "" }), null);
+});
+
+test("links: http(s) addresses become links, trailing punctuation stays text, nothing else is linked", () => {
+  assert.deepEqual(splitLinks("see https://example.com/a_(b)?q=1. now"), [
+    { text: "see " }, { text: "https://example.com/a_(b)?q=1", href: "https://example.com/a_(b)?q=1" }, { text: ". now" },
+  ]);
+  assert.deepEqual(splitLinks("(at http://x.test/path)"), [
+    { text: "(at " }, { text: "http://x.test/path", href: "http://x.test/path" }, { text: ")" },
+  ]);
+  for (const text of ["javascript:alert(1)", "data:text/html,<b>x</b>", "https://", "ftp://x.test/", "a\u2028b"]) {
+    assert.deepEqual(splitLinks(text), [{ text }], text);
+  }
+  // A link hidden in another scheme's text is still only the http(s) part.
+  const tricky = splitLinks("javascript:https://evil.test/\"onmouseover=alert(1)");
+  assert.deepEqual(tricky.filter((p) => p.href).map((p) => p.href), ["https://evil.test/"]);
+  assert.equal(tricky.map((p) => p.text).join(""), "javascript:https://evil.test/\"onmouseover=alert(1)", "no text is lost");
+});
+
+test("name colours: a stable palette index, spread over the palette", () => {
+  assert.equal(colourFor("alice"), colourFor("alice"));
+  const names = Array.from({ length: 200 }, (_, i) => `user-${i}`);
+  const counts = new Array(USER_COLOURS).fill(0);
+  for (const name of names) {
+    const index = colourFor(name);
+    assert.ok(Number.isInteger(index) && index >= 0 && index < USER_COLOURS, `${name}: ${index}`);
+    counts[index] += 1;
+  }
+  assert.ok(Math.min(...counts) >= 8, `every colour is used: ${counts}`);
+});
+
+test("times: one format for the chat and the dashboard", () => {
+  const now = new Date(2026, 11, 2, 18, 30, 0);
+  assert.equal(formatTime(new Date(2026, 11, 2, 9, 5, 7), { now }), "09:05");
+  assert.equal(formatTime(new Date(2026, 11, 2, 9, 5, 7), { now, seconds: true }), "09:05:07");
+  assert.equal(formatTime(new Date(2026, 11, 1, 23, 59, 0), { now }), "Dec 1 23:59");
+  assert.equal(formatTime(new Date(2025, 0, 9, 7, 0, 0), { now }), "Jan 9 2025 07:00");
+  assert.equal(formatTime(new Date(2026, 11, 2, 9, 5, 7).getTime() / 1000, { now }), "09:05", "seconds since the epoch");
+  assert.equal(formatTime(null), "");
+  assert.equal(formatTime("not a date"), "");
 });

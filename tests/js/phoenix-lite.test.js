@@ -7,7 +7,7 @@ import WebSocket from "ws";
 import { Presence as OfficialPresence } from "phoenix";
 import { Socket, Presence } from "../../static/phoenix-lite.js";
 import { startFakePhoenix } from "./support/fake-phoenix.js";
-import { waitFor, within } from "./support/wait.js";
+import { sleep, waitFor, within } from "./support/wait.js";
 
 let fake;
 const sockets = [];
@@ -180,6 +180,27 @@ test("falls back to long-poll when the WebSocket cannot connect", async () => {
   } finally {
     await lpOnly.stop();
   }
+});
+
+test("after falling back to long-poll, moves back to the WebSocket once one opens", async () => {
+  // While `blocked`, every WebSocket goes to a closed port: refused at once.
+  let blocked = true;
+  class GatedWebSocket extends WebSocket {
+    constructor(url, ...rest) { super(blocked ? "ws://127.0.0.1:1/socket/websocket" : url, ...rest); }
+  }
+  const socket = connect({ WebSocket: GatedWebSocket, longPollFallbackMs: 500, webSocketProbeMs: 100 });
+  const channel = socket.channel("chat:probe");
+  assert.equal((await reply(channel.join())).status, "ok");
+  assert.equal(socket.transportName, "longpoll");
+  // Probes fail while the WebSocket is unreachable: long-poll keeps serving.
+  await sleep(600);
+  assert.equal(socket.transportName, "longpoll");
+  assert.equal((await reply(channel.push("new_msg", { text: "over long-poll" }))).status, "ok");
+  blocked = false;
+  await waitFor(() => socket.transportName === "websocket" && socket.isConnected() && channel.state === "joined",
+    { timeoutMs: 8000, what: "the move back to the WebSocket" });
+  assert.equal((await reply(channel.push("new_msg", { text: "over the websocket" }))).status, "ok");
+  socket.disconnect();
 });
 
 test("Presence helpers match phoenix.js on joins, leaves and meta updates", () => {
