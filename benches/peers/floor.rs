@@ -79,12 +79,15 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, serve(args.port))
+    local.block_on(&runtime, async {
+        let listener = TcpListener::bind(("127.0.0.1", args.port)).await?;
+        eprintln!("floor listening on {}", listener.local_addr()?);
+        serve(listener).await
+    })
 }
 
-async fn serve(port: u16) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-    eprintln!("floor listening on {}", listener.local_addr()?);
+/// Accepts connections until the listener fails. Must run on a `LocalSet`.
+async fn serve(listener: TcpListener) -> anyhow::Result<()> {
     let rooms: Rooms = Rc::default();
     let mut next_conn = 0u64;
     loop {
@@ -314,5 +317,109 @@ impl Channel {
         for topic in std::mem::take(&mut self.joined).into_keys() {
             self.leave(&topic);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+    async fn next_text(ws: &mut Client) -> String {
+        let next = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+        match next.expect("a frame within 5 s") {
+            Some(Ok(Message::Text(text))) => text.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    async fn connect(url: &str, user: &str) -> Client {
+        let url = format!("{url}?vsn=2.0.0&user={user}");
+        tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap()
+            .0
+    }
+
+    /// The frames `roomhost bench` relies on, byte for byte where its
+    /// classifier reads bytes (src/bench/client.rs).
+    #[tokio::test(flavor = "current_thread")]
+    async fn speaks_the_generators_phoenix_subset() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/socket/websocket", listener.local_addr().unwrap());
+        let local = tokio::task::LocalSet::new();
+        local.spawn_local(serve(listener));
+        local
+            .run_until(async {
+                let (mut a, mut b) = (connect(&url, "ann").await, connect(&url, "bob").await);
+                for ws in [&mut a, &mut b] {
+                    ws.send(Message::text(r#"["1","1","chat:x","phx_join",{}]"#))
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        next_text(ws).await,
+                        r#"["1","1","chat:x","phx_reply",{"response":{},"status":"ok"}]"#
+                    );
+                }
+                a.send(Message::text(
+                    r#"["1","2","chat:x","new_msg",{"text":"12345"}]"#,
+                ))
+                .await
+                .unwrap();
+                for ws in [&mut a, &mut b] {
+                    let frame = next_text(ws).await;
+                    assert!(
+                        frame.starts_with(r#"[null,null,"chat:x","new_msg",{"#),
+                        "{frame}"
+                    );
+                    let msg: serde_json::Value = serde_json::from_str(&frame).unwrap();
+                    assert_eq!(msg[4]["text"], "12345");
+                    assert_eq!(msg[4]["user"], "ann");
+                    assert_eq!(msg[4]["id"], 1);
+                }
+                // The sender's reply comes after the broadcast.
+                assert_eq!(
+                    next_text(&mut a).await,
+                    r#"["1","2","chat:x","phx_reply",{"response":{"id":1},"status":"ok"}]"#
+                );
+                a.send(Message::text(r#"[null,"3","phoenix","heartbeat",{}]"#))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    next_text(&mut a).await,
+                    r#"[null,"3","phoenix","phx_reply",{"response":{},"status":"ok"}]"#
+                );
+                // Bad input: a clear error, and the connection stays usable.
+                a.send(Message::text(
+                    r#"["1","4","chat:y","new_msg",{"text":"1"}]"#,
+                ))
+                .await
+                .unwrap();
+                let refused = next_text(&mut a).await;
+                assert!(
+                    refused.contains(r#""reason":"unmatched topic""#),
+                    "{refused}"
+                );
+                assert!(refused.ends_with(r#""status":"error"}]"#), "{refused}");
+                a.send(Message::text("not json")).await.unwrap();
+                let malformed = next_text(&mut a).await;
+                assert!(malformed.contains("phx_error") && malformed.contains("malformed frame"));
+                // After bob leaves, only ann receives ann's next message.
+                b.send(Message::text(r#"["1","5","chat:x","phx_leave",{}]"#))
+                    .await
+                    .unwrap();
+                assert!(next_text(&mut b).await.contains(r#""status":"ok""#));
+                a.send(Message::text(
+                    r#"["1","6","chat:x","new_msg",{"text":"7"}]"#,
+                ))
+                .await
+                .unwrap();
+                assert!(next_text(&mut a).await.contains(r#""id":2,"#));
+                let silent = tokio::time::timeout(Duration::from_millis(200), b.next()).await;
+                assert!(silent.is_err(), "bob left: {silent:?}");
+            })
+            .await;
     }
 }
