@@ -42,6 +42,27 @@ fn assert_all_delivered(report: &Value, connections: u64) {
     assert!(report["server_peak_rss_kib"].as_u64().unwrap_or(0) > 0);
 }
 
+/// A load run reported what joining cost and, with `--pid`, the server's
+/// CPU time: every client's join timed, the CPU readings of a live process.
+fn assert_join_and_cpu_costs(report: &Value, clients: u64) {
+    let joins = &report["joins"];
+    assert_eq!(joins["clients"], clients, "{report}");
+    let total = joins["total_s"].as_f64().expect("total_s");
+    let (p50, max) = (
+        joins["latency_ms"]["p50"].as_f64().expect("join p50"),
+        joins["latency_ms"]["max"].as_f64().expect("join max"),
+    );
+    assert!(p50 > 0.0 && max >= p50 && total >= max / 1000.0, "{report}");
+    let cpu = &report["server_cpu"];
+    let (setup, window) = (cpu["setup_s"].as_f64(), cpu["window_s"].as_f64());
+    assert!(setup.is_some_and(|s| s >= 0.0), "{report}");
+    let window = window.expect("window_s");
+    let sent = report["sent"].as_f64().expect("sent");
+    let per_message = cpu["per_message_us"].as_f64().expect("per_message_us");
+    assert!((per_message - window * 1e6 / sent).abs() < 1e-6, "{report}");
+    assert!(cpu["threads"].as_u64().unwrap_or(0) >= 1, "{report}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_and_counts_what_it_sent() {
     let rooms = common::rooms_dir(&[]);
@@ -77,6 +98,28 @@ async fn every_scenario_runs_and_counts_what_it_sent() {
     .concat();
     let report = bench(&server, &[&["maxtp"], &maxtp[..]].concat()).await;
     assert_all_delivered(&report, 4);
+
+    let big = [
+        &short[..],
+        &["--rooms", "6", "--clients", "3", "--rate", "10"],
+    ]
+    .concat();
+    let report = bench(&server, &[&["big"], &big[..]].concat()).await;
+    assert_eq!(
+        (report["scenario"].as_str(), report["rooms"].as_u64()),
+        (Some("big"), Some(6))
+    );
+    assert_all_delivered(&report, 18);
+    assert_join_and_cpu_costs(&report, 18);
+
+    let fan1k = [&short[..], &["--clients", "30", "--rate", "10"]].concat();
+    let report = bench(&server, &[&["fan1k"], &fan1k[..]].concat()).await;
+    assert_eq!(report["scenario"], "fan1k");
+    assert_all_delivered(&report, 30);
+    assert_join_and_cpu_costs(&report, 30);
+    // fan1k's 2 senders (its default) × 10 msg/s × 1 s, each to 30 receivers.
+    let expected = report["expected"].as_u64().unwrap();
+    assert!((300..=900).contains(&expected), "{report}");
 
     let report = bench(&server, &["coldstart", "--count", "6", "--pause", "20"]).await;
     let cold = &report["coldstart"];

@@ -39,7 +39,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use client::{Client, Frame, instant_at, now_us};
-use report::{Latency, Report, proc_status_kib};
+use report::{Joins, Latency, Report, ServerCpu, proc_cpu_seconds, proc_status_kib};
 
 /// Connections opened (and joined) at the same time during setup.
 const SETUP_CONCURRENCY: usize = 32;
@@ -59,6 +59,10 @@ pub enum Scenario {
     Rooms,
     /// 1 room × 20 clients, 5 senders each keeping 8 pushes in flight.
     Maxtp,
+    /// 1,000 rooms × 5 clients, 1 sender per room at 2 msg/s.
+    Big,
+    /// 1 room × 1,000 clients, 2 senders at 25 msg/s each.
+    Fan1k,
     /// Join never-used rooms one after another (join to reply).
     Coldstart,
     /// R rooms × C idle clients: server RSS per room and per connection.
@@ -77,6 +81,8 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Rooms => "rooms",
             Scenario::Maxtp => "maxtp",
+            Scenario::Big => "big",
+            Scenario::Fan1k => "fan1k",
             Scenario::Coldstart => "coldstart",
             Scenario::Idle => "idle",
             Scenario::Wake => "wake",
@@ -179,9 +185,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let report = runtime.block_on(async {
         let _ = now_us(); // start the clock
         match args.scenario {
-            Scenario::Fanout | Scenario::Rooms | Scenario::Maxtp => {
-                run_load(&args, load_of(&args)?).await
-            }
+            Scenario::Fanout
+            | Scenario::Rooms
+            | Scenario::Maxtp
+            | Scenario::Big
+            | Scenario::Fan1k => run_load(&args, load_of(&args)?).await,
             Scenario::Coldstart => costs::coldstart(&args).await,
             Scenario::Idle => costs::idle(&args).await,
             Scenario::Wake => room_api::wake(&args).await,
@@ -202,6 +210,8 @@ fn load_of(args: &BenchArgs) -> anyhow::Result<Load> {
     let (rooms, clients, senders, mode) = match args.scenario {
         Scenario::Fanout => (1, 50, 5, Mode::Rate(200.0)),
         Scenario::Rooms => (100, 10, 1, Mode::Rate(20.0)),
+        Scenario::Big => (1000, 5, 1, Mode::Rate(2.0)),
+        Scenario::Fan1k => (1, 1000, 2, Mode::Rate(25.0)),
         _ => (1, 20, 5, Mode::InFlight(8)),
     };
     let mode = match (args.inflight, args.rate, mode) {
@@ -251,10 +261,23 @@ async fn open_all(
     url: &str,
     specs: Vec<(String, Option<String>)>,
 ) -> anyhow::Result<Vec<(Client, u64)>> {
+    let opened = open_all_timed(url, specs).await?;
+    Ok(opened
+        .into_iter()
+        .map(|(client, join_ref, _)| (client, join_ref))
+        .collect())
+}
+
+/// [`open_all`], each joined client with how long its join took (from
+/// `phx_join` to its reply; zero for a client not joined).
+async fn open_all_timed(
+    url: &str,
+    specs: Vec<(String, Option<String>)>,
+) -> anyhow::Result<Vec<(Client, u64, Duration)>> {
     let total = specs.len();
     let mut specs = specs.into_iter().enumerate();
     let mut running = JoinSet::new();
-    let mut opened: Vec<Option<(Client, u64)>> = (0..total).map(|_| None).collect();
+    let mut opened: Vec<Option<(Client, u64, Duration)>> = (0..total).map(|_| None).collect();
     loop {
         while running.len() < SETUP_CONCURRENCY {
             let Some((i, (user, topic))) = specs.next() else {
@@ -263,18 +286,18 @@ async fn open_all(
             let url = url.to_string();
             running.spawn(async move {
                 let mut client = Client::connect(&url, &user).await?;
-                let join_ref = match &topic {
-                    Some(topic) => client.join(topic).await?.0,
-                    None => 0,
+                let (join_ref, took) = match &topic {
+                    Some(topic) => client.join(topic).await?,
+                    None => (0, Duration::ZERO),
                 };
-                anyhow::Ok((i, client, join_ref))
+                anyhow::Ok((i, client, join_ref, took))
             });
         }
         let Some(done) = running.join_next().await else {
             break;
         };
-        let (i, client, join_ref) = done.context("a setup task panicked")??;
-        opened[i] = Some((client, join_ref));
+        let (i, client, join_ref, took) = done.context("a setup task panicked")??;
+        opened[i] = Some((client, join_ref, took));
     }
     Ok(opened.into_iter().flatten().collect())
 }
@@ -330,8 +353,16 @@ async fn run_load(args: &BenchArgs, load: Load) -> anyhow::Result<Report> {
         .flat_map(|r| (0..load.clients).map(move |c| (r, c)))
         .map(|(r, c)| (format!("b{r}x{c}"), Some(topics[r].clone())))
         .collect();
-    let clients = open_all(&args.url, specs).await?;
+    let cpu_at_start = args.pid.map(proc_cpu_seconds).transpose()?;
+    let setup_started = std::time::Instant::now();
+    let clients = open_all_timed(&args.url, specs).await?;
+    let setup_took = setup_started.elapsed();
+    let cpu_after_setup = args.pid.map(proc_cpu_seconds).transpose()?;
     let connections = clients.len();
+    let mut join_latency = histogram();
+    for (_, _, took) in &clients {
+        let _ = join_latency.record((took.as_micros() as u64).max(1));
+    }
 
     let start = now_us() + 200_000;
     let measure_from = start + (args.warmup * 1e6) as u64;
@@ -343,7 +374,7 @@ async fn run_load(args: &BenchArgs, load: Load) -> anyhow::Result<Report> {
     let totals = Arc::new(Totals::default());
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    for (i, (client, join_ref)) in clients.into_iter().enumerate() {
+    for (i, (client, join_ref, _)) in clients.into_iter().enumerate() {
         let (room, c) = (i / load.clients, i % load.clients);
         let sender = (c < load.senders).then_some(Sender {
             index: room * load.senders + c,
@@ -361,6 +392,8 @@ async fn run_load(args: &BenchArgs, load: Load) -> anyhow::Result<Report> {
         ));
     }
 
+    sleep_until(instant_at(window.measure_from).into()).await;
+    let cpu_at_window = args.pid.map(proc_cpu_seconds).transpose()?;
     sleep_until(instant_at(window.end).into()).await;
     let drain_until = tokio::time::Instant::now() + DRAIN;
     while tokio::time::Instant::now() < drain_until {
@@ -370,6 +403,7 @@ async fn run_load(args: &BenchArgs, load: Load) -> anyhow::Result<Report> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu_at_end = args.pid.map(proc_cpu_seconds).transpose()?;
     stop.cancel();
 
     let (mut latency, mut send_lag) = (histogram(), histogram());
@@ -403,6 +437,26 @@ async fn run_load(args: &BenchArgs, load: Load) -> anyhow::Result<Report> {
     report.latency_ms = Latency::from_us(&latency);
     report.send_lag_ms = Latency::from_us(&send_lag);
     report.errors = errors;
+    report.joins = Latency::from_us(&join_latency).map(|latency_ms| Joins {
+        clients: connections,
+        total_s: setup_took.as_secs_f64(),
+        latency_ms,
+    });
+    if let (Some(start), Some(setup), Some(window), Some((end, threads))) =
+        (cpu_at_start, cpu_after_setup, cpu_at_window, cpu_at_end)
+    {
+        let window_s = end - window.0;
+        report.server_cpu = Some(ServerCpu {
+            setup_s: setup.0 - start.0,
+            window_s,
+            per_message_us: if sent == 0 {
+                0.0
+            } else {
+                window_s * 1e6 / sent as f64
+            },
+            threads,
+        });
+    }
     if let Some(pid) = args.pid {
         report.server_rss_kib = Some(proc_status_kib(pid, "VmRSS")?);
         report.server_peak_rss_kib = Some(proc_status_kib(pid, "VmHWM")?);
@@ -591,4 +645,40 @@ async fn send_stamp(
     feed_stamp(client, topic, join_ref, stamp, window, totals).await?;
     client.ws.flush().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn load(argv: &[&str]) -> anyhow::Result<Load> {
+        let cli = Cli::try_parse_from([&["bench"], argv].concat())?;
+        load_of(&cli.args)
+    }
+
+    #[test]
+    fn big_and_fan1k_have_the_issues_shapes_and_take_overrides() {
+        let big = load(&["big"]).unwrap();
+        assert_eq!((big.rooms, big.clients, big.senders), (1000, 5, 1));
+        assert!(matches!(big.mode, Mode::Rate(r) if r == 2.0));
+        let fan1k = load(&["fan1k"]).unwrap();
+        assert_eq!((fan1k.rooms, fan1k.clients, fan1k.senders), (1, 1000, 2));
+        assert!(matches!(fan1k.mode, Mode::Rate(r) if r == 25.0));
+        let small = load(&["big", "--rooms", "3", "--clients", "2", "--rate", "9"]).unwrap();
+        assert_eq!((small.rooms, small.clients, small.senders), (3, 2, 1));
+        assert!(matches!(small.mode, Mode::Rate(r) if r == 9.0));
+        let err = load(&["fan1k", "--clients", "1"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--senders (2) exceeds --clients (1)"),
+            "{err}"
+        );
+    }
 }

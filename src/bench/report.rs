@@ -73,6 +73,32 @@ pub struct RoomApi {
     pub missed: Option<u64>,
 }
 
+/// What joining every client of a load scenario cost.
+#[derive(Debug, Serialize)]
+pub struct Joins {
+    /// Clients joined (one channel each).
+    pub clients: usize,
+    /// Wall time from the first connect to the last join reply
+    /// (connections opened `SETUP_CONCURRENCY` at a time).
+    pub total_s: f64,
+    /// Each join, from sending `phx_join` to its reply.
+    pub latency_ms: Latency,
+}
+
+/// CPU time (user + system, `/proc/<pid>/stat`) the server spent.
+#[derive(Debug, Serialize)]
+pub struct ServerCpu {
+    /// Opening and joining every connection.
+    pub setup_s: f64,
+    /// From the start of the measured window until the last delivery of the
+    /// window's messages arrived (or the drain gave up).
+    pub window_s: f64,
+    /// `window_s` per message sent in the window, in µs.
+    pub per_message_us: f64,
+    /// The server's threads at the end of the window.
+    pub threads: u64,
+}
+
 /// Server memory held by idle rooms and connections.
 #[derive(Debug, Serialize)]
 pub struct Idle {
@@ -133,6 +159,10 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_peak_rss_kib: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub joins: Option<Joins>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu: Option<ServerCpu>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub coldstart: Option<ColdStart>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<Idle>,
@@ -158,6 +188,8 @@ impl Report {
             errors: 0,
             server_rss_kib: None,
             server_peak_rss_kib: None,
+            joins: None,
+            server_cpu: None,
             coldstart: None,
             idle: None,
             room_api: None,
@@ -204,6 +236,24 @@ impl Report {
             row(
                 "send lag ms",
                 format!("p50 {:.3}  p99 {:.3}  max {:.3}", l.p50, l.p99, l.max),
+            );
+        }
+        if let Some(j) = &self.joins {
+            row(
+                "joins",
+                format!(
+                    "{} in {:.2} s, each p50 {:.3}  p99 {:.3}  max {:.3} ms",
+                    j.clients, j.total_s, j.latency_ms.p50, j.latency_ms.p99, j.latency_ms.max
+                ),
+            );
+        }
+        if let Some(c) = &self.server_cpu {
+            row(
+                "server CPU",
+                format!(
+                    "setup {:.3} s  window {:.3} s ({:.1} µs per message), {} threads",
+                    c.setup_s, c.window_s, c.per_message_us, c.threads
+                ),
             );
         }
         if let Some(c) = &self.coldstart {
@@ -294,4 +344,13 @@ pub fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
             rest.trim().strip_suffix("kB")?.trim().parse().ok()
         })
         .ok_or_else(|| anyhow::anyhow!("{path} has no {field}"))
+}
+
+/// The CPU time (user + system) process `pid` has used so far, in seconds.
+pub fn proc_cpu_seconds(pid: u32) -> anyhow::Result<(f64, u64)> {
+    let dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let sample = roomhost::metrics::process::ProcessSample::read_from(&dir).ok_or_else(|| {
+        anyhow::anyhow!("reading {}/stat (is --pid the server's?)", dir.display())
+    })?;
+    Ok((sample.cpu_seconds, sample.threads))
 }

@@ -34,7 +34,13 @@ pub struct ProcessSample {
 impl ProcessSample {
     /// Reads `/proc/self`; `None` where it cannot be read or parsed.
     pub fn read() -> Option<ProcessSample> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        ProcessSample::read_from(std::path::Path::new("/proc/self"))
+    }
+
+    /// Reads another process's `/proc/<pid>` directory (the load generator
+    /// reads the server's CPU time this way).
+    pub fn read_from(proc_dir: &std::path::Path) -> Option<ProcessSample> {
+        let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
         let boot = std::fs::read_to_string("/proc/stat").ok()?;
         // SAFETY: sysconf only reads a configuration value.
         let (ticks, page) = unsafe {
@@ -44,8 +50,8 @@ impl ProcessSample {
             )
         };
         let mut sample = parse_stat(&stat, &boot, ticks.max(1) as f64, page.max(1) as u64)?;
-        sample.open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
-        sample.max_fds = std::fs::read_to_string("/proc/self/limits")
+        sample.open_fds = std::fs::read_dir(proc_dir.join("fd")).ok()?.count() as u64;
+        sample.max_fds = std::fs::read_to_string(proc_dir.join("limits"))
             .ok()
             .and_then(|limits| parse_max_open_files(&limits));
         Some(sample)
