@@ -130,6 +130,26 @@ impl NatsCluster {
             .join(",")
     }
 
+    /// The index of the server that leads `stream` now (server names are
+    /// `t<i>`), asked over NATS.
+    pub async fn stream_leader(&self, stream: &str) -> usize {
+        let client = async_nats::connect(self.servers[0].url())
+            .await
+            .expect("connects to NATS");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(stream).await.expect("the stream exists");
+        let info = stream.info().await.expect("stream info");
+        let leader = info
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .expect("the stream has a leader");
+        leader
+            .strip_prefix('t')
+            .and_then(|i| i.parse().ok())
+            .expect("a server of this cluster")
+    }
+
     /// What server `i` logged.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("nats{i}.log"))).unwrap_or_default()
