@@ -116,6 +116,12 @@ impl HostBuilder {
 
     pub async fn build(self) -> Result<Host, BuildError> {
         let config = self.config;
+        if self.cluster.is_some() && config.durability == Durability::Off {
+            // Off never syncs: nothing would reach the cluster's journal.
+            return Err(BuildError::Config(
+                "cluster mode needs durability strict or relaxed".into(),
+            ));
+        }
         let backend: Option<Arc<dyn Backend>> = match self.cluster {
             Some(cluster) => Some(
                 Cluster::connect(cluster)

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::{NatsCluster, Node, SIGCONT, SIGSTOP};
+use common::cluster::{NatsCluster, Node, SIGCONT};
 use common::{http, rooms_dir};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -52,12 +52,12 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(lease_secs: f64) -> Cluster {
+    async fn start(lease_secs: f64, extra: &[&str]) -> Cluster {
         let rooms = rooms_dir(&[("seq.js", SEQ_JS)]);
         let nats = NatsCluster::start(3);
         let mut nodes = Vec::new();
         for name in ["n1", "n2", "n3"] {
-            nodes.push(Node::start(rooms.path(), &nats, name, lease_secs).await);
+            nodes.push(Node::start(rooms.path(), &nats, name, lease_secs, extra).await);
         }
         Cluster {
             nats,
@@ -248,7 +248,11 @@ fn check_log(log: &[String], senders: &BTreeMap<String, Sent>) {
             "{name}'s items are out of order or doubled: {got:?}"
         );
         for n in &sent.acked {
-            assert!(got.contains(n), "{name}:{n} was acknowledged and is lost");
+            assert!(
+                got.contains(n),
+                "{name}:{n} was acknowledged and is lost (the room holds {got:?}; acknowledged {:?})",
+                sent.acked
+            );
         }
         for n in &got {
             assert!(
@@ -329,7 +333,7 @@ async fn owners(cluster: &Cluster, topic: &str) -> Vec<(String, u16, Option<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_simultaneous_first_joins_start_the_room_on_one_node() {
-    let cluster = Cluster::start(3.0).await;
+    let cluster = Cluster::start(3.0, &[]).await;
     let topic = "seq:race";
     let mut joins = Vec::new();
     for i in 0..60 {
@@ -390,7 +394,9 @@ async fn sixty_simultaneous_first_joins_start_the_room_on_one_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_owner_loses_no_acknowledged_push() {
-    let mut cluster = Cluster::start(2.0).await;
+    // Snapshots every 25 events: the new owner recovers from a snapshot
+    // and the events after it (some stored before the snapshot itself).
+    let mut cluster = Cluster::start(2.0, &["--snapshot-events", "25"]).await;
     let topic = "seq:k9";
     let addrs = cluster.addrs();
     // n1 takes the room; three senders push to it.
@@ -434,11 +440,18 @@ async fn kill_9_of_the_owner_loses_no_acknowledged_push() {
     );
     let log = room_log(&survivors, "n2", topic).await;
     check_log(&log, &outcome);
+    // Purges behind snapshots keep the room's subject short.
+    let held = cluster.nats.messages_on("ROOMHOST", "rh.j.seq_ck9").await;
+    assert!(
+        held < (log.len() as u64) / 2,
+        "the subject holds {held} messages for {} events: snapshots do not purge it",
+        log.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_owner_sends_nothing_after_the_takeover() {
-    let cluster = Cluster::start(2.0).await;
+    let cluster = Cluster::start(2.0, &[]).await;
     let topic = "seq:pause";
     let addrs = cluster.addrs();
     let (mut old, old_ref, owner) = join_owner(&addrs, "n1", topic, "a").await;
@@ -448,7 +461,7 @@ async fn a_paused_owner_sends_nothing_after_the_takeover() {
         .unwrap();
     assert_eq!(old.reply(&r, STEP).await.unwrap()["status"], "ok");
     let paused = &cluster.nodes[cluster.node(&owner)];
-    paused.signal(SIGSTOP);
+    paused.stop().await;
     // Pushes to the paused owner wait in its socket.
     let mut late = Vec::new();
     for n in 2..=4 {
@@ -520,7 +533,7 @@ async fn a_paused_owner_sends_nothing_after_the_takeover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_a_nats_server_loses_no_acknowledged_push() {
     // A lease well above the engine's leader election (4–9 s).
-    let mut cluster = Cluster::start(10.0).await;
+    let mut cluster = Cluster::start(10.0, &[]).await;
     let topic = "seq:natskill";
     let addrs = cluster.addrs();
     let (_first, _, owner) = join_owner(&addrs, "n1", topic, "opener").await;

@@ -170,7 +170,6 @@ impl Cluster {
                 subjects: vec![format!("{SUBJECT_PREFIX}>")],
                 storage: stream::StorageType::File,
                 num_replicas: config.replicas,
-                allow_rollup: true,
                 // Retries of a publish whose ack was lost are deduplicated
                 // by message id within this window.
                 duplicate_window: Duration::from_secs(120),

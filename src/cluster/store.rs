@@ -4,9 +4,9 @@
 //! Messages on a room's subject, each with an `Rh-Kind` header:
 //! - `events`: a group-commit batch, the framed records as the disk
 //!   journal writes them (one message per sync job);
-//! - `snapshot`: a snapshot, published with `Nats-Rollup: sub`, so the
-//!   engine drops everything before it on the subject (the subject stays
-//!   bounded);
+//! - `snapshot`: a snapshot; once it is stored, everything before the
+//!   previous snapshot is purged from the subject (so it stays bounded; see
+//!   `stored` for why not a rollup);
 //! - `owner`: written by a node that takes the room, after its replay.
 //!
 //! **Fencing.** Every publish carries `Nats-Expected-Last-Subject-Sequence`
@@ -31,7 +31,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use async_nats::header::{NATS_MESSAGE_ID, NATS_ROLLUP};
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
@@ -68,6 +68,8 @@ struct Head {
     /// Unique per recovery: message ids are `<epoch>-<n>`.
     epoch: String,
     published: u64,
+    /// Stream sequence of the newest snapshot message (None: none known).
+    snapshot_at: Option<u64>,
 }
 
 /// State the room task and the blocking jobs share.
@@ -105,6 +107,7 @@ impl JetStreamStore {
                     last: 0,
                     epoch: String::new(),
                     published: 0,
+                    snapshot_at: None,
                 }),
             }),
             lease: None,
@@ -133,7 +136,7 @@ impl JetStreamStore {
     }
 
     /// Reads the subject: the newest snapshot and the events after it.
-    fn read_subject(&self, keep_upto: Option<u64>) -> io::Result<(Recovered, u64)> {
+    fn read_subject(&self, keep_upto: Option<u64>) -> io::Result<(Recovered, Head)> {
         block(
             &self.shared.rt,
             read_subject(&self.shared, &self.subject, keep_upto),
@@ -178,9 +181,6 @@ async fn publish(shared: &Shared, subject: &str, head: &mut Head, item: &Item) -
             .message_id(&id)
             .expected_last_subject_sequence(head.last)
             .header(KIND, kind);
-        if matches!(item, Item::Snapshot(_)) {
-            message = message.header(NATS_ROLLUP, "sub");
-        }
         let attempt = async {
             shared
                 .js
@@ -191,6 +191,7 @@ async fn publish(shared: &Shared, subject: &str, head: &mut Head, item: &Item) -
         let error = match attempt.await {
             Ok(ack) => {
                 head.last = ack.sequence;
+                stored(shared, subject, head, item).await;
                 return Ok(());
             }
             Err(e)
@@ -202,6 +203,7 @@ async fn publish(shared: &Shared, subject: &str, head: &mut Head, item: &Item) -
                 match last_message(shared, subject).await {
                     Ok(Some((seq, last_id))) if last_id.as_deref() == Some(id.as_str()) => {
                         head.last = seq;
+                        stored(shared, subject, head, item).await;
                         return Ok(());
                     }
                     Ok(_) => {
@@ -230,6 +232,34 @@ async fn publish(shared: &Shared, subject: &str, head: &mut Head, item: &Item) -
     }
 }
 
+/// After `item` was stored at `head.last`: a snapshot makes everything
+/// before the *previous* snapshot obsolete, and that is purged.
+///
+/// Not a rollup at the new snapshot: a snapshot as of event S is written
+/// once S is durable, so batches of events after S may precede it on the
+/// subject, and recovery needs them. Everything before the previous
+/// snapshot is covered by this one: a snapshot is taken only after the
+/// previous one was written, so every event published before that write
+/// is at most this snapshot's seq. A failed purge only leaves the subject
+/// longer until the next snapshot.
+async fn stored(shared: &Shared, subject: &str, head: &mut Head, item: &Item) {
+    if !matches!(item, Item::Snapshot(_)) {
+        return;
+    }
+    let Some(previous) = head.snapshot_at.replace(head.last) else {
+        return;
+    };
+    let purged = shared
+        .stream
+        .purge()
+        .filter(subject)
+        .sequence(previous)
+        .await;
+    if let Err(e) = purged {
+        tracing::warn!(subject, error = %e, "purging the journal behind a snapshot failed; it stays until the next one");
+    }
+}
+
 /// The sequence and message id of `subject`'s last message, if any (from
 /// the stream leader).
 async fn last_message(shared: &Shared, subject: &str) -> io::Result<Option<(u64, Option<String>)>> {
@@ -253,11 +283,12 @@ async fn read_subject(
     shared: &Shared,
     subject: &str,
     keep_upto: Option<u64>,
-) -> io::Result<(Recovered, u64)> {
+) -> io::Result<(Recovered, Head)> {
     let mut out = Recovered::default();
     let mut events: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut base = 0;
     let mut last_stream_seq = 0;
+    let mut snapshot_at = None;
     let mut next = 1;
     loop {
         let message = match shared
@@ -275,6 +306,7 @@ async fn read_subject(
         match kind.as_deref() {
             Some("snapshot") => match Snapshot::decode(&message.payload) {
                 Ok(snapshot) => {
+                    snapshot_at = Some(message.sequence);
                     base = snapshot.seq;
                     events.retain(|(seq, _)| *seq > base);
                     out.snapshot = Some(message.payload.to_vec());
@@ -338,7 +370,15 @@ async fn read_subject(
     }
     out.last_seq = events.last().map_or(base, |(s, _)| *s);
     out.events = events.into_iter().map(|(_, e)| e).collect();
-    Ok((out, last_stream_seq))
+    Ok((
+        out,
+        Head {
+            last: last_stream_seq,
+            epoch: String::new(),
+            published: 0,
+            snapshot_at,
+        },
+    ))
 }
 
 impl Store for JetStreamStore {
@@ -356,10 +396,11 @@ impl Store for JetStreamStore {
             let key = self.key.clone();
             self.lease = Some(block(&shared.rt, lease::acquire(&shared, &key))?);
         }
-        let (recovered, last) = self.read_subject(keep_upto)?;
+        let (recovered, read) = self.read_subject(keep_upto)?;
         let mut head = lock(&self.pending.head);
         lock(&self.pending.queue).clear();
-        head.last = last;
+        head.last = read.last;
+        head.snapshot_at = read.snapshot_at;
         head.epoch = format!("{}-{:016x}", self.shared.node, rand::random::<u64>());
         head.published = 0;
         let owner = block(
@@ -403,9 +444,8 @@ impl Store for JetStreamStore {
         Some(self.publish_job())
     }
 
-    /// Queues the snapshot behind the events appended before it (a rollup
-    /// drops what precedes it on the subject, so nothing after it may go
-    /// first) and publishes the queue.
+    /// Queues the snapshot behind the events appended before it and
+    /// publishes the queue.
     fn snapshot_job(&mut self, _seq: u64, snapshot: Vec<u8>) -> Job {
         self.bytes = snapshot.len() as u64;
         lock(&self.pending.queue).push_back(Item::Snapshot(snapshot));

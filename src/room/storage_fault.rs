@@ -141,6 +141,10 @@ impl Room {
             .and_then(|()| self.journal.cut_to_durable());
         let recovered = match reopened {
             Ok(recovered) => recovered,
+            // Cluster mode: another node took the room meanwhile.
+            Err(failed) if crate::store::ownership_error(&failed.error).is_some() => {
+                return Err(self.ownership_lost(Crash::from(failed)));
+            }
             Err(failed) => {
                 tracing::debug!(topic = %self.slot.topic, error = %failed, "storage still unavailable");
                 self.storage.probe_failed();

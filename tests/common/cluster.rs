@@ -150,6 +150,33 @@ impl NatsCluster {
             .expect("a server of this cluster")
     }
 
+    /// How many messages `stream` holds on `subject` now.
+    pub async fn messages_on(&self, stream: &str, subject: &str) -> u64 {
+        use futures_util::StreamExt;
+        let servers: Vec<async_nats::ServerAddr> = self
+            .urls()
+            .split(',')
+            .map(|url| url.parse().expect("a NATS url"))
+            .collect();
+        let client = async_nats::connect(servers)
+            .await
+            .expect("connects to NATS");
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(stream).await.expect("the stream exists");
+        let mut subjects = stream
+            .info_with_subjects(subject)
+            .await
+            .expect("stream info");
+        let mut count = 0;
+        while let Some(entry) = subjects.next().await {
+            let (name, n) = entry.expect("a subject's count");
+            if name == subject {
+                count = n as u64;
+            }
+        }
+        count
+    }
+
     /// What server `i` logged.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("nats{i}.log"))).unwrap_or_default()
@@ -174,26 +201,29 @@ pub struct Node {
 
 impl Node {
     /// Starts node `name` over `nats` with a lease of `lease_secs`.
-    pub async fn start(rooms: &Path, nats: &NatsCluster, name: &str, lease_secs: f64) -> Node {
+    pub async fn start(
+        rooms: &Path,
+        nats: &NatsCluster,
+        name: &str,
+        lease_secs: f64,
+        extra: &[&str],
+    ) -> Node {
         let data = tempfile::tempdir().unwrap();
         let lease = lease_secs.to_string();
         let urls = nats.urls();
         let replicas = nats.servers.len().min(3).to_string();
-        let bin = Binary::start(
-            rooms,
-            data.path(),
-            &[
-                "--cluster",
-                &urls,
-                "--node",
-                name,
-                "--lease",
-                &lease,
-                "--cluster-replicas",
-                &replicas,
-            ],
-        )
-        .await;
+        let mut args = vec![
+            "--cluster",
+            &urls,
+            "--node",
+            name,
+            "--lease",
+            &lease,
+            "--cluster-replicas",
+            &replicas,
+        ];
+        args.extend_from_slice(extra);
+        let bin = Binary::start(rooms, data.path(), &args).await;
         Node {
             name: name.to_string(),
             addr: bin.addr,
@@ -223,6 +253,36 @@ impl Node {
 
     pub fn log(&self) -> String {
         self.bin.as_ref().map(Binary::log).unwrap_or_default()
+    }
+
+    /// SIGSTOP, then waits (bounded) until every thread of the process is
+    /// stopped: a signal is delivered asynchronously, and a thread still
+    /// running could handle what is sent next.
+    pub async fn stop(&self) {
+        self.signal(SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.pid());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all_stopped = std::fs::read_dir(&tasks)
+                .map(|entries| {
+                    entries.flatten().all(|t| {
+                        std::fs::read_to_string(t.path().join("stat"))
+                            .ok()
+                            .and_then(|stat| {
+                                // The state follows the ")" that ends the name.
+                                stat.rsplit_once(')')
+                                    .and_then(|(_, rest)| rest.trim_start().chars().next())
+                            })
+                            .is_some_and(|state| state == 'T' || state == 't')
+                    })
+                })
+                .unwrap_or(false);
+            if all_stopped {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the node did not stop");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
