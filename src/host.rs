@@ -17,13 +17,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::{Config, Durability};
 use crate::engine::WarmPool;
 use crate::metrics::Metrics;
 use crate::room::reload;
 use crate::room::{RoomEnv, RoomError, RoomHandle, RoomInfo, Rooms};
 use crate::scripts::Scripts;
-use crate::store::{Store, StoreLayer};
+use crate::store::{Backend, Store, StoreLayer};
 use crate::topic::Topic;
 use crate::web::WebState;
 
@@ -61,6 +62,8 @@ pub enum BuildError {
     Watch(String),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// Builds a [`Host`]; every setting has the default of [`Config`].
@@ -68,6 +71,7 @@ pub enum BuildError {
 pub struct HostBuilder {
     config: Config,
     store_layer: Option<StoreLayer>,
+    cluster: Option<ClusterConfig>,
 }
 
 impl HostBuilder {
@@ -102,8 +106,30 @@ impl HostBuilder {
         self
     }
 
+    /// Cluster mode: rooms' journals and leases live in NATS JetStream
+    /// (see `docs/cluster.md`); each room runs on one node of the cluster.
+    /// `build` connects, and fails if JetStream does not answer.
+    pub fn cluster(mut self, cluster: ClusterConfig) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     pub async fn build(self) -> Result<Host, BuildError> {
         let config = self.config;
+        if self.cluster.is_some() && config.durability == Durability::Off {
+            // Off never syncs: nothing would reach the cluster's journal.
+            return Err(BuildError::Config(
+                "cluster mode needs durability strict or relaxed".into(),
+            ));
+        }
+        let backend: Option<Arc<dyn Backend>> = match self.cluster {
+            Some(cluster) => Some(
+                Cluster::connect(cluster)
+                    .await
+                    .map_err(|e| BuildError::Cluster(e.to_string()))?,
+            ),
+            None => None,
+        };
         crate::web::check_config(&config).map_err(BuildError::Config)?;
         let scripts = Scripts::with_kind_limits(
             &config.scripts_dir,
@@ -132,6 +158,7 @@ impl HostBuilder {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             store_layer: self.store_layer,
+            backend,
             config: config.clone(),
             scripts: scripts.clone(),
             metrics: metrics.clone(),

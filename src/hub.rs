@@ -397,6 +397,20 @@ impl Channel {
         self.deliver_frame(frame.into())
     }
 
+    /// An error reply to `msg_ref` whose response is the JSON object
+    /// `response` (e.g. `{"reason":"not_owner","node":"n2"}`).
+    pub fn deliver_error_response(&self, msg_ref: Option<&Ref>, response: &str) -> bool {
+        let frame = protocol::encode_reply(
+            self.vsn,
+            self.join_ref.as_ref(),
+            msg_ref,
+            self.topic.as_str(),
+            protocol::Status::Error,
+            response,
+        );
+        self.deliver_frame(frame.into())
+    }
+
     /// The frame that ends this channel on the client: `event` is
     /// `phx_error` or `phx_close`, addressed to the join.
     pub fn close_frame(&self, event: &str) -> Frame {

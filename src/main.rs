@@ -88,6 +88,22 @@ struct ServeArgs {
     /// Directory for journals and snapshots.
     #[arg(long, env = "ROOMHOST_DATA", default_value = "data")]
     data: PathBuf,
+    /// Cluster mode: comma-separated NATS server URLs (JetStream); rooms'
+    /// journals and leases live there and each room runs on one node.
+    #[arg(long, env = "ROOMHOST_CLUSTER", value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// This node's name in the cluster (default: bind address:port).
+    #[arg(long, env = "ROOMHOST_NODE")]
+    node: Option<String>,
+    /// Cluster mode: seconds a room's lease lasts without renewal (another
+    /// node takes the room this long after its owner died). Keep it above
+    /// the engine's leader election (4-9 s).
+    #[arg(long, env = "ROOMHOST_LEASE", default_value_t = 10.0)]
+    lease: f64,
+    /// Cluster mode: replicas of the journal stream and the lease bucket
+    /// (3 for a 3-server NATS cluster, 1 with a single server).
+    #[arg(long, env = "ROOMHOST_CLUSTER_REPLICAS", default_value_t = 3)]
+    cluster_replicas: usize,
     /// strict (fsync before replying), relaxed (fsync within ~10 ms) or off (memory only).
     #[arg(long, env = "ROOMHOST_DURABILITY", default_value = "strict")]
     durability: Durability,
@@ -387,16 +403,23 @@ fn serve(args: ServeArgs, heap_tuned: bool) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let host = Host::builder()
-            .config(config)
-            .build()
-            .await
-            .context("starting the host")?;
         let addr = SocketAddr::new(args.bind, args.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
+        let mut builder = Host::builder().config(config);
+        if !args.cluster.is_empty() {
+            let mut cluster = roomhost::cluster::ClusterConfig::new(
+                args.cluster.clone(),
+                args.node.clone().unwrap_or_else(|| local.to_string()),
+            );
+            cluster.lease = Duration::try_from_secs_f64(args.lease)
+                .context("--lease must be a number of seconds")?;
+            cluster.replicas = args.cluster_replicas;
+            builder = builder.cluster(cluster);
+        }
+        let host = builder.build().await.context("starting the host")?;
         println!("roomhost listening on http://{local}");
         log_start(&local, &args, host.config());
         host.serve(listener, shutdown_signal()).await?;

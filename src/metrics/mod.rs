@@ -35,7 +35,15 @@ type HookLabels = [(&'static str, String); 2];
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Values of the `reason` label of crashes and restarts.
-pub const CRASH_REASONS: [&str; 6] = ["cpu", "memory", "killed", "panic", "storage", "other"];
+pub const CRASH_REASONS: [&str; 7] = [
+    "cpu",
+    "memory",
+    "killed",
+    "panic",
+    "storage",
+    "ownership",
+    "other",
+];
 /// Values of the `state` label of `roomhost_rooms`.
 pub const ROOM_STATES: [&str; 6] = [
     "starting",

@@ -35,6 +35,10 @@ pub enum Crash {
     /// error it gave.
     #[error("{what}: {error}")]
     Storage { what: &'static str, error: String },
+    /// Cluster mode: another node owns the room, or took it from this one
+    /// (a fenced append was refused, the lease ran out). Not restarted here.
+    #[error("{0}")]
+    Ownership(crate::store::OwnershipError),
     /// A bug: the room task panicked.
     #[error("panic: {0}")]
     Panic(String),
@@ -48,6 +52,15 @@ impl Crash {
         Crash::Storage {
             what,
             error: error.to_string(),
+        }
+    }
+
+    /// The ownership refusal `error` carries (see
+    /// [`crate::store::OwnershipError`]).
+    pub(crate) fn ownership(error: &std::io::Error) -> Crash {
+        match crate::store::ownership_error(error) {
+            Some(refusal) => Crash::Ownership(refusal.clone()),
+            None => Crash::Ownership(crate::store::OwnershipError::Lost(error.to_string())),
         }
     }
 
@@ -69,6 +82,7 @@ impl Crash {
             Crash::Killed => "killed",
             Crash::Panic(_) => "panic",
             Crash::Storage { .. } => "storage",
+            Crash::Ownership(_) => "ownership",
             Crash::Script(_) => "other",
         }
     }
@@ -136,6 +150,13 @@ mod tests {
                 "journal sync failed: EIO",
             ),
             (Crash::script("anything else"), "other", "anything else"),
+            (
+                Crash::Ownership(crate::store::OwnershipError::Lost(
+                    "journal moved on".into(),
+                )),
+                "ownership",
+                "ownership lost: journal moved on",
+            ),
             (
                 Crash::Js {
                     fatal: Fatal::CpuBudget,

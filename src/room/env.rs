@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::engine::WarmPool;
 use crate::metrics::Metrics;
 use crate::scripts::Scripts;
-use crate::store::StoreLayer;
+use crate::store::{Backend, StoreLayer};
 
 pub(crate) struct RoomEnv {
     pub config: Config,
@@ -28,4 +28,7 @@ pub(crate) struct RoomEnv {
     pub tasks: TaskTracker,
     /// Wraps each room's durable store as it opens.
     pub store_layer: Option<StoreLayer>,
+    /// Where stores live in cluster mode (see [`Backend`]); `None`: on
+    /// this machine's disk.
+    pub backend: Option<Arc<dyn Backend>>,
 }

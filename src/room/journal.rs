@@ -84,6 +84,9 @@ impl std::fmt::Display for StorageError {
 
 impl From<StorageError> for Crash {
     fn from(e: StorageError) -> Crash {
+        if crate::store::ownership_error(&e.error).is_some() {
+            return Crash::ownership(&e.error);
+        }
         Crash::storage(e.what, e.error)
     }
 }
@@ -405,6 +408,11 @@ impl Journal {
         self.store
             .set_wakeup(at)
             .map_err(StorageError::of("writing the wakeup file"))
+    }
+
+    /// Cancelled when this node lost the room (see [`Store::lost`]).
+    pub(super) fn lost(&self) -> Option<tokio_util::sync::CancellationToken> {
+        self.store.lost()
     }
 
     /// A job that shows whether the store takes writes again.

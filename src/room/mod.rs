@@ -92,9 +92,26 @@ pub enum RoomError {
     TooManyRooms,
     #[error("no such room")]
     NotFound,
+    /// Cluster mode: another node owns the room (its name, when known).
+    /// Clients get `{"reason": "not_owner", "node": ...}`.
+    #[error("not_owner")]
+    NotOwner { node: Option<String> },
     /// The kind does not export the hook a request needs.
     #[error("this room kind has no {0}")]
     NoHook(&'static str),
+}
+
+impl RoomError {
+    /// The JSON object an error reply carries: `{"reason": <Display>}`,
+    /// plus `"node"` for [`RoomError::NotOwner`].
+    pub fn response_json(&self) -> serde_json::Value {
+        match self {
+            RoomError::NotOwner { node } => {
+                serde_json::json!({ "reason": self.to_string(), "node": node })
+            }
+            other => serde_json::json!({ "reason": other.to_string() }),
+        }
+    }
 }
 
 /// Where the answer to a command goes.

@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
 use super::handle::RoomHandle;
-use super::{Command, Mailbox, Revival, RoomEnv, RoomError, RoomSlot, RoomState, supervisor};
+use super::{
+    Command, Crash, Mailbox, Revival, RoomEnv, RoomError, RoomSlot, RoomState, supervisor,
+};
 use crate::config::Durability;
 use crate::feed::Feed;
 use crate::scripts::KindError;
@@ -147,6 +149,30 @@ impl Rooms {
             lock(&self.0.parked).insert(slot.topic.clone(), memory.clone());
         }
         true
+    }
+
+    /// Unregisters `slot`, which another node owns (cluster mode): the
+    /// next use of its topic asks for the room's lease again.
+    pub(crate) fn forget(&self, slot: &Arc<RoomSlot>, crash: &Crash) {
+        let mut map = lock(&self.0.map);
+        slot.abandon(crash);
+        if map.get(&slot.topic).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            map.remove(&slot.topic);
+        }
+    }
+
+    /// This node's name in cluster mode.
+    pub fn node(&self) -> Option<&str> {
+        self.env().backend.as_ref().map(|b| b.node())
+    }
+
+    /// Cluster mode: the node that owns `topic` now, if any (`None` also
+    /// outside cluster mode).
+    pub async fn owner(&self, topic: &Topic) -> std::io::Result<Option<String>> {
+        match &self.env().backend {
+            Some(backend) => backend.owner(topic).await,
+            None => Ok(None),
+        }
     }
 
     /// The room for `topic`, started if needed, and its mailbox.

@@ -422,6 +422,17 @@ impl RoomSlot {
 
     /// Under the registry lock: whether nobody can send to this room any
     /// more, in which case it is marked stopped.
+    /// Another node owns the room (cluster mode): stopped, with why, and
+    /// no mailbox for new work.
+    pub(crate) fn abandon(&self, crash: &Crash) {
+        let mut s = self.status();
+        s.mailbox = None;
+        s.state = RoomState::Stopped;
+        s.abort = None;
+        s.last_error = Some(crash.to_string());
+        self.publish_state(&s);
+    }
+
     pub(crate) fn stop_if_unreachable(&self, mailbox: &Mailbox) -> bool {
         let mut s = self.status();
         let only_ours = s.mailbox.as_ref().is_none_or(|tx| tx.strong_count() == 1);

@@ -30,6 +30,9 @@ impl Room {
     /// refuse what needs the journal until a probe succeeds. Crashes the
     /// room only if not even the durable state can be read.
     pub(super) fn storage_failed(&mut self, failed: StorageError) -> Result<(), Crash> {
+        if crate::store::ownership_error(&failed.error).is_some() {
+            return Err(self.ownership_lost(Crash::from(failed)));
+        }
         let reason = format!("storage unavailable: {failed}");
         let journaled = self.journal.discard_undurable();
         let durable = self.journal.durable();
@@ -44,6 +47,26 @@ impl Room {
         self.rebuild(&recovered)?;
         self.release();
         Ok(())
+    }
+
+    /// Another node took the room (cluster mode: an append was refused
+    /// because the journal moved on, or the lease ran out). Nothing that is
+    /// not durable is ever sent: replies to those events become errors,
+    /// their broadcasts are dropped. Returns the crash that ends the task;
+    /// the supervisor does not restart the room here.
+    pub(super) fn ownership_lost(&mut self, crash: Crash) -> Crash {
+        self.journal.discard_undurable();
+        let durable = self.journal.durable();
+        tracing::error!(
+            topic = %self.slot.topic,
+            generation = self.generation,
+            durable,
+            reason = %crash,
+            "room lost to another node: it stops here, sending nothing more"
+        );
+        self.gate
+            .refuse_after(durable, &crash.to_string(), &self.slot.hub);
+        crash
     }
 
     /// Records the fault (the log and the channels hear of it once).
@@ -118,6 +141,10 @@ impl Room {
             .and_then(|()| self.journal.cut_to_durable());
         let recovered = match reopened {
             Ok(recovered) => recovered,
+            // Cluster mode: another node took the room meanwhile.
+            Err(failed) if crate::store::ownership_error(&failed.error).is_some() => {
+                return Err(self.ownership_lost(Crash::from(failed)));
+            }
             Err(failed) => {
                 tracing::debug!(topic = %self.slot.topic, error = %failed, "storage still unavailable");
                 self.storage.probe_failed();

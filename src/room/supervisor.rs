@@ -10,6 +10,7 @@ use super::crash::Exit;
 use super::registry::Rooms;
 use super::{Command, Crash, Mailbox, ReplyTo, RoomError, RoomSlot, task};
 use crate::hub::Outbound;
+use crate::store::OwnershipError;
 
 pub(super) async fn supervise(rooms: Rooms, slot: Arc<RoomSlot>) {
     let env = rooms.env();
@@ -33,6 +34,23 @@ pub(super) async fn supervise(rooms: Rooms, slot: Arc<RoomSlot>) {
                 Err(e) => e.to_string(),
             }),
         };
+        if let Crash::Ownership(why) = &crash {
+            // Cluster mode: another node owns the room. It does not run
+            // here: its channels rejoin (and hear which node owns it), what
+            // waited is refused, and the next use asks for the lease again.
+            tracing::info!(topic = %topic, generation, reason = %crash, "room not served here: another node owns it");
+            env.metrics.room_crashed(crash.label());
+            let node = match why {
+                OwnershipError::NotOwner { node } => Some(node.clone()),
+                OwnershipError::Lost(_) => None,
+            };
+            rooms.forget(&slot, &crash);
+            for channel in slot.hub.drain() {
+                channel.close_with("phx_error");
+            }
+            refuse_queued(&slot, RoomError::NotOwner { node }, true).await;
+            return;
+        }
         tracing::warn!(topic = %topic, generation, reason = %crash, cause = crash.label(), "room crashed");
         env.metrics.room_crashed(crash.label());
         // Events journaled but never released were never acknowledged.
@@ -51,7 +69,8 @@ pub(super) async fn supervise(rooms: Rooms, slot: Arc<RoomSlot>) {
         let Some(restart) = restart else { return };
         let Some(backoff) = restart else {
             tracing::error!(topic = %topic, "room failed: restart intensity exceeded");
-            refuse_queued(&slot).await;
+            let error = slot.mailbox().err().unwrap_or(RoomError::Crashed);
+            refuse_queued(&slot, error, false).await;
             return;
         };
         env.metrics.room_restarted(crash.label());
@@ -65,24 +84,27 @@ pub(super) async fn supervise(rooms: Rooms, slot: Arc<RoomSlot>) {
     }
 }
 
-/// Answers what waited in a failed room's mailbox.
-async fn refuse_queued(slot: &RoomSlot) {
-    let error = slot.mailbox().err().unwrap_or(RoomError::Crashed);
-    let reason = error.to_string();
+/// Answers what waited in a failed (or, with `close`, abandoned) room's
+/// mailbox with `error`; `close` also refuses every later send.
+async fn refuse_queued(slot: &RoomSlot, error: RoomError, close: bool) {
+    let response = error.response_json().to_string();
     let mut mailbox = slot.mailbox_rx.lock().await;
     let Mailbox { rx, taken } = &mut *mailbox;
+    if close {
+        rx.close();
+    }
     let queued = std::iter::from_fn(|| rx.try_recv().ok());
     for command in taken.drain(..).chain(queued) {
         match command {
             Command::Join {
                 channel, msg_ref, ..
             } => {
-                channel.deliver_error_reply(msg_ref.as_ref(), &reason);
+                channel.deliver_error_response(msg_ref.as_ref(), &response);
                 channel.peer.deliver(Outbound::ChannelClosed(channel.id));
             }
             Command::Message { reply, .. } => match reply {
                 ReplyTo::Channel { channel, msg_ref } => {
-                    channel.deliver_error_reply(msg_ref.as_ref(), &reason);
+                    channel.deliver_error_response(msg_ref.as_ref(), &response);
                 }
                 ReplyTo::Caller(tx) => {
                     let _ = tx.send(Err(error.clone()));

@@ -33,7 +33,7 @@ use super::{Command, Crash, LeaveReason, Mailbox, RoomEnv, RoomSlot};
 use crate::clock::now_ms;
 use crate::engine::{CallError, Emit, Kick, NextTimer, RoomJs};
 use crate::scripts::CompiledKind;
-use crate::store::Snapshot;
+use crate::store::{Snapshot, ownership_error};
 
 /// Commands handled per batch before outputs are released.
 const BATCH: usize = 128;
@@ -54,6 +54,14 @@ fn contained<T>(slot: &RoomSlot, f: impl FnOnce() -> T) -> T {
         tokio::task::block_in_place(f)
     } else {
         f()
+    }
+}
+
+/// Resolves when `token` is cancelled; never without one.
+async fn cancelled(token: Option<&tokio_util::sync::CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -149,7 +157,12 @@ impl Room {
         let env = rooms.env();
         let topic = slot.topic.clone();
         let kind = env.scripts.kind(topic.kind()).map_err(Crash::script)?;
-        let mut store = crate::store::open(&env.config.data_dir, &topic, slot.memory.as_ref());
+        let mut store = crate::store::open(
+            &env.config.data_dir,
+            &topic,
+            slot.memory.as_ref(),
+            env.backend.as_ref(),
+        );
         if let (Some(layer), None) = (&env.store_layer, &slot.memory) {
             store = layer(&topic, store);
         }
@@ -157,6 +170,10 @@ impl Room {
         // that, the room starts from what it can read, in a storage fault.
         let (recovered, refused_repair) = match store.recover(keep_upto) {
             Ok(recovered) => (recovered, None),
+            // Another node owns the room (cluster mode): nothing to serve.
+            Err(error) if ownership_error(&error).is_some() => {
+                return Err(Crash::ownership(&error));
+            }
             Err(error) => match store.read(keep_upto) {
                 Ok(recovered) => (
                     recovered,
@@ -252,6 +269,8 @@ impl Room {
             self.handle_taken(&mut mailbox.taken).await?;
         }
         let shutdown = self.env().shutdown.clone();
+        // Cluster mode: cancelled when this node loses the room.
+        let lost = self.journal.lost();
         let idle_timeout = self.env().config.idle_timeout;
         let hibernate_after = self.env().config.hibernate_after;
         loop {
@@ -275,6 +294,13 @@ impl Room {
                 _ = shutdown.cancelled() => {
                     self.shut_down().await?;
                     return Ok(Exit::Stopped);
+                }
+                _ = cancelled(lost.as_ref()) => {
+                    return Err(self.ownership_lost(Crash::Ownership(
+                        crate::store::OwnershipError::Lost(
+                            "the lease could not be renewed in time".into(),
+                        ),
+                    )));
                 }
                 done = self.journal.commit_done(), if self.journal.committing() => {
                     match self.journal.committed(done) {

@@ -226,19 +226,72 @@ pub trait Store: Send {
     fn set_wakeup(&mut self, _at: Option<i64>) -> io::Result<()> {
         Ok(())
     }
+
+    /// Cancelled when the room must stop at once because this node lost it
+    /// (a store of a [`Backend`] whose lease ran out); `None` for stores
+    /// that are never taken away.
+    fn lost(&self) -> Option<tokio_util::sync::CancellationToken> {
+        None
+    }
+}
+
+/// Where rooms' stores live when they are not on this machine's disk
+/// (cluster mode, see `crate::cluster`): it opens a room's store, and says
+/// which node owns a room. A store it opens may refuse with an
+/// [`OwnershipError`] (inside an `io::Error`, see [`ownership_error`]).
+pub trait Backend: Send + Sync {
+    /// The store of `topic` for a room about to start on this node.
+    fn open(&self, topic: &Topic) -> Box<dyn Store>;
+    /// This node's name.
+    fn node(&self) -> &str;
+    /// The node that owns `topic` now, if any (a lookup over the network).
+    fn owner<'a>(
+        &'a self,
+        topic: &'a Topic,
+    ) -> std::pin::Pin<Box<dyn Future<Output = io::Result<Option<String>>> + Send + 'a>>;
+}
+
+/// Why a store of a [`Backend`] refuses to serve its room: another node
+/// owns it. Carried inside an `io::Error` (see [`ownership_error`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OwnershipError {
+    /// Another live node holds the room's lease.
+    #[error("room owned by node {node}")]
+    NotOwner { node: String },
+    /// This node owned the room and does no longer: an append was refused
+    /// because the journal moved on (another node appended), or the lease
+    /// could not be renewed in time.
+    #[error("ownership lost: {0}")]
+    Lost(String),
+}
+
+impl OwnershipError {
+    pub fn into_io(self) -> io::Error {
+        io::Error::other(self)
+    }
+}
+
+/// The ownership refusal inside `error`, if it is one.
+pub fn ownership_error(error: &io::Error) -> Option<&OwnershipError> {
+    error.get_ref()?.downcast_ref::<OwnershipError>()
 }
 
 /// Wraps each room's durable store as it opens (see
 /// [`crate::HostBuilder::wrap_store`]): instrumentation, or a test's faults.
 pub type StoreLayer = Arc<dyn Fn(&Topic, Box<dyn Store>) -> Box<dyn Store> + Send + Sync>;
 
-/// The store of one room: on disk under `data_dir`, or (durability `off`)
-/// the in-memory journal its registry slot keeps across crashes.
+/// The store of one room: the backend's (cluster mode), on disk under
+/// `data_dir`, or (durability `off`) the in-memory journal its registry
+/// slot keeps across crashes.
 pub fn open(
     data_dir: &Path,
     topic: &Topic,
     memory: Option<&Arc<Mutex<MemoryJournal>>>,
+    backend: Option<&Arc<dyn Backend>>,
 ) -> Box<dyn Store> {
+    if let Some(backend) = backend {
+        return backend.open(topic);
+    }
     match memory {
         Some(memory) => Box::new(SharedMemory(memory.clone())),
         None => Box::new(DiskJournal::new(paths::room_dir(

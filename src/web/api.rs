@@ -84,6 +84,49 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A [`RoomError`] as an answer: [`ApiError`]'s status and `{"reason"}`;
+/// another node's room is 421 Misdirected Request with `"error"` and
+/// `"node"` too.
+#[derive(Debug)]
+pub(crate) enum RoomApiError {
+    Plain(ApiError),
+    NotOwner(Option<String>),
+}
+
+impl IntoResponse for RoomApiError {
+    fn into_response(self) -> Response {
+        match self {
+            RoomApiError::Plain(e) => e.into_response(),
+            RoomApiError::NotOwner(node) => {
+                let error = match &node {
+                    Some(node) => format!("room owned by node {node}"),
+                    None => "room owned by another node".to_string(),
+                };
+                (
+                    StatusCode::MISDIRECTED_REQUEST,
+                    Json(json!({ "reason": "not_owner", "error": error, "node": node })),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+impl From<ApiError> for RoomApiError {
+    fn from(e: ApiError) -> Self {
+        RoomApiError::Plain(e)
+    }
+}
+
+impl From<RoomError> for RoomApiError {
+    fn from(e: RoomError) -> Self {
+        match e {
+            RoomError::NotOwner { node } => RoomApiError::NotOwner(node),
+            other => RoomApiError::Plain(other.into()),
+        }
+    }
+}
+
 impl From<RoomError> for ApiError {
     fn from(e: RoomError) -> Self {
         let status = match &e {
@@ -98,6 +141,7 @@ impl From<RoomError> for ApiError {
             RoomError::ShuttingDown
             | RoomError::TooManyRooms
             | RoomError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RoomError::NotOwner { .. } => StatusCode::MISDIRECTED_REQUEST,
         };
         ApiError(status, e.to_string())
     }
@@ -175,16 +219,30 @@ pub(crate) async fn list(State(web): State<Arc<WebState>>) -> Json<serde_json::V
 pub(crate) async fn show(
     State(web): State<Arc<WebState>>,
     Path(text): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, RoomApiError> {
     let topic = parse_topic(&text)?;
     if let Some(slot) = web.rooms.get(&topic) {
-        return Ok(Json(room_json(&web, &slot)));
+        let mut room = room_json(&web, &slot);
+        if let Some(node) = web.rooms.node() {
+            room["node"] = json!(node);
+        }
+        return Ok(Json(room));
+    }
+    // Cluster mode: the room may run on another node.
+    if let Some(node) = web.rooms.owner(&topic).await.map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("looking up the room's owner: {e}"),
+        )
+    })? && web.rooms.node() != Some(node.as_str())
+    {
+        return Err(RoomError::NotOwner { node: Some(node) }.into());
     }
     stopped_rooms(&web)
         .into_iter()
         .find(|r| r["topic"] == topic.as_str())
         .map(Json)
-        .ok_or(ApiError(StatusCode::NOT_FOUND, "no such room".into()))
+        .ok_or(ApiError(StatusCode::NOT_FOUND, "no such room".into()).into())
 }
 
 pub(crate) async fn console(

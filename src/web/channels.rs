@@ -215,10 +215,17 @@ impl Channels {
         if self.table.len() >= self.web.config.max_channels_per_conn {
             return self.reply_error(&message, "too many channels joined").await;
         }
-        let (_, mailbox) = match self.web.rooms.open(&topic) {
+        let (_, mut mailbox) = match self.web.rooms.open(&topic) {
             Ok(room) => room,
             Err(e) => return self.reply_error(&message, &e.to_string()).await,
         };
+        if mailbox.is_closed() {
+            // The room was just given up (cluster mode: another node owns
+            // it): a new one asks again, and its refusal names the owner.
+            if let Ok((_, again)) = self.web.rooms.open(&topic) {
+                mailbox = again;
+            }
+        }
         let channel = Arc::new(Channel {
             id: self.web.next_channel.fetch_add(1, Ordering::Relaxed),
             topic: topic.clone(),

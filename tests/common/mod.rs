@@ -4,6 +4,7 @@
 //! reader. Every test crate includes this module and uses part of it.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod raw_http;
 pub mod sse;
 

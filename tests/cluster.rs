@@ -1,0 +1,587 @@
+//! Cluster mode over real processes on loopback: 3 clustered nats-servers
+//! (the pinned binary, installed on first use) and 3 roomhost nodes. Each
+//! room runs on exactly one node; a node's death (`kill -9`), a paused
+//! owner (`SIGSTOP` past its lease) and a NATS server's death lose nothing
+//! acknowledged, and an old owner sends nothing after the takeover.
+//!
+//! Clients connect to the node that owns the room (phase 1 has no
+//! forwarding): a join elsewhere is refused with `not_owner` and the node's
+//! name, and the client goes there.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::cluster::{NatsCluster, Node, SIGCONT};
+use common::{http, rooms_dir};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A room that records every `add` in order: `{sender, n}` → `"sender:n"`.
+const SEQ_JS: &str = r#"
+let log = [];
+export function onJoin(conn, params) { return { count: log.length }; }
+export function onMessage(conn, event, payload) {
+  if (event === "add") {
+    const item = `${payload.sender}:${payload.n}`;
+    log.push(item);
+    room.broadcast("added", { item });
+    return { count: log.length };
+  }
+  if (event === "get") return { log };
+  throw new Error(`unknown event ${event}`);
+}
+export function snapshot() { return { log }; }
+export function restore(state) { log = state.log; }
+"#;
+
+/// How long any one step may take before the test fails.
+const STEP: Duration = Duration::from_secs(30);
+
+struct Cluster {
+    nats: NatsCluster,
+    nodes: Vec<Node>,
+    _rooms: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(lease_secs: f64, extra: &[&str]) -> Cluster {
+        let rooms = rooms_dir(&[("seq.js", SEQ_JS)]);
+        let nats = NatsCluster::start(3);
+        let mut nodes = Vec::new();
+        for name in ["n1", "n2", "n3"] {
+            nodes.push(Node::start(rooms.path(), &nats, name, lease_secs, extra).await);
+        }
+        Cluster {
+            nats,
+            nodes,
+            _rooms: rooms,
+        }
+    }
+
+    fn addrs(&self) -> HashMap<String, SocketAddr> {
+        self.nodes
+            .iter()
+            .filter(|n| n.bin.is_some())
+            .map(|n| (n.name.clone(), n.addr))
+            .collect()
+    }
+
+    fn node(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .expect("a node of this name")
+    }
+}
+
+/// A Phoenix V2 client that reports failures instead of panicking (nodes
+/// die under it).
+struct Ws {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_ref: u64,
+    /// Broadcasts seen, in order.
+    broadcasts: Vec<Value>,
+}
+
+impl Ws {
+    async fn connect(addr: SocketAddr, user: &str) -> Option<Ws> {
+        let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0&user={user}");
+        let connect = tokio_tungstenite::connect_async(url);
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(5), connect)
+            .await
+            .ok()?
+            .ok()?;
+        Some(Ws {
+            ws,
+            next_ref: 0,
+            broadcasts: Vec::new(),
+        })
+    }
+
+    async fn send(
+        &mut self,
+        join_ref: &str,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> Option<String> {
+        self.next_ref += 1;
+        let r = self.next_ref.to_string();
+        let join_ref = if event == "phx_join" {
+            r.clone()
+        } else {
+            join_ref.to_string()
+        };
+        let frame = json!([join_ref, r, topic, event, payload]);
+        self.ws.send(Message::text(frame.to_string())).await.ok()?;
+        Some(r)
+    }
+
+    /// The reply to `r` (`{status, response}`), or `Err` with why there is
+    /// none: the channel errored or closed, the socket died, or `within`
+    /// passed.
+    async fn reply(&mut self, r: &str, within: Duration) -> Result<Value, String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| "no reply in time".to_string())?;
+            let text = match next {
+                Some(Ok(Message::Text(t))) => t.to_string(),
+                Some(Ok(Message::Close(_))) | None => return Err("closed".into()),
+                Some(Err(e)) => return Err(format!("socket: {e}")),
+                Some(Ok(_)) => continue,
+            };
+            let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            match v[3].as_str() {
+                Some("phx_reply") if v[1] == r => return Ok(v[4].clone()),
+                Some("phx_error") | Some("phx_close") => return Err(format!("{}", v[3])),
+                Some("added") => self.broadcasts.push(v[4].clone()),
+                _ => {}
+            }
+        }
+    }
+
+    async fn join(&mut self, topic: &str) -> Result<(String, Value), String> {
+        let r = self
+            .send("", topic, "phx_join", json!({}))
+            .await
+            .ok_or("send failed")?;
+        let reply = self.reply(&r, Duration::from_secs(15)).await?;
+        Ok((r, reply))
+    }
+}
+
+/// Joins `topic` on whichever node owns it, starting at `first`: a
+/// `not_owner` refusal names the node to go to; a dead node or a lease not
+/// yet expired is retried until `STEP` passes. Returns the client, its
+/// join ref and the node it joined on.
+async fn join_owner(
+    addrs: &HashMap<String, SocketAddr>,
+    first: &str,
+    topic: &str,
+    user: &str,
+) -> (Ws, String, String) {
+    let deadline = Instant::now() + STEP;
+    let names: Vec<String> = addrs.keys().cloned().collect();
+    let mut target = first.to_string();
+    let mut round = 0usize;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "{user} could not join {topic} on any node"
+        );
+        if let Some(addr) = addrs.get(&target)
+            && let Some(mut ws) = Ws::connect(*addr, user).await
+            && let Ok((join_ref, reply)) = ws.join(topic).await
+        {
+            if reply["status"] == "ok" {
+                return (ws, join_ref, target);
+            }
+            let named = reply["response"]["node"].as_str().map(str::to_string);
+            if reply["response"]["reason"] == "not_owner"
+                && let Some(node) = named.filter(|n| addrs.contains_key(n) && *n != target)
+            {
+                target = node;
+                continue;
+            }
+        }
+        // The owner is dead or its lease has not run out yet: try the
+        // others in turn.
+        round += 1;
+        target = names[round % names.len()].clone();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The room's log, read through its owner.
+async fn room_log(addrs: &HashMap<String, SocketAddr>, first: &str, topic: &str) -> Vec<String> {
+    let (mut ws, join_ref, _) = join_owner(addrs, first, topic, "reader").await;
+    let r = ws
+        .send(&join_ref, topic, "get", json!({}))
+        .await
+        .expect("sent");
+    let reply = ws.reply(&r, STEP).await.expect("the log");
+    assert_eq!(reply["status"], "ok", "{reply}");
+    reply["response"]["log"]
+        .as_array()
+        .expect("a log")
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// What one sender of `add`s learned.
+#[derive(Default)]
+struct Sent {
+    /// `n`s answered ok, in order.
+    acked: Vec<u64>,
+    /// When each ok came.
+    acked_at: Vec<Instant>,
+    /// `n`s sent whose answer never came (or was an error).
+    unknown: Vec<u64>,
+}
+
+/// Checks the log against what the senders learned: every acknowledged
+/// push exactly once, each sender's items in its send order, nothing that
+/// was never sent.
+fn check_log(log: &[String], senders: &BTreeMap<String, Sent>) {
+    let mut seen: HashMap<&str, Vec<u64>> = HashMap::new();
+    for item in log {
+        let (sender, n) = item.split_once(':').expect("sender:n");
+        seen.entry(sender)
+            .or_default()
+            .push(n.parse().expect("a number"));
+    }
+    for (name, sent) in senders {
+        let got = seen.remove(name.as_str()).unwrap_or_default();
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{name}'s items are out of order or doubled: {got:?}"
+        );
+        for n in &sent.acked {
+            assert!(
+                got.contains(n),
+                "{name}:{n} was acknowledged and is lost (the room holds {got:?}; acknowledged {:?})",
+                sent.acked
+            );
+        }
+        for n in &got {
+            assert!(
+                sent.acked.contains(n) || sent.unknown.contains(n),
+                "{name}:{n} is in the room but was never sent"
+            );
+        }
+    }
+    assert!(seen.is_empty(), "items of unknown senders: {seen:?}");
+}
+
+/// Pushes `add`s to `topic` as `name` until `stop`, rejoining wherever the
+/// room runs whenever the channel dies; each `n` is sent once.
+async fn send_until(
+    addrs: HashMap<String, SocketAddr>,
+    first: String,
+    topic: &'static str,
+    name: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+    acks: Arc<AtomicUsize>,
+) -> Sent {
+    let mut sent = Sent::default();
+    let mut n = 0;
+    'outer: while !*stop.borrow() {
+        let (mut ws, join_ref, _) = join_owner(&addrs, &first, topic, &name).await;
+        while !*stop.borrow() {
+            n += 1;
+            let Some(r) = ws
+                .send(&join_ref, topic, "add", json!({ "sender": name, "n": n }))
+                .await
+            else {
+                sent.unknown.push(n);
+                continue 'outer;
+            };
+            match ws.reply(&r, Duration::from_secs(25)).await {
+                Ok(reply) if reply["status"] == "ok" => {
+                    sent.acked.push(n);
+                    sent.acked_at.push(Instant::now());
+                    acks.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    sent.unknown.push(n);
+                    continue 'outer;
+                }
+            }
+        }
+    }
+    sent
+}
+
+/// Waits (bounded) until `acks` grew by `more` from now.
+async fn until_acked(acks: &AtomicUsize, more: usize, within: Duration) {
+    let target = acks.load(Ordering::Relaxed) + more;
+    let deadline = Instant::now() + within;
+    while acks.load(Ordering::Relaxed) < target {
+        assert!(
+            Instant::now() < deadline,
+            "pushes were not acknowledged within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The owner of `topic` as each live node's `GET /api/rooms/{topic}` says:
+/// 200 with `"node"` on the owner, 421 with `"node"` elsewhere.
+async fn owners(cluster: &Cluster, topic: &str) -> Vec<(String, u16, Option<String>)> {
+    let mut out = Vec::new();
+    for node in cluster.nodes.iter().filter(|n| n.bin.is_some()) {
+        let (status, body) = http(node.addr, "GET", &format!("/api/rooms/{topic}"), None).await;
+        out.push((
+            node.name.clone(),
+            status,
+            body["node"].as_str().map(str::to_string),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_simultaneous_first_joins_start_the_room_on_one_node() {
+    let cluster = Cluster::start(3.0, &[]).await;
+    let topic = "seq:race";
+    let mut joins = Vec::new();
+    for i in 0..60 {
+        let node = &cluster.nodes[i % 3];
+        let (addr, name) = (node.addr, node.name.clone());
+        joins.push(tokio::spawn(async move {
+            let mut ws = Ws::connect(addr, &format!("u{i}")).await.expect("connects");
+            let (_, reply) = ws.join(topic).await.expect("a join reply");
+            (name, reply, ws)
+        }));
+    }
+    let mut ok_on: BTreeMap<String, usize> = BTreeMap::new();
+    let mut named = Vec::new();
+    let mut clients = Vec::new();
+    for join in joins {
+        let (node, reply, ws) = join.await.unwrap();
+        if reply["status"] == "ok" {
+            *ok_on.entry(node).or_default() += 1;
+        } else {
+            assert_eq!(reply["response"]["reason"], "not_owner", "{reply}");
+            named.push(
+                reply["response"]["node"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string(),
+            );
+        }
+        clients.push(ws);
+    }
+    assert_eq!(
+        ok_on.len(),
+        1,
+        "joins succeeded on several nodes: {ok_on:?}"
+    );
+    let owner = ok_on.keys().next().unwrap().clone();
+    assert_eq!(ok_on[&owner], 20, "every join on the owner succeeds");
+    assert_eq!(named.len(), 40);
+    assert!(
+        named.iter().all(|n| *n == owner),
+        "refusals name the owner {owner}: {named:?}"
+    );
+    let seen = owners(&cluster, topic).await;
+    for (node, status, named) in &seen {
+        assert_eq!(named.as_deref(), Some(owner.as_str()), "{seen:?}");
+        let expected = if *node == owner { 200 } else { 421 };
+        assert_eq!(*status, expected, "{seen:?}");
+    }
+    let running = cluster.nodes[cluster.node(&owner)].log();
+    assert_eq!(running.matches("room running").count(), 1, "{running}");
+    for node in cluster.nodes.iter().filter(|n| n.name != owner) {
+        assert!(
+            !node.log().contains("room running"),
+            "{} ran it too",
+            node.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_owner_loses_no_acknowledged_push() {
+    // Snapshots every 25 events: the new owner recovers from a snapshot
+    // and the events after it (some stored before the snapshot itself).
+    let mut cluster = Cluster::start(2.0, &["--snapshot-events", "25"]).await;
+    let topic = "seq:k9";
+    let addrs = cluster.addrs();
+    // n1 takes the room; three senders push to it.
+    let (_first, _, owner) = join_owner(&addrs, "n1", topic, "opener").await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let acks = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for s in 0..3 {
+        senders.push(tokio::spawn(send_until(
+            addrs.clone(),
+            owner.clone(),
+            topic,
+            format!("s{s}"),
+            stop.clone(),
+            acks.clone(),
+        )));
+    }
+    until_acked(&acks, 100, STEP).await;
+    let owner_index = cluster.node(&owner);
+    let killed_at = Instant::now();
+    cluster.nodes[owner_index].kill_9().await;
+    // The senders find the new owner by themselves.
+    let survivors: HashMap<String, SocketAddr> = cluster.addrs();
+    until_acked(&acks, 100, STEP).await;
+    stop_tx.send(true).unwrap();
+    let mut outcome = BTreeMap::new();
+    for (s, sender) in senders.into_iter().enumerate() {
+        outcome.insert(format!("s{s}"), sender.await.unwrap());
+    }
+    let first_after = outcome
+        .values()
+        .flat_map(|s| s.acked_at.iter())
+        .filter(|at| **at > killed_at)
+        .min()
+        .copied()
+        .expect("a push was acknowledged after the kill");
+    let total: usize = outcome.values().map(|s| s.acked.len()).sum();
+    eprintln!(
+        "kill -9 of the owner (lease 2 s): first acknowledged push {} ms after the kill ({total} pushes acknowledged)",
+        first_after.duration_since(killed_at).as_millis()
+    );
+    let log = room_log(&survivors, "n2", topic).await;
+    check_log(&log, &outcome);
+    // Purges behind snapshots keep the room's subject short.
+    let held = cluster.nats.messages_on("ROOMHOST", "rh.j.seq_ck9").await;
+    assert!(
+        held < (log.len() as u64) / 2,
+        "the subject holds {held} messages for {} events: snapshots do not purge it",
+        log.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_owner_sends_nothing_after_the_takeover() {
+    let cluster = Cluster::start(2.0, &[]).await;
+    let topic = "seq:pause";
+    let addrs = cluster.addrs();
+    let (mut old, old_ref, owner) = join_owner(&addrs, "n1", topic, "a").await;
+    let r = old
+        .send(&old_ref, topic, "add", json!({"sender": "a", "n": 1}))
+        .await
+        .unwrap();
+    assert_eq!(old.reply(&r, STEP).await.unwrap()["status"], "ok");
+    let paused = &cluster.nodes[cluster.node(&owner)];
+    paused.stop().await;
+    // Pushes to the paused owner wait in its socket.
+    let mut late = Vec::new();
+    for n in 2..=4 {
+        late.push(
+            old.send(&old_ref, topic, "add", json!({"sender": "a", "n": n}))
+                .await
+                .unwrap(),
+        );
+    }
+    // Another node takes the room once the lease ran out.
+    let others: HashMap<String, SocketAddr> = addrs
+        .iter()
+        .filter(|(n, _)| **n != owner)
+        .map(|(n, a)| (n.clone(), *a))
+        .collect();
+    let first_other = others.keys().next().unwrap().clone();
+    let (mut new, new_ref, new_owner) = join_owner(&others, &first_other, topic, "b").await;
+    assert_ne!(new_owner, owner);
+    let mut b = Sent::default();
+    for n in 1..=5 {
+        let r = new
+            .send(&new_ref, topic, "add", json!({"sender": "b", "n": n}))
+            .await
+            .unwrap();
+        assert_eq!(new.reply(&r, STEP).await.unwrap()["status"], "ok");
+        b.acked.push(n);
+    }
+    paused.signal(SIGCONT);
+    // The old owner answers none of the late pushes with ok, and
+    // broadcasts nothing of them.
+    for r in &late {
+        match old.reply(r, Duration::from_secs(10)).await {
+            Ok(reply) => assert_ne!(
+                reply["status"], "ok",
+                "the old owner acknowledged {r}: {reply}"
+            ),
+            Err(_) => break, // the channel or the socket ended
+        }
+    }
+    assert!(
+        old.broadcasts.iter().all(|b| b["item"] == "a:1"),
+        "the old owner broadcast after the takeover: {:?}",
+        old.broadcasts
+    );
+    let log = room_log(&others, &new_owner, topic).await;
+    let mut senders = BTreeMap::new();
+    senders.insert(
+        "a".to_string(),
+        Sent {
+            acked: vec![1],
+            ..Sent::default()
+        },
+    );
+    senders.insert("b".to_string(), b);
+    check_log(&log, &senders);
+    assert!(
+        !log.iter()
+            .any(|i| ["a:2", "a:3", "a:4"].contains(&i.as_str())),
+        "a push the old owner refused is in the room: {log:?}"
+    );
+    assert!(
+        cluster.nodes[cluster.node(&owner)]
+            .log()
+            .contains("room lost to another node"),
+        "the old owner says it stopped the room"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_a_nats_server_loses_no_acknowledged_push() {
+    // A lease well above the engine's leader election (4–9 s).
+    let mut cluster = Cluster::start(10.0, &[]).await;
+    let topic = "seq:natskill";
+    let addrs = cluster.addrs();
+    let (_first, _, owner) = join_owner(&addrs, "n1", topic, "opener").await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let acks = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for s in 0..2 {
+        senders.push(tokio::spawn(send_until(
+            addrs.clone(),
+            owner.clone(),
+            topic,
+            format!("s{s}"),
+            stop.clone(),
+            acks.clone(),
+        )));
+    }
+    until_acked(&acks, 100, STEP).await;
+    // The worst case: the server that leads the journal stream.
+    let leader = cluster.nats.stream_leader("ROOMHOST").await;
+    let killed_at = Instant::now();
+    cluster.nats.servers[leader].kill_9();
+    // Writes resume once the engine elected new leaders.
+    until_acked(&acks, 100, Duration::from_secs(45)).await;
+    stop_tx.send(true).unwrap();
+    let mut outcome = BTreeMap::new();
+    for (s, sender) in senders.into_iter().enumerate() {
+        outcome.insert(format!("s{s}"), sender.await.unwrap());
+    }
+    // The longest pause between two acks of a sender around the kill.
+    let mut gap = Duration::ZERO;
+    for sent in outcome.values() {
+        for w in sent.acked_at.windows(2) {
+            if w[1] > killed_at {
+                gap = gap.max(w[1].duration_since(w[0].max(killed_at)));
+                break;
+            }
+        }
+    }
+    let after = outcome
+        .values()
+        .flat_map(|s| s.acked_at.iter())
+        .filter(|at| **at > killed_at)
+        .count();
+    assert!(after > 0, "writes resumed after the NATS server's kill");
+    eprintln!(
+        "kill -9 of the journal stream's leader (1 of 3 NATS servers): writes resumed {} ms after the kill ({after} pushes acknowledged after it)",
+        gap.as_millis()
+    );
+    let log = room_log(&addrs, &owner, topic).await;
+    check_log(&log, &outcome);
+}
