@@ -23,6 +23,8 @@
 //! The engine knows nothing of rooms' durability or channels: it runs what
 //! it is given and returns what the script asked to send ([`Emit`]).
 
+#[cfg(unix)]
+mod arena;
 mod bridge;
 mod budget;
 pub mod loader;
@@ -202,7 +204,13 @@ pub struct Blank {
 impl Blank {
     pub fn new() -> Result<Blank, ScriptError> {
         let fail = |message: String| ScriptError::from_js(PRELUDE_NAME, &message, None);
-        let rt = Runtime::new().map_err(|e| fail(e.to_string()))?;
+        // A heap of its own, unmapped whole when the runtime drops (see
+        // `arena`).
+        #[cfg(unix)]
+        let rt = Runtime::new_with_alloc(arena::RuntimeHeap::default());
+        #[cfg(not(unix))]
+        let rt = Runtime::new();
+        let rt = rt.map_err(|e| fail(e.to_string()))?;
         // Everything `Context::full` adds but `performance` (rooms do not
         // get a real clock, see the prelude) and typed arrays and base64,
         // which are added on first use (`install_lazy_builtins`).

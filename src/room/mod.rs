@@ -57,6 +57,7 @@ pub use handle::RoomHandle;
 pub use registry::Rooms;
 pub(crate) use slot::Mailbox;
 pub use slot::{CONSOLE_LINES, RoomInfo, RoomSlot, RoomStats};
+pub use slot::{MailboxClosed, MailboxSender};
 pub use storage::StorageStatus;
 
 /// Why a room could not do what was asked. The `Display` text is the

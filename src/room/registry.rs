@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::handle::RoomHandle;
 use super::{
-    Command, Crash, Mailbox, Revival, RoomEnv, RoomError, RoomSlot, RoomState, supervisor,
+    Crash, Mailbox, MailboxSender, Revival, RoomEnv, RoomError, RoomSlot, RoomState, supervisor,
 };
 use crate::config::Durability;
 use crate::feed::Feed;
@@ -176,10 +176,7 @@ impl Rooms {
     }
 
     /// The room for `topic`, started if needed, and its mailbox.
-    pub(crate) fn open(
-        &self,
-        topic: &Topic,
-    ) -> Result<(Arc<RoomSlot>, mpsc::Sender<Command>), RoomError> {
+    pub(crate) fn open(&self, topic: &Topic) -> Result<(Arc<RoomSlot>, MailboxSender), RoomError> {
         let env = self.env();
         if env.shutdown.is_cancelled() {
             return Err(RoomError::ShuttingDown);
@@ -211,7 +208,7 @@ impl Rooms {
         }
         let memory = (env.config.durability == Durability::Off)
             .then(|| lock(&self.0.parked).remove(topic).unwrap_or_default());
-        let (tx, rx) = mpsc::channel(env.config.mailbox_capacity.max(1));
+        let (tx, rx) = super::slot::mailbox(env.config.mailbox_capacity);
         let slot = Arc::new(RoomSlot::new(topic.clone(), tx.clone(), rx, memory));
         if let Some(feed) = self.live_feed(topic) {
             slot.hub.attach_feed(feed);

@@ -95,7 +95,7 @@ async fn refuse_queued(slot: &RoomSlot, error: RoomError, close: bool) {
     }
     let queued = std::iter::from_fn(|| rx.try_recv().ok());
     for command in taken.drain(..).chain(queued) {
-        match command {
+        match *command {
             Command::Join {
                 channel, msg_ref, ..
             } => {

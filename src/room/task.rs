@@ -85,6 +85,26 @@ fn each_in_order<T, E>(items: &mut Vec<T>, mut f: impl FnMut(T) -> Result<(), E>
     Ok(())
 }
 
+/// What a room task waits for besides its mailbox and its store, in the
+/// order it serves them when several are due at once.
+#[derive(Clone, Copy, Debug)]
+enum Due {
+    /// `relaxed`'s interval or `strict`'s gathering ended: fsync.
+    Sync,
+    Snapshot,
+    /// A typing indicator expires.
+    Presence,
+    /// The script's next timer.
+    Timer,
+    Hibernate,
+    /// An fsync has taken too long (see `storage`).
+    Stall,
+    /// Time to probe a faulty storage again.
+    Probe,
+    /// Nobody joined for `idle_timeout`: stop.
+    Idle,
+}
+
 pub(super) struct Room {
     /// The registry: what the room may touch, and its idle stop.
     pub(super) rooms: Rooms,
@@ -127,11 +147,11 @@ pub(super) async fn run(
 ) -> Exit {
     let mut mailbox = slot.mailbox_rx.clone().lock_owned().await;
     rooms.env().metrics.room_started();
-    let starting = slot.clone();
-    let started = contained(&starting, || {
+    // In one expression: a `Result<Room, _>` kept in a local would take a
+    // second Room's space in this task's future for its whole life.
+    let mut room = match contained(&slot.clone(), || {
         Room::start(rooms, slot, generation, keep_upto)
-    });
-    let mut room = match started {
+    }) {
         Ok(room) => room,
         Err(crash) => return Exit::Crashed(crash),
     };
@@ -275,24 +295,47 @@ impl Room {
         let hibernate_after = self.env().config.hibernate_after;
         loop {
             let idle_at = self.last_activity + idle_timeout;
-            let sync_at = self.journal.sync_due();
             let healthy = self.storage.is_healthy();
-            let snapshot_at = self.snapshots.deadline().filter(|_| healthy);
-            let presence_at = self.members.presence_deadline();
-            let hibernate_at = (!hibernate_after.is_zero() && self.may_hibernate())
-                .then(|| self.last_activity + hibernate_after);
-            let stall_at = self.storage.stall_at(self.journal.commit_started());
-            let probe_at = self.storage.probe_at();
-            // A timer waits while the journal cannot record its firing.
-            let timer_at = self
-                .next_timer
-                .as_ref()
-                .filter(|_| healthy)
-                .map(|t| crate::clock::instant_of(t.at));
+            // One timer for all the deadlines, the earliest (a quiet room's
+            // task holds one `Sleep`, not one per deadline); when it fires,
+            // the first due in this order is served, as a biased `select!`
+            // over one sleep each would.
+            let deadlines = [
+                (Due::Sync, self.journal.sync_due()),
+                (Due::Snapshot, self.snapshots.deadline().filter(|_| healthy)),
+                (Due::Presence, self.members.presence_deadline()),
+                // A timer waits while the journal cannot record its firing.
+                (
+                    Due::Timer,
+                    self.next_timer
+                        .as_ref()
+                        .filter(|_| healthy)
+                        .map(|t| crate::clock::instant_of(t.at)),
+                ),
+                (
+                    Due::Hibernate,
+                    (!hibernate_after.is_zero() && self.may_hibernate())
+                        .then(|| self.last_activity + hibernate_after),
+                ),
+                (
+                    Due::Stall,
+                    self.storage.stall_at(self.journal.commit_started()),
+                ),
+                (Due::Probe, self.storage.probe_at()),
+                (
+                    Due::Idle,
+                    (self.members.is_empty() && healthy && self.outbox.is_empty())
+                        .then_some(idle_at),
+                ),
+            ];
+            let next_at = deadlines.iter().filter_map(|(_, at)| *at).min();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    self.shut_down().await?;
+                    // Boxed, as every rare await here: the task's future is
+                    // as large as its largest await, and a hibernated room
+                    // keeps it.
+                    Box::pin(self.shut_down()).await?;
                     return Ok(Exit::Stopped);
                 }
                 _ = cancelled(lost.as_ref()) => {
@@ -310,14 +353,14 @@ impl Room {
                                 self.release();
                             }
                             if let Some(healed) = self.storage.unstall() {
-                                self.storage_healthy(healed).await?;
+                                Box::pin(self.storage_healthy(healed)).await?;
                             }
                         }
                         Err(failed) => self.storage_failed(failed)?,
                     }
                 }
                 done = self.storage.probe_done(), if self.storage.probing() => {
-                    self.probed(done).await?;
+                    Box::pin(self.probed(done)).await?;
                 }
                 done = self.snapshots.write_done(), if self.snapshots.writing() => {
                     self.snapshots.written();
@@ -335,51 +378,66 @@ impl Room {
                     }
                     self.handle_taken(&mut mailbox.taken).await?;
                 }
-                _ = sleep_until(sync_at.unwrap_or(idle_at).into()), if sync_at.is_some() => {
-                    if self.journal.sync_due_passed() {
-                        self.release();
-                    }
-                }
-                _ = sleep_until(snapshot_at.unwrap_or(idle_at).into()), if snapshot_at.is_some() => {
-                    self.take_snapshot()?;
-                    self.snapshots.deadline_passed();
-                }
-                _ = sleep_until(presence_at.unwrap_or(idle_at).into()), if presence_at.is_some() => {
-                    self.members.expire_typing(Instant::now());
-                    self.flush_presence();
-                    self.release();
-                }
-                _ = sleep_until(timer_at.unwrap_or(idle_at).into()), if timer_at.is_some() => {
-                    self.last_activity = Instant::now();
-                    let slot = self.slot.clone();
-                    contained(&slot, || self.fire_timer())?;
-                    self.after_batch()?;
-                }
-                _ = sleep_until(hibernate_at.unwrap_or(idle_at).into()), if hibernate_at.is_some() => {
-                    self.hibernate().await?;
-                    // A quiet room holds a few mailbox slots, not a batch's.
-                    mailbox.taken.shrink_to_fit();
-                    self.last_activity = Instant::now();
-                }
-                _ = sleep_until(stall_at.unwrap_or(idle_at).into()), if stall_at.is_some() => {
-                    self.fsync_stalled();
-                }
-                _ = sleep_until(probe_at.unwrap_or(idle_at).into()), if probe_at.is_some() => {
-                    self.start_probe();
-                }
-                _ = sleep_until(idle_at.into()), if self.members.is_empty() && healthy && self.outbox.is_empty() => {
-                    if self.try_idle_stop(mailbox).await? {
+                _ = sleep_until(next_at.unwrap_or(idle_at).into()), if next_at.is_some() => {
+                    let now = Instant::now();
+                    let due = deadlines
+                        .iter()
+                        .find(|(_, at)| at.is_some_and(|at| at <= now))
+                        .map(|(due, _)| *due);
+                    if let Some(due) = due
+                        && self.serve_due(due, mailbox).await?
+                    {
                         return Ok(Exit::Stopped);
                     }
-                    self.last_activity = Instant::now();
                 }
             }
         }
     }
 
+    /// Serves a deadline that passed; returns whether the room stopped.
+    async fn serve_due(&mut self, due: Due, mailbox: &mut Mailbox) -> Result<bool, Crash> {
+        match due {
+            Due::Sync => {
+                if self.journal.sync_due_passed() {
+                    self.release();
+                }
+            }
+            Due::Snapshot => {
+                self.take_snapshot()?;
+                self.snapshots.deadline_passed();
+            }
+            Due::Presence => {
+                self.members.expire_typing(Instant::now());
+                self.flush_presence();
+                self.release();
+            }
+            Due::Timer => {
+                self.last_activity = Instant::now();
+                let slot = self.slot.clone();
+                contained(&slot, || self.fire_timer())?;
+                self.after_batch()?;
+            }
+            Due::Hibernate => {
+                Box::pin(self.hibernate()).await?;
+                // A quiet room holds a few mailbox slots, not a batch's.
+                mailbox.taken.shrink_to_fit();
+                self.last_activity = Instant::now();
+            }
+            Due::Stall => self.fsync_stalled(),
+            Due::Probe => self.start_probe(),
+            Due::Idle => {
+                if Box::pin(self.try_idle_stop(mailbox)).await? {
+                    return Ok(true);
+                }
+                self.last_activity = Instant::now();
+            }
+        }
+        Ok(false)
+    }
+
     /// Handles a batch taken from the mailbox, writes it, and commits or
     /// releases it (and reloads the code if the batch asked for it).
-    async fn handle_taken(&mut self, commands: &mut Vec<Command>) -> Result<(), Crash> {
+    async fn handle_taken(&mut self, commands: &mut Vec<Box<Command>>) -> Result<(), Crash> {
         self.last_activity = Instant::now();
         let slot = self.slot.clone();
         contained(&slot, || self.handle_batch(commands))?;
@@ -388,7 +446,7 @@ impl Room {
         if self.storage.is_healthy()
             && let Some(kind) = self.pending_reload.take()
         {
-            self.reload(kind).await?;
+            Box::pin(self.reload(kind)).await?;
         }
         Ok(())
     }
@@ -426,10 +484,10 @@ impl Room {
     /// A command that crashes the room, by a fatal error or a panic, is
     /// consumed (a restart does not run it again); the ones after it are left
     /// in `commands` for the next generation.
-    fn handle_batch(&mut self, commands: &mut Vec<Command>) -> Result<(), Crash> {
+    fn handle_batch(&mut self, commands: &mut Vec<Box<Command>>) -> Result<(), Crash> {
         each_in_order(commands, |command| {
             let started = Instant::now();
-            let handled = self.handle(command);
+            let handled = self.handle(*command);
             if started.elapsed() >= SLOW_EVENT {
                 self.slot.stats.mark_slow();
             }

@@ -18,13 +18,11 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
-
 use super::WebState;
 use crate::conn::Conn;
 use crate::hub::{Channel, ChannelId, Outbound, Peer};
 use crate::protocol::{self, BadFrame, Incoming, Payload, Ref, Status, Vsn};
-use crate::room::{Command, LeaveReason, ReplyTo};
+use crate::room::{Command, LeaveReason, MailboxSender, ReplyTo};
 use crate::topic::Topic;
 
 use super::rate::{RateLimit, Verdict};
@@ -35,7 +33,7 @@ pub(crate) type Disconnect = (u16, String);
 /// One joined channel, as the connection sees it.
 pub(crate) struct Joined {
     channel: Arc<Channel>,
-    mailbox: mpsc::Sender<Command>,
+    mailbox: MailboxSender,
 }
 
 /// Topic → joined channel. Shared with the part of the transport that drains
