@@ -176,7 +176,7 @@ async fn publish(shared: &Shared, subject: &str, head: &mut Head, item: &Item) -
     }
     let deadline = Instant::now() + PUBLISH_DEADLINE;
     loop {
-        let mut message = Publish::build()
+        let message = Publish::build()
             .payload(payload.clone())
             .message_id(&id)
             .expected_last_subject_sequence(head.last)
