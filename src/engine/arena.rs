@@ -189,22 +189,19 @@ unsafe impl rquickjs::allocator::Allocator for RuntimeHeap {
             return ptr::null_mut();
         };
         let block = match class_of(total) {
-            Some((class, block_size)) => {
-                let block = match self.take_free(class) {
-                    // A free block keeps its header (its size).
-                    Some(block) => block,
-                    None => {
-                        let block = self.carve(block_size);
-                        if block.is_null() {
-                            return ptr::null_mut();
-                        }
-                        // SAFETY: the block is ours, at least HEADER bytes.
-                        unsafe { block.cast::<usize>().write(block_size) };
-                        block
+            Some((class, block_size)) => match self.take_free(class) {
+                // A free block keeps its header (its size).
+                Some(block) => block,
+                None => {
+                    let block = self.carve(block_size);
+                    if block.is_null() {
+                        return ptr::null_mut();
                     }
-                };
-                block
-            }
+                    // SAFETY: the block is ours, at least HEADER bytes.
+                    unsafe { block.cast::<usize>().write(block_size) };
+                    block
+                }
+            },
             None => {
                 // SAFETY: plain malloc; the header is written inside it.
                 let block = unsafe { libc::malloc(total) }.cast::<u8>();

@@ -64,6 +64,8 @@ pub(crate) struct Mailbox {
     /// the ones taken with it and not yet handled stay here, ahead of `rx`,
     /// for the next generation: a join queued behind a crashing push is
     /// answered by the restarted room, not dropped.
+    // Boxed as they came out of the mailbox: unboxing would copy each.
+    #[allow(clippy::vec_box)]
     pub(crate) taken: Vec<Box<Command>>,
 }
 

@@ -437,6 +437,8 @@ impl Room {
 
     /// Handles a batch taken from the mailbox, writes it, and commits or
     /// releases it (and reloads the code if the batch asked for it).
+    // Boxed as they came out of the mailbox: unboxing would copy each.
+    #[allow(clippy::vec_box)]
     async fn handle_taken(&mut self, commands: &mut Vec<Box<Command>>) -> Result<(), Crash> {
         self.last_activity = Instant::now();
         let slot = self.slot.clone();
@@ -484,6 +486,8 @@ impl Room {
     /// A command that crashes the room, by a fatal error or a panic, is
     /// consumed (a restart does not run it again); the ones after it are left
     /// in `commands` for the next generation.
+    // Boxed as they came out of the mailbox: unboxing would copy each.
+    #[allow(clippy::vec_box)]
     fn handle_batch(&mut self, commands: &mut Vec<Box<Command>>) -> Result<(), Crash> {
         each_in_order(commands, |command| {
             let started = Instant::now();
