@@ -146,11 +146,34 @@ pub enum Output {
 }
 
 /// The fan-out seam: where a room's released outputs go. [`Hub`] delivers
-/// them to this process's channels; a cluster backplane would also carry
-/// them to the channels of other nodes.
+/// them to this process's channels, and (cluster mode, on the room's owner)
+/// hands what other nodes' channels need to the room's [`Backplane`].
 pub trait FanOut: Send + Sync {
     /// Delivers one output; returns the frames queued.
     fn deliver(&self, output: Output) -> usize;
+}
+
+/// Cluster mode, on the node that runs a room: the one ordered stream of
+/// what the room sends to channels on other nodes (implemented by
+/// `crate::cluster`). Each broadcast goes on it once, whatever the number
+/// of remote channels; what a remote channel gets alone goes on it too, so
+/// both keep the order the room released them in.
+pub trait Backplane: Send + Sync + std::fmt::Debug {
+    /// A broadcast, for every node's channels except those of `except`.
+    fn broadcast(&self, event: &str, payload: &Body, except: Option<&str>);
+    /// Something for one channel of another node.
+    fn to_channel(&self, node: &str, channel: ChannelId, what: ToChannel);
+}
+
+/// What a [`Backplane`] carries to one remote channel.
+#[derive(Debug)]
+pub enum ToChannel {
+    /// A frame encoded for it (a reply, a push, `phx_error`, ...).
+    Frame(Frame),
+    /// Its join succeeded: it gets the room's broadcasts from now on.
+    Subscribed,
+    /// The room ended it (see [`Outbound::ChannelClosed`]).
+    Closed,
 }
 
 /// A frame ready to write: encoded once, shared by reference count.
@@ -213,41 +236,108 @@ impl Kick {
 /// The sending side of one client connection, shared by its channels.
 #[derive(Debug)]
 pub struct Peer {
-    /// Bounded: its capacity is how far a client may fall behind before it is
-    /// disconnected (`Config::outbound_queue`).
-    tx: mpsc::Sender<Outbound>,
+    sink: Sink,
     kicked: CancellationToken,
     kick: OnceLock<Kick>,
+}
+
+/// Where a peer's frames go.
+#[derive(Debug)]
+enum Sink {
+    /// A connection of this process. Bounded: its capacity is how far a
+    /// client may fall behind before it is disconnected
+    /// (`Config::outbound_queue`).
+    Local(mpsc::Sender<Outbound>),
+    /// Cluster mode: a channel of another node, as its room's owner holds
+    /// it; what it gets travels on the room's backplane to that node.
+    Remote {
+        backplane: Arc<dyn Backplane>,
+        node: Arc<str>,
+        /// The channel's id on its own node.
+        channel: ChannelId,
+    },
 }
 
 impl Peer {
     pub fn new(capacity: usize) -> (Arc<Peer>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let peer = Peer {
-            tx,
+            sink: Sink::Local(tx),
             kicked: CancellationToken::new(),
             kick: OnceLock::new(),
         };
         (Arc::new(peer), rx)
     }
 
+    /// The peer of channel `channel` of node `node`, on the node that runs
+    /// its room (cluster mode).
+    pub fn remote(backplane: Arc<dyn Backplane>, node: Arc<str>, channel: ChannelId) -> Arc<Peer> {
+        Arc::new(Peer {
+            sink: Sink::Remote {
+                backplane,
+                node,
+                channel,
+            },
+            kicked: CancellationToken::new(),
+            kick: OnceLock::new(),
+        })
+    }
+
+    /// Whether this is another node's channel (its broadcasts travel once
+    /// per room on the backplane, not per channel).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.sink, Sink::Remote { .. })
+    }
+
     /// Queues without waiting. A full queue kicks the peer; returns whether
-    /// the item was queued.
+    /// the item was queued. A remote peer's items go on its backplane (a
+    /// full backplane leaves a gap its node sees; see `crate::cluster`).
     pub fn deliver(&self, out: Outbound) -> bool {
-        match self.tx.try_send(out) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kick(Kick::SlowConsumer);
-                false
+        match &self.sink {
+            Sink::Local(tx) => match tx.try_send(out) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.kick(Kick::SlowConsumer);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            },
+            Sink::Remote {
+                backplane,
+                node,
+                channel,
+            } => {
+                let what = match out {
+                    Outbound::Frame(frame) => ToChannel::Frame(frame),
+                    Outbound::ChannelClosed(_) => ToChannel::Closed,
+                    // Connections are closed by their own node.
+                    Outbound::Close { .. } => return false,
+                };
+                backplane.to_channel(node, *channel, what);
+                true
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// A channel of this peer joined: a remote one hears it.
+    fn subscribed(&self) {
+        if let Sink::Remote {
+            backplane,
+            node,
+            channel,
+        } = &self.sink
+        {
+            backplane.to_channel(node, *channel, ToChannel::Subscribed);
         }
     }
 
     /// Queues, waiting for room if needed: for the connection's own replies,
     /// which must not be dropped.
     pub async fn send(&self, out: Outbound) -> bool {
-        self.tx.send(out).await.is_ok()
+        match &self.sink {
+            Sink::Local(tx) => tx.send(out).await.is_ok(),
+            Sink::Remote { .. } => self.deliver(out),
+        }
     }
 
     pub fn kick(&self, why: Kick) {
@@ -524,6 +614,9 @@ pub struct Hub {
     channels: Mutex<Vec<Arc<Channel>>>,
     /// The topic's feed, set (once) when an SSE stream first listens.
     feed: OnceLock<Arc<Feed>>,
+    /// Cluster mode, while this node runs the room: where broadcasts for
+    /// other nodes go. A std mutex, never held across an await.
+    backplane: Mutex<Option<Arc<dyn Backplane>>>,
 }
 
 impl Hub {
@@ -532,7 +625,34 @@ impl Hub {
             topic,
             channels: Mutex::default(),
             feed: OnceLock::new(),
+            backplane: Mutex::default(),
         }
+    }
+
+    /// Cluster mode: this node runs the room from now on; its broadcasts
+    /// also go to `backplane`.
+    pub fn attach_backplane(&self, backplane: Arc<dyn Backplane>) {
+        *self.backplane_lock() = Some(backplane);
+    }
+
+    /// Stops sending broadcasts to `backplane`, if it is the one attached.
+    pub fn detach_backplane(&self, backplane: &Arc<dyn Backplane>) {
+        let mut attached = self.backplane_lock();
+        if attached.as_ref().is_some_and(|b| Arc::ptr_eq(b, backplane)) {
+            *attached = None;
+        }
+    }
+
+    /// The backplane attached, if any.
+    pub fn backplane(&self) -> Option<Arc<dyn Backplane>> {
+        self.backplane_lock().clone()
+    }
+
+    fn backplane_lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<dyn Backplane>>> {
+        // Only ever replaced whole: poisoning cannot leave it half-written.
+        self.backplane
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records every later broadcast into `feed` as well. A hub keeps the
@@ -542,6 +662,7 @@ impl Hub {
     }
 
     pub fn subscribe(&self, channel: Arc<Channel>) {
+        channel.peer.subscribed();
         self.lock().push(channel);
     }
 
@@ -553,15 +674,20 @@ impl Hub {
     }
 
     /// Sends a broadcast to every channel except those of `except` (a conn id).
-    /// Returns the number of deliveries.
+    /// Returns the number of deliveries on this node. Other nodes' channels
+    /// get it through the backplane, once for all of them.
     pub fn publish(&self, broadcast: &Broadcast, except: Option<&str>) -> usize {
         if let Some(feed) = self.feed.get() {
             feed.record(broadcast.event, &broadcast.sse_data());
         }
+        let backplane = self.backplane_lock().clone();
+        if let Some(backplane) = backplane {
+            backplane.broadcast(broadcast.event, broadcast.payload, except);
+        }
         let channels = self.lock();
         let mut delivered = 0;
         for channel in channels.iter() {
-            if except.is_some_and(|id| *channel.conn.id == *id) {
+            if channel.peer.is_remote() || except.is_some_and(|id| *channel.conn.id == *id) {
                 continue;
             }
             delivered +=

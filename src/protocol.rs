@@ -53,6 +53,14 @@ impl Ref {
         }
     }
 
+    /// A ref from its JSON token as [`Ref::as_json`] gave it (cluster mode
+    /// carries refs between nodes that way); `null` is no ref.
+    pub fn from_json(text: &str) -> Result<Option<Ref>, &'static str> {
+        let raw: Box<RawValue> =
+            serde_json::from_str(text).map_err(|_| "ref must be a JSON token")?;
+        Ref::from_raw(&raw)
+    }
+
     /// A ref made from plain text (binary frames carry refs as bare strings).
     pub fn from_text(text: &str) -> Ref {
         Ref(json_string(text).into())
