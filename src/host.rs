@@ -122,7 +122,7 @@ impl HostBuilder {
                 "cluster mode needs durability strict or relaxed".into(),
             ));
         }
-        let backend: Option<Arc<dyn Backend>> = match self.cluster {
+        let cluster = match self.cluster {
             Some(cluster) => Some(
                 Cluster::connect(cluster)
                     .await
@@ -130,6 +130,8 @@ impl HostBuilder {
             ),
             None => None,
         };
+        let backend = cluster.clone().map(|c| c as Arc<dyn Backend>);
+        let remote = cluster.map(|c| c as Arc<dyn crate::room::remote::Remote>);
         crate::web::check_config(&config).map_err(BuildError::Config)?;
         let scripts = Scripts::with_kind_limits(
             &config.scripts_dir,
@@ -159,6 +161,7 @@ impl HostBuilder {
             tasks: TaskTracker::new(),
             store_layer: self.store_layer,
             backend,
+            remote,
             config: config.clone(),
             scripts: scripts.clone(),
             metrics: metrics.clone(),

@@ -46,7 +46,7 @@ pub(super) async fn holder(leases: &kv::Store, key: String) -> io::Result<Option
 /// [`OwnershipError::NotOwner`].
 pub(super) async fn acquire(shared: &Arc<Shared>, key: &str) -> io::Result<Lease> {
     let leases = &shared.leases;
-    let me = Bytes::from(shared.node.clone().into_bytes());
+    let me = Bytes::from(shared.node.as_bytes().to_vec());
     let mut revision = None;
     for attempt in 0..8 {
         if attempt > 0 {
@@ -72,7 +72,7 @@ pub(super) async fn acquire(shared: &Arc<Shared>, key: &str) -> io::Result<Lease
             continue;
         };
         let node = String::from_utf8_lossy(&entry.value).into_owned();
-        if node != shared.node {
+        if *node != *shared.node {
             return Err(OwnershipError::NotOwner { node }.into_io());
         }
         // Ours already (an earlier generation on this node).
@@ -115,7 +115,7 @@ async fn renew(
     dropped: CancellationToken,
 ) {
     let every = shared.lease / 3;
-    let me = Bytes::from(shared.node.clone().into_bytes());
+    let me = Bytes::from(shared.node.as_bytes().to_vec());
     loop {
         tokio::select! {
             _ = dropped.cancelled() => {

@@ -13,16 +13,22 @@
 //!   room's subject, every append fenced by the subject's last sequence.
 
 mod lease;
+mod proxy;
+mod serve;
 mod store;
+mod wire;
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv, stream};
 use tokio::runtime::Handle;
 
+use crate::room::remote::{Proxied, Remote};
+use crate::room::{RoomSlot, Rooms};
 use crate::store::{Backend, Store};
 use crate::topic::Topic;
 pub use store::JetStreamStore;
@@ -82,13 +88,7 @@ pub enum ClusterError {
 
 /// The node's view of the cluster. Cheap to share.
 pub struct Cluster {
-    node: String,
-    lease: Duration,
-    js: jetstream::Context,
-    stream: stream::Stream,
-    leases: kv::Store,
-    /// The runtime the NATS client runs on: store jobs block on it.
-    rt: Handle,
+    shared: Arc<Shared>,
 }
 
 impl Cluster {
@@ -150,12 +150,16 @@ impl Cluster {
         };
         tracing::info!(node = %config.node, nats = %urls, lease_ms = config.lease.as_millis() as u64, replicas = config.replicas, "cluster mode: connected to JetStream");
         Ok(Arc::new(Cluster {
-            node: config.node,
-            lease: config.lease,
-            js,
-            stream,
-            leases,
-            rt: Handle::current(),
+            shared: Arc::new(Shared {
+                node: config.node.into(),
+                lease: config.lease,
+                client: js.client(),
+                js,
+                stream,
+                leases,
+                rt: Handle::current(),
+                next_channel: AtomicU64::new(REMOTE_CHANNEL_IDS),
+            }),
         }))
     }
 
@@ -195,49 +199,68 @@ impl Cluster {
     }
 
     pub fn node(&self) -> &str {
-        &self.node
+        &self.shared.node
     }
 }
 
 impl Backend for Cluster {
     fn open(&self, topic: &Topic) -> Box<dyn Store> {
-        Box::new(JetStreamStore::new(self.shared(), topic))
+        Box::new(JetStreamStore::new(self.shared.clone(), topic))
     }
 
     fn node(&self) -> &str {
-        &self.node
+        &self.shared.node
     }
 
     fn owner<'a>(
         &'a self,
         topic: &'a Topic,
     ) -> Pin<Box<dyn Future<Output = io::Result<Option<String>>> + Send + 'a>> {
-        Box::pin(lease::holder(&self.leases, token(topic)))
+        Box::pin(lease::holder(&self.shared.leases, token(topic)))
     }
 }
 
-impl Cluster {
-    /// What a room's store needs of the cluster.
-    fn shared(&self) -> Arc<Shared> {
-        Arc::new(Shared {
-            node: self.node.clone(),
-            lease: self.lease,
-            js: self.js.clone(),
-            stream: self.stream.clone(),
-            leases: self.leases.clone(),
-            rt: self.rt.clone(),
+impl Remote for Cluster {
+    fn serve(&self, slot: &Arc<RoomSlot>) -> Box<dyn Send + Sync> {
+        Box::new(serve::serve(&self.shared, slot))
+    }
+
+    fn proxy(
+        &self,
+        rooms: Rooms,
+        slot: Arc<RoomSlot>,
+        owner: String,
+    ) -> Pin<Box<dyn Future<Output = Proxied> + Send>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            // On the cluster's runtime, like every other NATS call.
+            let rt = shared.rt.clone();
+            rt.spawn(proxy::proxy(shared, rooms, slot, owner))
+                .await
+                .unwrap_or(Proxied::OwnerGone)
         })
     }
 }
 
-/// The cluster's handles, as a room's store holds them.
+/// Where ids of other nodes' channels start on a room's owner, far above
+/// those of this node's own connections.
+const REMOTE_CHANNEL_IDS: u64 = 1 << 62;
+
+/// The cluster's handles, shared by the rooms' stores, leases and
+/// forwarding.
 struct Shared {
-    node: String,
+    /// This node's name.
+    node: Arc<str>,
     lease: Duration,
+    /// Core NATS: forwarded commands and the rooms' backplanes.
+    client: async_nats::Client,
     js: jetstream::Context,
     stream: stream::Stream,
     leases: kv::Store,
+    /// The runtime the NATS client runs on: store jobs block on it.
     rt: Handle,
+    /// Ids of the channels other nodes' connections hold in rooms run here.
+    next_channel: AtomicU64,
 }
 
 /// Whether `error` (or an error it wraps) is JetStream's refusal of a
@@ -281,6 +304,18 @@ pub fn token(topic: &Topic) -> String {
 /// The journal subject of `topic`.
 pub fn subject(topic: &Topic) -> String {
     format!("{SUBJECT_PREFIX}{}", token(topic))
+}
+
+/// The subject other nodes send `topic`'s joins, pushes and leaves to; its
+/// owner answers (see `serve`).
+pub fn request_subject(topic: &Topic) -> String {
+    format!("rh.r.{}", token(topic))
+}
+
+/// The subject `topic`'s owner publishes the room's backplane on: its
+/// broadcasts and what other nodes' channels get alone (see `wire`).
+pub fn backplane_subject(topic: &Topic) -> String {
+    format!("rh.b.{}", token(topic))
 }
 
 #[cfg(test)]

@@ -165,7 +165,7 @@ async fn publish(shared: &Shared, subject: &str, head: &mut Head, item: &Item) -
     let (kind, payload) = match item {
         Item::Events(framed) => ("events", Bytes::copy_from_slice(framed)),
         Item::Snapshot(json) => ("snapshot", Bytes::copy_from_slice(json)),
-        Item::Owner => ("owner", Bytes::from(shared.node.clone().into_bytes())),
+        Item::Owner => ("owner", Bytes::from(shared.node.as_bytes().to_vec())),
     };
     if payload.len() > MAX_MESSAGE {
         return Err(io::Error::other(format!(

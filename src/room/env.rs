@@ -31,4 +31,7 @@ pub(crate) struct RoomEnv {
     /// Where stores live in cluster mode (see [`Backend`]); `None`: on
     /// this machine's disk.
     pub backend: Option<Arc<dyn Backend>>,
+    /// Cluster mode: rooms served to and from other nodes (see
+    /// [`super::remote`]).
+    pub remote: Option<Arc<dyn super::remote::Remote>>,
 }

@@ -12,6 +12,8 @@
 //! - `events`: what one join, message or leave does; `replay` builds a
 //!   room's JS from its store; `swap` moves a room to new code.
 //! - `reload`: the scripts watcher that sends new code to the rooms.
+//! - [`remote`]: cluster mode's seam (a room served to, or from, another
+//!   node).
 //! - [`handle`]: [`RoomHandle`], the embedder's view of one room.
 //! - [`inspect`]: `roomhost inspect`, a room's state read from disk.
 //!
@@ -30,6 +32,7 @@ mod members;
 pub mod outbox;
 pub mod registry;
 pub(crate) mod reload;
+pub mod remote;
 mod replay;
 mod slot;
 mod snapshots;

@@ -6,11 +6,18 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use std::time::Duration;
+
 use super::crash::Exit;
 use super::registry::Rooms;
+use super::remote::Proxied;
 use super::{Command, Crash, Mailbox, ReplyTo, RoomError, RoomSlot, task};
 use crate::hub::Outbound;
 use crate::store::OwnershipError;
+
+/// How long a room whose owner went away waits before asking for its
+/// lease again (its channels rejoin meanwhile).
+const OWNER_GONE_BACKOFF: Duration = Duration::from_millis(100);
 
 pub(super) async fn supervise(rooms: Rooms, slot: Arc<RoomSlot>) {
     let env = rooms.env();
@@ -34,6 +41,33 @@ pub(super) async fn supervise(rooms: Rooms, slot: Arc<RoomSlot>) {
                 Err(e) => e.to_string(),
             }),
         };
+        if let (Crash::Ownership(OwnershipError::NotOwner { node }), Some(remote)) =
+            (&crash, &env.remote)
+        {
+            // Cluster mode: another node runs the room. This slot forwards
+            // to it until that fails, then asks for the lease again.
+            tracing::debug!(topic = %topic, owner = %node, "room runs on another node: forwarding to it");
+            if let Some(backplane) = slot.hub.backplane() {
+                // Served from here until now: broadcasts stop going out.
+                slot.hub.detach_backplane(&backplane);
+            }
+            slot.mark_stopped();
+            match remote
+                .proxy(rooms.clone(), slot.clone(), node.clone())
+                .await
+            {
+                Proxied::Stopped => return,
+                Proxied::OwnerGone => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(OWNER_GONE_BACKOFF) => {}
+                _ = env.shutdown.cancelled() => {
+                    slot.mark_stopped();
+                    return;
+                }
+            }
+            continue;
+        }
         if let Crash::Ownership(why) = &crash {
             // Cluster mode: another node owns the room. It does not run
             // here: its channels rejoin (and hear which node owns it), what

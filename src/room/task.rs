@@ -136,6 +136,9 @@ pub(super) struct Room {
     stats_at: Instant,
     /// A new version of the code to switch to after the current batch.
     pub(super) pending_reload: Option<Arc<CompiledKind>>,
+    /// Cluster mode: other nodes' channels are served while this is held
+    /// (see `remote`); dropped with the generation.
+    _serving: Option<Box<dyn Send + Sync>>,
 }
 
 /// Runs generation `generation` of the room in `slot` until it stops or dies.
@@ -205,6 +208,9 @@ impl Room {
                 Err(_) => return Err(Crash::storage("reading the journal", error)),
             },
         };
+        // The store holds the room's lease now: other nodes' channels may
+        // come (their commands queue behind the replay).
+        let serving = env.remote.as_ref().map(|remote| remote.serve(&slot));
         for repair in &recovered.repairs {
             tracing::warn!(topic = %topic, generation, repair = %repair, "journal repaired");
         }
@@ -247,6 +253,7 @@ impl Room {
             last_activity: now,
             stats_at: now,
             pending_reload: None,
+            _serving: serving,
             rooms,
             slot,
         };

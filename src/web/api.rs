@@ -221,14 +221,8 @@ pub(crate) async fn show(
     Path(text): Path<String>,
 ) -> Result<Json<serde_json::Value>, RoomApiError> {
     let topic = parse_topic(&text)?;
-    if let Some(slot) = web.rooms.get(&topic) {
-        let mut room = room_json(&web, &slot);
-        if let Some(node) = web.rooms.node() {
-            room["node"] = json!(node);
-        }
-        return Ok(Json(room));
-    }
-    // Cluster mode: the room may run on another node.
+    // Cluster mode: the room may run on another node (this node's slot of
+    // it then only forwards its channels there).
     if let Some(node) = web.rooms.owner(&topic).await.map_err(|e| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -237,6 +231,13 @@ pub(crate) async fn show(
     })? && web.rooms.node() != Some(node.as_str())
     {
         return Err(RoomError::NotOwner { node: Some(node) }.into());
+    }
+    if let Some(slot) = web.rooms.get(&topic) {
+        let mut room = room_json(&web, &slot);
+        if let Some(node) = web.rooms.node() {
+            room["node"] = json!(node);
+        }
+        return Ok(Json(room));
     }
     stopped_rooms(&web)
         .into_iter()
