@@ -4,9 +4,9 @@
 //! owner (`SIGSTOP` past its lease) and a NATS server's death lose nothing
 //! acknowledged, and an old owner sends nothing after the takeover.
 //!
-//! Clients connect to the node that owns the room (phase 1 has no
-//! forwarding): a join elsewhere is refused with `not_owner` and the node's
-//! name, and the client goes there.
+//! Any node serves any room: a node that does not run a room forwards its
+//! channels' joins, pushes and leaves to the owner and delivers the room's
+//! broadcasts (one ordered stream per room) to them.
 
 mod common;
 
@@ -27,8 +27,20 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// A room that records every `add` in order: `{sender, n}` → `"sender:n"`.
 const SEQ_JS: &str = r#"
 let log = [];
-export function onJoin(conn, params) { return { count: log.length }; }
+let ids = {};
+export function onJoin(conn, params) {
+  ids[conn.user] = conn.id;
+  return { count: log.length, node: conn.meta.node ?? null };
+}
 export function onMessage(conn, event, payload) {
+  if (event === "shout") {
+    room.broadcast("shouted", { from: conn.user }, { except: conn.id });
+    return {};
+  }
+  if (event === "poke") {
+    room.push(ids[payload.to], "poked", { from: conn.user });
+    return {};
+  }
   if (event === "add") {
     const item = `${payload.sender}:${payload.n}`;
     log.push(item);
@@ -89,6 +101,8 @@ struct Ws {
     next_ref: u64,
     /// Broadcasts seen, in order.
     broadcasts: Vec<Value>,
+    /// Every other push or broadcast seen (`[event, payload]`), in order.
+    events: Vec<(String, Value)>,
 }
 
 impl Ws {
@@ -103,6 +117,7 @@ impl Ws {
             ws,
             next_ref: 0,
             broadcasts: Vec::new(),
+            events: Vec::new(),
         })
     }
 
@@ -131,6 +146,20 @@ impl Ws {
     async fn reply(&mut self, r: &str, within: Duration) -> Result<Value, String> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
+            if let Some(reply) = self.read_one(r, deadline).await? {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// Reads one frame, recording pushes and broadcasts: `Some` if it is
+    /// the reply to `r`.
+    async fn read_one(
+        &mut self,
+        r: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Value>, String> {
+        loop {
             let next = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .map_err(|_| "no reply in time".to_string())?;
@@ -142,12 +171,46 @@ impl Ws {
             };
             let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
             match v[3].as_str() {
-                Some("phx_reply") if v[1] == r => return Ok(v[4].clone()),
+                Some("phx_reply") if v[1] == r => return Ok(Some(v[4].clone())),
                 Some("phx_error") | Some("phx_close") => return Err(format!("{}", v[3])),
                 Some("added") => self.broadcasts.push(v[4].clone()),
-                _ => {}
+                Some("phx_reply") => {}
+                Some(event) => self.events.push((event.to_string(), v[4].clone())),
+                None => {}
+            }
+            return Ok(None);
+        }
+    }
+
+    /// Reads until `done` holds (`Ok`), or the channel ends or `within`
+    /// passes (`Err` with why).
+    async fn until(&mut self, within: Duration, done: impl Fn(&Ws) -> bool) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done(self) {
+            match self.read_one("never", deadline).await {
+                Ok(_) => {}
+                Err(why) if why == "no reply in time" => return Err("not in time".into()),
+                Err(why) => return Err(why),
             }
         }
+        Ok(())
+    }
+
+    /// The users the last `presence_state` listed.
+    fn present(&self) -> Vec<String> {
+        let state = self
+            .events
+            .iter()
+            .rev()
+            .find(|(event, _)| event == "presence_state")
+            .map(|(_, state)| state.clone())
+            .unwrap_or_default();
+        let mut users: Vec<String> = state
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        users.sort();
+        users
     }
 
     async fn join(&mut self, topic: &str) -> Result<(String, Value), String> {
@@ -346,36 +409,21 @@ async fn sixty_simultaneous_first_joins_start_the_room_on_one_node() {
         }));
     }
     let mut ok_on: BTreeMap<String, usize> = BTreeMap::new();
-    let mut named = Vec::new();
     let mut clients = Vec::new();
     for join in joins {
         let (node, reply, ws) = join.await.unwrap();
-        if reply["status"] == "ok" {
-            *ok_on.entry(node).or_default() += 1;
-        } else {
-            assert_eq!(reply["response"]["reason"], "not_owner", "{reply}");
-            named.push(
-                reply["response"]["node"]
-                    .as_str()
-                    .unwrap_or("?")
-                    .to_string(),
-            );
-        }
+        assert_eq!(reply["status"], "ok", "a join on {node}: {reply}");
+        *ok_on.entry(node).or_default() += 1;
         clients.push(ws);
     }
-    assert_eq!(
-        ok_on.len(),
-        1,
-        "joins succeeded on several nodes: {ok_on:?}"
-    );
-    let owner = ok_on.keys().next().unwrap().clone();
-    assert_eq!(ok_on[&owner], 20, "every join on the owner succeeds");
-    assert_eq!(named.len(), 40);
-    assert!(
-        named.iter().all(|n| *n == owner),
-        "refusals name the owner {owner}: {named:?}"
-    );
+    assert_eq!(ok_on.values().sum::<usize>(), 60, "{ok_on:?}");
+    // One node runs the room; the others forward to it.
     let seen = owners(&cluster, topic).await;
+    let owner = seen
+        .iter()
+        .find(|(_, status, _)| *status == 200)
+        .map(|(node, _, _)| node.clone())
+        .expect("one node answers 200");
     for (node, status, named) in &seen {
         assert_eq!(named.as_deref(), Some(owner.as_str()), "{seen:?}");
         let expected = if *node == owner { 200 } else { 421 };
@@ -584,4 +632,232 @@ async fn kill_9_of_a_nats_server_loses_no_acknowledged_push() {
     );
     let log = room_log(&addrs, &owner, topic).await;
     check_log(&log, &outcome);
+}
+
+/// Joins `topic` on the node at `addr` (whichever node runs the room),
+/// retrying a refused or failed join until `STEP` passes: during a
+/// failover a join waits for the dead owner's lease. Returns the client,
+/// its join ref and the join's response.
+async fn join_on(addr: SocketAddr, topic: &str, user: &str) -> (Ws, String, Value) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "{user} could not join {topic} on {addr}"
+        );
+        if let Some(mut ws) = Ws::connect(addr, user).await {
+            loop {
+                match ws.join(topic).await {
+                    Ok((join_ref, reply)) if reply["status"] == "ok" => {
+                        return (ws, join_ref, reply["response"].clone());
+                    }
+                    Ok(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `add`s `n`s from `name`, each acknowledged.
+async fn add_all(ws: &mut Ws, join_ref: &str, topic: &str, name: &str, ns: std::ops::Range<u64>) {
+    for n in ns {
+        let r = ws
+            .send(join_ref, topic, "add", json!({ "sender": name, "n": n }))
+            .await
+            .expect("sent");
+        let reply = ws.reply(&r, STEP).await.expect("a reply");
+        assert_eq!(reply["status"], "ok", "{name}:{n}: {reply}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_on_every_node_share_one_room() {
+    let cluster = Cluster::start(3.0, &[]).await;
+    let topic = "seq:fan";
+    let at = |i: usize| cluster.nodes[i].addr;
+    // a starts the room on n1; b and c join through n2 and n3, a2 on n1.
+    let (mut a, a_ref, a_join) = join_on(at(0), topic, "a").await;
+    let (mut b, b_ref, b_join) = join_on(at(1), topic, "b").await;
+    let (mut c, c_ref, c_join) = join_on(at(2), topic, "c").await;
+    let (mut a2, _, _) = join_on(at(0), topic, "a2").await;
+    let seen = owners(&cluster, topic).await;
+    assert!(
+        seen.iter().all(|(_, _, n)| n.as_deref() == Some("n1")),
+        "{seen:?}"
+    );
+    // The owner's script sees which node a remote connection is on.
+    assert_eq!(a_join["node"], Value::Null, "{a_join}");
+    assert_eq!(b_join["node"], "n2", "{b_join}");
+    assert_eq!(c_join["node"], "n3", "{c_join}");
+    // Presence lists the users of every node, on every node.
+    c.until(STEP, |ws| ws.present().len() == 3)
+        .await
+        .unwrap_or_else(|why| panic!("{why}: {:?}", ws_events(&c)));
+    assert_eq!(c.present(), ["a", "b", "c"]);
+    let everyone = ["a", "a2", "b", "c"];
+    b.until(STEP, |ws| {
+        ws.events
+            .iter()
+            .filter(|(e, _)| e == "presence_diff")
+            .any(|(_, d)| d["joins"].get("a2").is_some())
+    })
+    .await
+    .unwrap();
+    // Broadcasts from senders on all three nodes at once.
+    let started = Instant::now();
+    let (a, b, c) = tokio::join!(
+        async move {
+            add_all(&mut a, &a_ref, topic, "a", 1..21).await;
+            (a, a_ref)
+        },
+        async move {
+            add_all(&mut b, &b_ref, topic, "b", 1..21).await;
+            (b, b_ref)
+        },
+        async move {
+            add_all(&mut c, &c_ref, topic, "c", 1..21).await;
+            (c, c_ref)
+        },
+    );
+    let took = started.elapsed();
+    let (mut a, a_ref) = a;
+    let (mut b, b_ref) = b;
+    let (mut c, _c_ref) = c;
+    let mut orders = Vec::new();
+    for (name, ws) in [("a", &mut a), ("a2", &mut a2), ("b", &mut b), ("c", &mut c)] {
+        ws.until(STEP, |ws| ws.broadcasts.len() >= 60)
+            .await
+            .unwrap_or_else(|why| panic!("{name} got {} broadcasts: {why}", ws.broadcasts.len()));
+        // Nothing more comes (no broadcast twice).
+        let _ = ws.until(Duration::from_millis(300), |_| false).await;
+        let items: Vec<String> = ws
+            .broadcasts
+            .iter()
+            .map(|b| b["item"].as_str().unwrap_or("?").to_string())
+            .collect();
+        assert_eq!(items.len(), 60, "{name} got {items:?}");
+        orders.push((name, items));
+    }
+    eprintln!(
+        "3 nodes, one room: 60 pushes from 3 nodes acknowledged in {} ms, 240 broadcasts delivered",
+        took.as_millis()
+    );
+    let (_, first) = &orders[0];
+    for (name, items) in &orders {
+        assert_eq!(items, first, "{name} saw another order than a");
+    }
+    for sender in ["a", "b", "c"] {
+        let mine: Vec<&String> = first
+            .iter()
+            .filter(|i| i.starts_with(&format!("{sender}:")))
+            .collect();
+        let expected: Vec<String> = (1..21).map(|n| format!("{sender}:{n}")).collect();
+        assert_eq!(mine, expected.iter().collect::<Vec<_>>());
+    }
+    // broadcast with except, across nodes: everyone but b hears b's shout.
+    let r = b
+        .send(&b_ref, topic, "shout", json!({}))
+        .await
+        .expect("sent");
+    assert_eq!(b.reply(&r, STEP).await.unwrap()["status"], "ok");
+    let shouted = |ws: &Ws| ws.events.iter().any(|(e, _)| e == "shouted");
+    for ws in [&mut a, &mut a2, &mut c] {
+        ws.until(STEP, shouted).await.unwrap();
+    }
+    let _ = b.until(Duration::from_millis(300), |_| false).await;
+    assert!(!shouted(&b), "b heard its own shout");
+    // A push to one connection of another node reaches it alone.
+    let r = a
+        .send(&a_ref, topic, "poke", json!({"to": "c"}))
+        .await
+        .expect("sent");
+    assert_eq!(a.reply(&r, STEP).await.unwrap()["status"], "ok");
+    let poked = |ws: &Ws| ws.events.iter().any(|(e, _)| e == "poked");
+    c.until(STEP, poked).await.unwrap();
+    let _ = b.until(Duration::from_millis(200), |_| false).await;
+    assert!(!poked(&b) && !poked(&a2), "a push to c went elsewhere");
+    // A leave through a forwarding node is the room's: the others see it.
+    drop(b);
+    a.until(STEP, |ws| {
+        ws.events
+            .iter()
+            .filter(|(e, _)| e == "presence_diff")
+            .any(|(_, d)| d["leaves"].get("b").is_some())
+    })
+    .await
+    .unwrap();
+    let _ = everyone;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn channels_on_surviving_nodes_rejoin_after_the_owners_kill_9() {
+    let mut cluster = Cluster::start(2.0, &[]).await;
+    let topic = "seq:failover";
+    let (mut a, a_ref, _) = join_on(cluster.nodes[0].addr, topic, "a").await;
+    let (mut b, b_ref, _) = join_on(cluster.nodes[1].addr, topic, "b").await;
+    let (mut c, _c_ref, _) = join_on(cluster.nodes[2].addr, topic, "c").await;
+    add_all(&mut a, &a_ref, topic, "a", 1..6).await;
+    add_all(&mut b, &b_ref, topic, "b", 1..6).await;
+    c.until(STEP, |ws| ws.broadcasts.len() >= 10).await.unwrap();
+    drop(a);
+    let killed_at = Instant::now();
+    cluster.nodes[0].kill_9().await;
+    // b pushes (its push fails), c stays quiet (its node notices the owner's
+    // silence): both channels get phx_error.
+    let r = b
+        .send(&b_ref, topic, "add", json!({"sender": "b", "n": 6}))
+        .await
+        .expect("sent");
+    match b.reply(&r, STEP).await {
+        Ok(reply) => {
+            assert_ne!(reply["status"], "ok", "a push to a dead owner: {reply}");
+            let error = b.until(STEP, |_| false).await.unwrap_err();
+            assert_eq!(error, "\"phx_error\"");
+        }
+        Err(why) => assert_eq!(why, "\"phx_error\""),
+    }
+    let error = c.until(STEP, |_| false).await.unwrap_err();
+    assert_eq!(error, "\"phx_error\"", "c's channel");
+    let errored = killed_at.elapsed();
+    // They rejoin where they are; the room runs again with its history.
+    let (mut b, b_ref, b_join) = join_on(cluster.nodes[1].addr, topic, "b").await;
+    let (mut c, _, c_join) = join_on(cluster.nodes[2].addr, topic, "c").await;
+    let serving = killed_at.elapsed();
+    for join in [&b_join, &c_join] {
+        assert!(
+            join["count"] == 10 || join["count"] == 11,
+            "the room lost its history: {join}"
+        );
+    }
+    add_all(&mut b, &b_ref, topic, "b", 7..9).await;
+    c.until(STEP, |ws| ws.broadcasts.len() >= 2).await.unwrap();
+    let items: Vec<&str> = c
+        .broadcasts
+        .iter()
+        .filter_map(|b| b["item"].as_str())
+        .collect();
+    assert_eq!(items, ["b:7", "b:8"]);
+    eprintln!(
+        "owner kill -9 (lease 2 s): survivors' channels errored within {} ms, joined again after {} ms",
+        errored.as_millis(),
+        serving.as_millis()
+    );
+    let log = room_log(&cluster.addrs(), "n2", topic).await;
+    assert!(
+        log.starts_with(
+            &[
+                "a:1", "a:2", "a:3", "a:4", "a:5", "b:1", "b:2", "b:3", "b:4", "b:5"
+            ]
+            .map(String::from)
+        ),
+        "{log:?}"
+    );
+}
+
+fn ws_events(ws: &Ws) -> &[(String, Value)] {
+    &ws.events
 }
