@@ -464,8 +464,9 @@ async fn kill_9_of_the_owner_loses_no_acknowledged_push() {
     }
     until_acked(&acks, 100, STEP).await;
     let owner_index = cluster.node(&owner);
-    let killed_at = Instant::now();
     cluster.nodes[owner_index].kill_9().await;
+    // Once it is dead: an ack that was on its way does not count as after.
+    let killed_at = Instant::now();
     // The senders find the new owner by themselves.
     let survivors: HashMap<String, SocketAddr> = cluster.addrs();
     until_acked(&acks, 100, STEP).await;
@@ -676,7 +677,7 @@ async fn add_all(ws: &mut Ws, join_ref: &str, topic: &str, name: &str, ns: std::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_on_every_node_share_one_room() {
-    let cluster = Cluster::start(3.0, &[]).await;
+    let mut cluster = Cluster::start(3.0, &[]).await;
     let topic = "seq:fan";
     let at = |i: usize| cluster.nodes[i].addr;
     // a starts the room on n1; b and c join through n2 and n3, a2 on n1.
@@ -790,7 +791,30 @@ async fn clients_on_every_node_share_one_room() {
     })
     .await
     .unwrap();
-    let _ = everyone;
+    // A forwarding node dies: its channels leave the room within the
+    // owner's heartbeat window.
+    cluster.nodes[2].kill_9().await;
+    let killed_at = Instant::now();
+    a.until(STEP, |ws| {
+        ws.events
+            .iter()
+            .filter(|(e, _)| e == "presence_diff")
+            .any(|(_, d)| d["leaves"].get("c").is_some())
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "kill -9 of a forwarding node: its user left the room {} ms later",
+        killed_at.elapsed().as_millis()
+    );
+    let (mut late, _, _) = join_on(cluster.nodes[1].addr, topic, "late").await;
+    late.until(STEP, |ws| !ws.present().is_empty())
+        .await
+        .unwrap();
+    let mut present = everyone.to_vec();
+    present.retain(|u| *u != "b" && *u != "c");
+    present.push("late");
+    assert_eq!(late.present(), present);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

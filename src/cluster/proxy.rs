@@ -33,7 +33,7 @@ use super::{Shared, backplane_subject, request_subject};
 use crate::hub::{Body, Broadcast, Channel, ChannelId, Frame, Outbound};
 use crate::protocol::{Payload, Ref, Vsn};
 use crate::room::remote::Proxied;
-use crate::room::{Command, ReplyTo, RoomError, RoomSlot, Rooms};
+use crate::room::{Command, LeaveReason, ReplyTo, RoomError, RoomSlot, Rooms};
 use crate::topic::Topic;
 
 /// How long the owner may take to take a forwarded command.
@@ -63,6 +63,9 @@ struct Proxy {
     /// The last backplane seq seen of `epoch`.
     seq: Option<u64>,
     last_heard: Instant,
+    /// When a request last went to the owner (it tells the owner this
+    /// node is alive).
+    last_sent: Instant,
     /// This node's channels whose join went to the owner, until it closes
     /// them (or the proxy ends).
     channels: HashMap<ChannelId, Arc<Channel>>,
@@ -98,6 +101,7 @@ pub(super) async fn proxy(
         epoch: None,
         seq: None,
         last_heard: Instant::now(),
+        last_sent: Instant::now(),
         channels: HashMap::new(),
     };
     let mut check = tokio::time::interval(TICK / 2);
@@ -150,6 +154,13 @@ pub(super) async fn proxy(
                     tracing::warn!(topic = %proxy.topic, owner = %proxy.owner, "a room's owner went quiet");
                     break Proxied::OwnerGone;
                 }
+                if !proxy.channels.is_empty() && proxy.last_sent.elapsed() >= TICK {
+                    let alive = Request::Alive { node: proxy.me() };
+                    match proxy.request(&alive, &[]).await {
+                        Ok(epoch) if proxy.accepted(epoch) => {}
+                        _ => break Proxied::OwnerGone,
+                    }
+                }
                 if !proxy.channels.is_empty() || !proxy.slot.hub.is_empty() {
                     used_at = Instant::now();
                 } else if used_at.elapsed() > IDLE
@@ -161,7 +172,7 @@ pub(super) async fn proxy(
         }
     };
     if end == Proxied::OwnerGone {
-        proxy.fail_all();
+        proxy.fail_all().await;
     }
     let _ = backplane.unsubscribe().await;
     end
@@ -335,7 +346,12 @@ impl Proxy {
 
     /// Sends one request: the owner's epoch, or its refusal's reason
     /// (`Err(Ok)`), or why it failed.
-    async fn request(&self, request: &Request, body: &[u8]) -> Result<u64, Result<String, Failed>> {
+    async fn request(
+        &mut self,
+        request: &Request,
+        body: &[u8],
+    ) -> Result<u64, Result<String, Failed>> {
+        self.last_sent = Instant::now();
         let message = async_nats::Request::new()
             .payload(wire::encode(request, body))
             .timeout(Some(FORWARD_TIMEOUT));
@@ -437,14 +453,33 @@ impl Proxy {
         true
     }
 
-    /// The owner is gone: every channel here rejoins.
-    fn fail_all(&mut self) {
+    /// The owner is gone or cannot be followed: every channel here
+    /// rejoins. An owner still there (a gap, a full backplane) hears them
+    /// leave first, so it keeps no member without a channel; their rejoins
+    /// wait in the mailbox behind these leaves.
+    async fn fail_all(&mut self) {
+        let ids: Vec<ChannelId> = self.channels.keys().copied().collect();
         for (id, channel) in self.channels.drain() {
             self.slot.hub.unsubscribe(id);
             channel.close_with("phx_error");
         }
         for channel in self.slot.hub.drain() {
             channel.close_with("phx_error");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        for channel in ids {
+            let request = Request::Leave {
+                node: self.me(),
+                channel,
+                reason: LeaveReason::Disconnect.as_str().into(),
+                msg_ref: None,
+            };
+            match tokio::time::timeout_at(deadline, self.request(&request, &[])).await {
+                Ok(Ok(_)) | Ok(Err(Ok(_))) => {}
+                // Nobody there, or too slow: a new owner starts without
+                // them anyway.
+                Ok(Err(Err(_))) | Err(_) => break,
+            }
         }
     }
 
@@ -456,7 +491,7 @@ impl Proxy {
             let request = Request::Leave {
                 node: self.me(),
                 channel,
-                reason: "shutdown".into(),
+                reason: LeaveReason::Shutdown.as_str().into(),
                 msg_ref: None,
             };
             if tokio::time::timeout_at(deadline, self.request(&request, &[]))

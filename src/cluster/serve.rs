@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -32,8 +32,12 @@ use crate::room::{Command, LeaveReason, ReplyTo, RoomSlot};
 /// faster than NATS for this long leaves a gap, which every node sees and
 /// answers with `phx_error` (its channels rejoin): the room never waits.
 const BACKLOG: usize = 8192;
-/// A quiet backplane says so this often (see [`What::Tick`]).
+/// A quiet backplane says so this often (see [`What::Tick`]); a node with
+/// channels in the room but nothing to forward says it is alive as often.
 pub(super) const TICK: Duration = Duration::from_secs(1);
+/// A node not heard from for this long is gone: its channels leave the
+/// room (after a `phx_error`, in case it was only paused).
+const NODE_SILENCE: Duration = Duration::from_secs(6);
 
 /// Serving one room generation; dropping it stops taking requests.
 pub(super) struct Serving {
@@ -80,6 +84,8 @@ pub(super) struct Link {
     /// Remote channels by (node, their id there). Weak: the room holds
     /// them, and they hold this link.
     remotes: Mutex<HashMap<RemoteId, Weak<Channel>>>,
+    /// When each node with remote channels last sent a request.
+    heard: Mutex<HashMap<Arc<str>, Instant>>,
 }
 
 /// A remote channel: its node, and its id there.
@@ -98,6 +104,7 @@ impl Link {
             next_seq: Arc::new(Mutex::new(1)),
             tx,
             remotes: Mutex::default(),
+            heard: Mutex::default(),
         });
         shared.rt.spawn(publish(
             shared.client.clone(),
@@ -123,6 +130,35 @@ impl Link {
                 "a room's backplane is full: its other nodes' channels rejoin"
             );
         }
+    }
+
+    /// The remote channels of nodes not heard from for [`NODE_SILENCE`],
+    /// forgotten here.
+    fn silent_nodes_channels(&self) -> Vec<Arc<Channel>> {
+        let now = Instant::now();
+        let mut heard = lock(&self.heard);
+        let mut remotes = lock(&self.remotes);
+        let gone: Vec<Arc<str>> = heard
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) > NODE_SILENCE)
+            .map(|(node, _)| node.clone())
+            .collect();
+        let mut channels = Vec::new();
+        for node in gone {
+            heard.remove(&node);
+            let before = channels.len();
+            remotes.retain(|(of, _), channel| {
+                if *of != node {
+                    return true;
+                }
+                channels.extend(channel.upgrade());
+                false
+            });
+            if channels.len() > before {
+                tracing::warn!(node = %node, channels = channels.len() - before, "a node with channels in a room went silent: they leave");
+            }
+        }
+        channels
     }
 
     fn remote(&self, node: &str, channel: ChannelId) -> Option<Arc<Channel>> {
@@ -242,6 +278,7 @@ async fn answer(
             return;
         }
     };
+    let mut check = tokio::time::interval(TICK);
     loop {
         let request = tokio::select! {
             _ = stop.cancelled() => break,
@@ -249,6 +286,12 @@ async fn answer(
                 Some(request) => request,
                 None => break,
             },
+            _ = check.tick() => {
+                if let Some(slot) = slot.upgrade() {
+                    drop_silent_nodes(&slot, &link).await;
+                }
+                continue;
+            }
         };
         let Some(reply) = request.reply.clone() else {
             continue;
@@ -273,6 +316,31 @@ async fn answer(
     let _ = requests.unsubscribe().await;
 }
 
+/// The channels of nodes gone silent leave the room, as if they had
+/// disconnected.
+async fn drop_silent_nodes(slot: &RoomSlot, link: &Link) {
+    let channels = link.silent_nodes_channels();
+    if channels.is_empty() {
+        return;
+    }
+    let Ok(mailbox) = slot.mailbox() else {
+        return;
+    };
+    for channel in channels {
+        // Heard only if that node was just paused: it rejoins.
+        channel.close_with("phx_error");
+        let leave = Command::Leave {
+            channel: channel.id,
+            conn_id: channel.conn.id.clone(),
+            reason: LeaveReason::Disconnect,
+            reply: None,
+        };
+        if mailbox.send(leave).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Puts one forwarded command into the room's mailbox.
 async fn take(
     shared: &Shared,
@@ -287,7 +355,15 @@ async fn take(
     let refused = |reason: &str| Answer::Refused {
         reason: reason.to_string(),
     };
+    let node = match &request {
+        Request::Join { node, .. }
+        | Request::Push { node, .. }
+        | Request::Leave { node, .. }
+        | Request::Alive { node } => node,
+    };
+    lock(&link.heard).insert(node.as_str().into(), Instant::now());
     let command = match request {
+        Request::Alive { .. } => return Answer::Accepted { epoch: link.epoch },
         Request::Join {
             node,
             channel,

@@ -47,6 +47,9 @@ pub(super) enum Request {
         reason: String,
         msg_ref: Option<String>,
     },
+    /// Node `node` still has channels in the room (sent when it sent
+    /// nothing else for a while): the owner keeps them.
+    Alive { node: String },
 }
 
 /// The owner's answer to a [`Request`]: the command is in the room's
