@@ -15,7 +15,7 @@
 //! | scripts | [`scripts`] | `rooms-js/` kinds: compile, cache, refresh |
 //! | rooms | [`room`] | the room task and its parts (journal, snapshots, members, gate), the registry and supervisor, hot reload, inspection; why a task ended is a [`Crash`] |
 //! | web | `web` | axum: WebSocket, long-poll, SSE, HTTP post, admin API, UI assets, with its own `WebState` |
-//! | cluster | [`cluster`] | cluster mode on NATS JetStream: room leases and the fenced journal behind the [`store::Backend`] seam (beside `web`; nothing below imports it) |
+//! | cluster | [`cluster`] | cluster mode on NATS JetStream: room leases and the fenced journal behind the [`store::Backend`] seam, forwarding and the per-room backplane behind [`room::remote::Remote`] (beside `web`; nothing below imports it) |
 //! | host | [`Host`] | wires the parts together; owns the JS runtime and the watcher |
 //!
 //! `main.rs` is the CLI over [`Host`]. One message's path: a transport

@@ -3,7 +3,8 @@
 //! death loses nothing acknowledged. See `docs/cluster.md`.
 //!
 //! A top layer beside `web`: it implements the [`Backend`] seam of `store`
-//! (rooms and the web below it never import it). Its pieces:
+//! and the [`Remote`] seam of `room` (rooms and the web below it never
+//! import it). Its pieces:
 //!
 //! - [`Cluster`]: the NATS connection, the JetStream context, the journal
 //!   stream and the lease bucket, made at host build.
@@ -11,6 +12,10 @@
 //!   that takes the room and renewed at a third of its TTL.
 //! - `store`: [`JetStreamStore`], a room's journal and snapshots on the
 //!   room's subject, every append fenced by the subject's last sequence.
+//! - `serve`: the owner's side of a room other nodes' channels use (their
+//!   commands on `rh.r.<topic>`, the room's backplane on `rh.b.<topic>`).
+//! - `proxy`: the other side, on a node that does not run the room.
+//! - `wire`: what those subjects carry.
 
 mod lease;
 mod proxy;
