@@ -131,7 +131,9 @@ impl HostBuilder {
             None => None,
         };
         let backend = cluster.clone().map(|c| c as Arc<dyn Backend>);
-        let remote = cluster.map(|c| c as Arc<dyn crate::room::remote::Remote>);
+        let remote = cluster
+            .clone()
+            .map(|c| c as Arc<dyn crate::room::remote::Remote>);
         crate::web::check_config(&config).map_err(BuildError::Config)?;
         let scripts = Scripts::with_kind_limits(
             &config.scripts_dir,
@@ -150,14 +152,22 @@ impl HostBuilder {
             .thread_name("roomhost-js")
             .enable_all()
             .build()?;
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        if cluster.is_some() {
+            metrics.register_cluster();
+        }
+        let metrics = Arc::new(metrics);
+        let shutdown = CancellationToken::new();
+        if let Some(cluster) = &cluster {
+            cluster.beat(metrics.clone(), shutdown.clone());
+        }
         let rooms = Rooms::new(RoomEnv {
             warm: WarmPool::new(
                 config.warm_contexts,
                 config.warm_heap.min(crate::heap::MAX_WARM_HEAP),
             ),
             js: runtime.handle().clone(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             tasks: TaskTracker::new(),
             store_layer: self.store_layer,
             backend,

@@ -39,7 +39,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the chat UI, the WebSocket hub and the admin API (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Compile and load a room script as the server would; exit 1 on error.
     Check {
         /// The script, e.g. rooms-js/chat.js.
@@ -95,6 +95,11 @@ struct ServeArgs {
     /// This node's name in the cluster (default: bind address:port).
     #[arg(long, env = "ROOMHOST_NODE")]
     node: Option<String>,
+    /// Cluster mode: this node's HTTP base URL as the other nodes and
+    /// clients reach it, listed by `GET /api/cluster` (default:
+    /// http://<bind address>:<port>, with this host's name for 0.0.0.0/::).
+    #[arg(long, env = "ROOMHOST_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// Cluster mode: seconds a room's lease lasts without renewal (another
     /// node takes the room this long after its owner died). Keep it above
     /// the engine's leader election (4-9 s).
@@ -338,7 +343,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         None => serve(cli.serve, heap_tuned),
-        Some(Command::Serve(args)) => serve(args, heap_tuned),
+        Some(Command::Serve(args)) => serve(*args, heap_tuned),
         Some(Command::Check { file }) => check(&file),
         Some(Command::Inspect {
             topic,
@@ -417,6 +422,10 @@ fn serve(args: ServeArgs, heap_tuned: bool) -> anyhow::Result<ExitCode> {
             cluster.lease = Duration::try_from_secs_f64(args.lease)
                 .context("--lease must be a number of seconds")?;
             cluster.replicas = args.cluster_replicas;
+            cluster.url = args
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| advertised(&local));
             builder = builder.cluster(cluster);
         }
         let host = builder.build().await.context("starting the host")?;
@@ -425,6 +434,22 @@ fn serve(args: ServeArgs, heap_tuned: bool) -> anyhow::Result<ExitCode> {
         host.serve(listener, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `http://<addr>`, with this host's name for an unspecified address.
+fn advertised(local: &SocketAddr) -> String {
+    if !local.ip().is_unspecified() {
+        return format!("http://{local}");
+    }
+    let mut name = [0u8; 256];
+    // SAFETY: gethostname writes at most `name.len()` bytes into it.
+    let ok = unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0;
+    let end = name.iter().position(|&b| b == 0).unwrap_or(0);
+    let host = match std::str::from_utf8(&name[..end]) {
+        Ok(host) if ok && !host.is_empty() => host.to_string(),
+        _ => "localhost".to_string(),
+    };
+    format!("http://{host}:{}", local.port())
 }
 
 /// The one startup summary: what a client needs to connect and what the

@@ -18,11 +18,14 @@ const dom = {
   tokenClear: $("token-clear"), totalRooms: $("total-rooms"), totalConnections: $("total-connections"),
   totalRate: $("total-rate"), updated: $("updated"), body: $("rooms-body"), empty: $("rooms-empty"),
   count: $("rooms-count"), console: $("console"), consoleTopic: $("console-topic"),
+  roomsTable: $("rooms-table"), clusterPanel: $("cluster-panel"), clusterBody: $("cluster-body"),
+  clusterNode: $("cluster-node"), clusterError: $("cluster-error"),
 };
 
 const rows = new Map(); // topic -> { tr, cells, killButton, resetButton, selectButton }
 let selected = null;
 let lastConsoleKey = "";
+let thisNode = null; // cluster mode: this node's name (from /api/cluster)
 
 // ---- auth --------------------------------------------------------------------
 
@@ -119,7 +122,7 @@ function describeScriptError(err) {
 
 // ---- rooms table ------------------------------------------------------------------
 
-const COLUMNS = ["topic", "kind", "state", "generation", "restarts", "channels", "users", "events_in", "js_memory", "journal_bytes", "version", "error"];
+const COLUMNS = ["topic", "kind", "state", "node", "generation", "restarts", "channels", "users", "events_in", "js_memory", "journal_bytes", "version", "error"];
 const NUMERIC = new Set(["generation", "restarts", "channels", "users", "events_in", "js_memory", "journal_bytes"]);
 
 function button(label, className, ariaLabel, onClick) {
@@ -164,8 +167,13 @@ function updateRow(row, room) {
   c.kind.textContent = text(room.kind);
   // A room whose storage refuses writes keeps running: say so next to its state.
   const storage = room.storage && typeof room.storage === "object" ? room.storage : null;
-  row.stateBadge.textContent = storage ? `${text(room.state)} · storage ${text(storage.state)}` : text(room.state);
-  row.stateBadge.className = storage ? "state state-storage" : `state state-${String(room.state).replace(/[^a-z]/g, "")}`;
+  // Cluster mode: a room another node runs is forwarded there from here.
+  const forwarded = typeof room.node === "string" && thisNode !== null && room.node !== thisNode;
+  row.stateBadge.textContent = forwarded
+    ? "forwarded"
+    : storage ? `${text(room.state)} · storage ${text(storage.state)}` : text(room.state);
+  row.stateBadge.className = storage && !forwarded ? "state state-storage" : `state state-${forwarded ? "forwarded" : String(room.state).replace(/[^a-z]/g, "")}`;
+  c.node.textContent = typeof room.node === "string" ? room.node : "–";
   c.generation.textContent = num(room.generation);
   c.restarts.textContent = num(room.restarts);
   c.channels.textContent = num(room.channels);
@@ -180,7 +188,7 @@ function updateRow(row, room) {
     warning.textContent = "never compacted (no snapshot/restore)";
     c.journal_bytes.append(warning);
   }
-  c.version.textContent = room.version === null || room.version === undefined ? "–" : `v${room.version}`;
+  c.version.textContent = room.version === null || room.version === undefined || room.version === "" ? "–" : `v${room.version}`;
   const scriptError = describeScriptError(room.script_error);
   const storageError = storage ? `storage unavailable since ${formatTime(storage.since)}: ${text(storage.cause)}` : "";
   // last_error says what it is: a crash reason ("CPU budget exceeded"), the
@@ -192,7 +200,7 @@ function updateRow(row, room) {
   row.resetButton.hidden = room.state !== "failed";
   // A stopped or failed room has no task to kill (the API answers 404 or
   // 503): no button; a failed one has Reset instead.
-  row.killButton.hidden = room.state === "stopped" || room.state === "failed";
+  row.killButton.hidden = forwarded || room.state === "stopped" || room.state === "failed";
   const isSelected = room.topic === selected;
   row.tr.setAttribute("aria-selected", String(isSelected));
   row.selectButton.setAttribute("aria-pressed", String(isSelected));
@@ -337,6 +345,62 @@ async function pollRooms() {
   }
 }
 
+// ---- cluster mode ----------------------------------------------------------------
+
+function renderCluster(body) {
+  thisNode = typeof body.node === "string" ? body.node : null;
+  dom.clusterPanel.hidden = false;
+  dom.roomsTable.classList.add("clustered");
+  dom.clusterNode.textContent = thisNode ? `— this is ${thisNode}` : "";
+  dom.clusterError.hidden = true;
+  const nodes = Array.isArray(body.nodes) ? body.nodes : [];
+  dom.clusterBody.replaceChildren(...nodes.map((node) => {
+    const tr = document.createElement("tr");
+    const name = document.createElement("th");
+    name.scope = "row";
+    const url = typeof node.url === "string" && /^https?:\/\//.test(node.url) ? node.url : null;
+    if (url) {
+      const link = document.createElement("a");
+      link.href = `${url.replace(/\/$/, "")}/admin`;
+      link.rel = "noopener";
+      link.textContent = text(node.name);
+      link.title = `${url} — its own dashboard`;
+      name.append(link);
+    } else {
+      name.textContent = text(node.name);
+    }
+    if (node.name === thisNode) name.append(" (this node)");
+    const state = document.createElement("td");
+    state.textContent = node.alive ? "alive" : "not alive";
+    if (!node.alive) state.className = "node-dead";
+    const cell = (value, className) => {
+      const td = document.createElement("td");
+      td.textContent = value;
+      if (className) td.className = className;
+      return td;
+    };
+    const seen = typeof node.last_seen === "number" ? new Date(node.last_seen) : null;
+    const seenCell = cell(seen ? formatTime(seen, { seconds: true }) : "–", "muted");
+    if (seen) seenCell.title = formatFullTime(seen);
+    tr.append(name, state, cell(num(node.rooms), "num"), cell(num(node.connections), "num"), seenCell, cell(text(node.version)));
+    return tr;
+  }));
+}
+
+async function pollCluster() {
+  try {
+    renderCluster(await api("/api/cluster"));
+  } catch (error) {
+    // 404: one node, no cluster; nothing to show and nothing to poll.
+    if (error.status === 404) return;
+    if (!dom.clusterPanel.hidden) {
+      dom.clusterError.textContent = `The cluster's nodes could not be read. ${explain(error)}`;
+      dom.clusterError.hidden = false;
+    }
+  }
+  setTimeout(pollCluster, POLL_MS * 2);
+}
+
 dom.tokenForm.addEventListener("submit", (event) => {
   event.preventDefault();
   writeToken(dom.tokenInput.value.trim());
@@ -352,3 +416,4 @@ dom.tokenClear.addEventListener("click", () => {
 
 if (readToken()) dom.tokenInput.placeholder = "token saved for this tab";
 pollRooms();
+pollCluster();

@@ -885,3 +885,87 @@ async fn channels_on_surviving_nodes_rejoin_after_the_owners_kill_9() {
 fn ws_events(ws: &Ws) -> &[(String, Value)] {
     &ws.events
 }
+
+/// `GET /api/cluster` on `addr`, polled (bounded) until `ok` holds.
+async fn cluster_until(addr: SocketAddr, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (status, body) = http(addr, "GET", "/api/cluster", None).await;
+        if status == 200 && ok(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: GET /api/cluster said {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn node_of<'a>(cluster: &'a Value, name: &str) -> Option<&'a Value> {
+    cluster["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_lists_the_cluster_and_sees_a_dead_node_go() {
+    let mut cluster = Cluster::start(2.0, &[]).await;
+    let addrs = cluster.addrs();
+    let (_ws, _, owner) = join_owner(&addrs, "n1", "seq:nodes", "ada").await;
+    // Every node lists all three, alive, with their URLs; the owner says it
+    // holds the room and its connection.
+    for node in &cluster.nodes {
+        let body = cluster_until(node.addr, "all three alive", |c| {
+            ["n1", "n2", "n3"]
+                .iter()
+                .all(|n| node_of(c, n).is_some_and(|v| v["alive"] == true))
+                && node_of(c, &owner).is_some_and(|v| v["rooms"] == 1 && v["connections"] == 1)
+        })
+        .await;
+        assert_eq!(body["node"], node.name.as_str(), "{body}");
+        for other in &cluster.nodes {
+            let view = node_of(&body, &other.name).unwrap();
+            assert_eq!(view["url"], format!("http://{}", other.addr), "{body}");
+            assert!(view["last_seen"].as_i64().unwrap() >= view["started_at"].as_i64().unwrap());
+        }
+    }
+    let (_, metrics) = http(cluster.nodes[0].addr, "GET", "/metrics", None).await;
+    let metrics = metrics.as_str().expect("the metrics text");
+    assert!(
+        metrics.contains("roomhost_cluster_nats_connected 1"),
+        "{metrics}"
+    );
+
+    // kill -9: its record stays but ages; every survivor says it is dead.
+    let n3 = cluster.node("n3");
+    cluster.nodes[n3].kill_9().await;
+    let killed = Instant::now();
+    for name in ["n1", "n2"] {
+        let addr = cluster.nodes[cluster.node(name)].addr;
+        cluster_until(addr, "n3 not alive", |c| {
+            node_of(c, "n3").is_some_and(|v| v["alive"] == false)
+                && node_of(c, name).is_some_and(|v| v["alive"] == true)
+        })
+        .await;
+    }
+    eprintln!(
+        "kill -9 of a node: listed as not alive after {} ms",
+        killed.elapsed().as_millis()
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(6),
+        "liveness window is 3 s"
+    );
+
+    // A graceful stop deletes its record: it leaves the list.
+    let n2 = cluster.node("n2");
+    cluster.nodes[n2].signal(15);
+    let n1 = cluster.nodes[cluster.node("n1")].addr;
+    let body = cluster_until(n1, "n2 gone after SIGTERM", |c| node_of(c, "n2").is_none()).await;
+    assert!(
+        node_of(&body, "n3").is_some(),
+        "a dead node stays listed: {body}"
+    );
+}

@@ -10,6 +10,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
@@ -25,11 +26,14 @@ pub(super) struct Lease {
     pub(super) lost: CancellationToken,
     /// Cancelled on drop: the renewal stops and releases the lease.
     dropped: CancellationToken,
+    /// Counted in `leases_held` while it lives.
+    shared: Arc<Shared>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.dropped.cancel();
+        self.shared.leases_held.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -87,9 +91,11 @@ pub(super) async fn acquire(shared: &Arc<Shared>, key: &str) -> io::Result<Lease
             "could not take the room's lease (the lease bucket kept refusing)",
         ));
     };
+    shared.leases_held.fetch_add(1, Ordering::Relaxed);
     let lease = Lease {
         lost: CancellationToken::new(),
         dropped: CancellationToken::new(),
+        shared: shared.clone(),
     };
     shared.rt.spawn(renew(
         shared.clone(),

@@ -18,6 +18,7 @@
 //! - `wire`: what those subjects carry.
 
 mod lease;
+mod nodes;
 mod proxy;
 mod serve;
 mod store;
@@ -26,13 +27,14 @@ mod wire;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv, stream};
 use tokio::runtime::Handle;
 
-use crate::room::remote::{Proxied, Remote};
+use crate::metrics::Metrics;
+use crate::room::remote::{NodeView, Proxied, Remote};
 use crate::room::{RoomSlot, Rooms};
 use crate::store::{Backend, Store};
 use crate::topic::Topic;
@@ -67,6 +69,9 @@ pub struct ClusterConfig {
     /// Replicas of the journal stream and the lease bucket (3 for a
     /// cluster, 1 with a single NATS server).
     pub replicas: usize,
+    /// This node's HTTP base URL as other nodes and clients reach it
+    /// (`GET /api/cluster` lists it), e.g. `http://10.0.0.5:4000`.
+    pub url: String,
 }
 
 impl ClusterConfig {
@@ -76,6 +81,7 @@ impl ClusterConfig {
             node: node.into(),
             lease: Duration::from_secs(10),
             replicas: 3,
+            url: String::new(),
         }
     }
 }
@@ -138,7 +144,7 @@ impl Cluster {
         let mut js = jetstream::new(client);
         js.set_timeout(REQUEST_TIMEOUT);
         let started = Instant::now();
-        let (stream, leases) = loop {
+        let (stream, leases, nodes) = loop {
             match Self::ensure(&js, &config).await {
                 Ok(made) => break made,
                 Err(error) if started.elapsed() < READY_TIMEOUT => {
@@ -162,6 +168,9 @@ impl Cluster {
                 js,
                 stream,
                 leases,
+                nodes,
+                leases_held: AtomicUsize::new(0),
+                url: config.url,
                 rt: Handle::current(),
                 next_channel: AtomicU64::new(REMOTE_CHANNEL_IDS),
             }),
@@ -172,7 +181,7 @@ impl Cluster {
     async fn ensure(
         js: &jetstream::Context,
         config: &ClusterConfig,
-    ) -> Result<(stream::Stream, kv::Store), String> {
+    ) -> Result<(stream::Stream, kv::Store, kv::Store), String> {
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: STREAM.into(),
@@ -200,11 +209,22 @@ impl Cluster {
                 .await
                 .map_err(|e| format!("lease bucket {LEASE_BUCKET}: {e}"))?,
         };
-        Ok((stream, leases))
+        let nodes = nodes::bucket(js, config.replicas).await?;
+        Ok((stream, leases, nodes))
     }
 
     pub fn node(&self) -> &str {
         &self.shared.node
+    }
+
+    /// Writes this node's record to the cluster once a second (see
+    /// `nodes`) until `stop`, then deletes it.
+    pub fn beat(&self, metrics: Arc<Metrics>, stop: tokio_util::sync::CancellationToken) {
+        let shared = self.shared.clone();
+        let url = shared.url.clone();
+        shared
+            .rt
+            .spawn(nodes::beat(shared.clone(), url, metrics, stop));
     }
 }
 
@@ -226,6 +246,16 @@ impl Backend for Cluster {
 }
 
 impl Remote for Cluster {
+    fn nodes(&self) -> Pin<Box<dyn Future<Output = io::Result<Vec<NodeView>>> + Send + '_>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let rt = shared.rt.clone();
+            rt.spawn(async move { nodes::list(&shared).await })
+                .await
+                .map_err(io::Error::other)?
+        })
+    }
+
     fn serve(&self, slot: &Arc<RoomSlot>) -> Box<dyn Send + Sync> {
         Box::new(serve::serve(&self.shared, slot))
     }
@@ -262,6 +292,12 @@ struct Shared {
     js: jetstream::Context,
     stream: stream::Stream,
     leases: kv::Store,
+    /// Every node's record (see `nodes`).
+    nodes: kv::Store,
+    /// Leases this node holds: the rooms it owns.
+    leases_held: AtomicUsize,
+    /// This node's HTTP base URL.
+    url: String,
     /// The runtime the NATS client runs on: store jobs block on it.
     rt: Handle,
     /// Ids of the channels other nodes' connections hold in rooms run here.

@@ -94,6 +94,8 @@ pub struct Metrics {
     storage_faults: Family<Labels1, Counter>,
     storage_unavailable_seconds: Family<Labels1, Counter<f64, AtomicU64>>,
     rooms_storage_unavailable: Gauge,
+    cluster_connected: Gauge,
+    cluster_nodes_alive: Gauge,
     hibernations: Counter,
     wakes: Counter,
     wake_seconds: Histogram,
@@ -151,6 +153,8 @@ impl Metrics {
             storage_faults: Family::default(),
             storage_unavailable_seconds: Family::default(),
             rooms_storage_unavailable: Gauge::default(),
+            cluster_connected: Gauge::default(),
+            cluster_nodes_alive: Gauge::default(),
             hibernations: Counter::default(),
             wakes: Counter::default(),
             wake_seconds: latency_histogram(),
@@ -381,6 +385,30 @@ impl Metrics {
             .map(|t| self.connections.get_or_create(&[("transport", *t)]).get())
             .sum::<i64>()
             .max(0) as u64
+    }
+
+    /// Cluster mode's families, registered only by a host in cluster mode.
+    pub fn register_cluster(&mut self) {
+        self.registry.register(
+            "cluster_nats_connected",
+            "Cluster mode: 1 while the connection to NATS is up, else 0",
+            self.cluster_connected.clone(),
+        );
+        self.registry.register(
+            "cluster_nodes_alive",
+            "Cluster mode: nodes (this one included) whose record is fresh",
+            self.cluster_nodes_alive.clone(),
+        );
+    }
+
+    /// Cluster mode: whether the NATS connection is up.
+    pub fn cluster_connected(&self, up: bool) {
+        self.cluster_connected.set(i64::from(up));
+    }
+
+    /// Cluster mode: nodes heard from within the liveness window.
+    pub fn cluster_nodes_alive(&self, alive: usize) {
+        self.cluster_nodes_alive.set(alive as i64);
     }
 
     /// Client messages received over every transport.

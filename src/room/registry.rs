@@ -175,6 +175,14 @@ impl Rooms {
         }
     }
 
+    /// Cluster mode: every node of the cluster (`None` outside it).
+    pub async fn cluster_nodes(&self) -> Option<std::io::Result<Vec<super::remote::NodeView>>> {
+        match &self.env().remote {
+            Some(remote) => Some(remote.nodes().await),
+            None => None,
+        }
+    }
+
     /// The room for `topic`, started if needed, and its mailbox.
     pub(crate) fn open(&self, topic: &Topic) -> Result<(Arc<RoomSlot>, MailboxSender), RoomError> {
         let env = self.env();

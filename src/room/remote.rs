@@ -13,8 +13,11 @@
 //!   room stops being used here.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use serde::Serialize;
 
 use super::{RoomSlot, registry::Rooms};
 
@@ -30,8 +33,30 @@ pub enum Proxied {
     OwnerGone,
 }
 
+/// One node of the cluster as `GET /api/cluster` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeView {
+    pub name: String,
+    /// Its HTTP base URL (`--advertise-url`).
+    pub url: String,
+    /// Heard from within the liveness window.
+    pub alive: bool,
+    /// Rooms it owns.
+    pub rooms: usize,
+    /// Its open client connections.
+    pub connections: u64,
+    /// When it last wrote its record, in ms since the epoch.
+    pub last_seen: i64,
+    pub started_at: i64,
+    /// Its roomhost version.
+    pub version: String,
+}
+
 /// Cluster mode's reach beyond this node (see the module doc).
 pub trait Remote: Send + Sync {
+    /// Every node of the cluster, this one included.
+    fn nodes(&self) -> Pin<Box<dyn Future<Output = io::Result<Vec<NodeView>>> + Send + '_>>;
+
     /// This node runs `slot`'s room: serve other nodes' channels of it
     /// until the returned guard is dropped.
     fn serve(&self, slot: &Arc<RoomSlot>) -> Box<dyn Send + Sync>;

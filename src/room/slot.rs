@@ -143,6 +143,8 @@ struct SlotStatus {
     /// The sending end handed to channels; `None` once failed or stopped.
     mailbox: Option<MailboxSender>,
     abort: Option<tokio::task::AbortHandle>,
+    /// Cluster mode: the node this slot forwards to while another runs it.
+    forwarded_to: Option<String>,
 }
 
 /// A room's public description (admin API).
@@ -169,6 +171,12 @@ pub struct RoomInfo {
     pub script_error: Option<ScriptError>,
     /// Set while the room's storage refuses writes (a fault or a stall).
     pub storage: Option<StorageStatus>,
+    /// Cluster mode: the node that runs the room (the admin API sets it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Cluster mode: the node this node forwards the room's channels to.
+    #[serde(skip)]
+    pub forwarded_to: Option<String>,
 }
 
 impl RoomSlot {
@@ -194,6 +202,7 @@ impl RoomSlot {
                 storage: None,
                 mailbox: Some(mailbox),
                 abort: None,
+                forwarded_to: None,
             }),
             watch: watch::channel((0, RoomState::Starting)).0,
             mailbox_rx: Arc::new(tokio::sync::Mutex::new(Mailbox {
@@ -254,7 +263,15 @@ impl RoomSlot {
             last_error: s.last_error.clone(),
             script_error: None,
             storage: s.storage.clone(),
+            node: None,
+            forwarded_to: s.forwarded_to.clone(),
         }
+    }
+
+    /// Cluster mode: this slot forwards to `node` (or, with `None`, no
+    /// longer does).
+    pub(crate) fn set_forwarded_to(&self, node: Option<String>) {
+        self.status().forwarded_to = node;
     }
 
     pub fn console_lines(&self) -> Vec<ConsoleLine> {

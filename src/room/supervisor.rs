@@ -52,10 +52,12 @@ pub(super) async fn supervise(rooms: Rooms, slot: Arc<RoomSlot>) {
                 slot.hub.detach_backplane(&backplane);
             }
             slot.mark_stopped();
-            match remote
+            slot.set_forwarded_to(Some(node.clone()));
+            let proxied = remote
                 .proxy(rooms.clone(), slot.clone(), node.clone())
-                .await
-            {
+                .await;
+            slot.set_forwarded_to(None);
+            match proxied {
                 Proxied::Stopped => return,
                 Proxied::OwnerGone => {}
             }

@@ -187,6 +187,11 @@ fn stopped_rooms(web: &WebState) -> Vec<serde_json::Value> {
 fn room_json(web: &WebState, slot: &crate::room::RoomSlot) -> serde_json::Value {
     let mut info = slot.info();
     info.script_error = web.scripts.error(slot.topic.kind());
+    // Cluster mode: which node runs it (a room this node forwards runs on
+    // the owner; one it runs, here).
+    if let Some(me) = web.rooms.node() {
+        info.node = Some(info.forwarded_to.clone().unwrap_or_else(|| me.to_string()));
+    }
     json!(info)
 }
 
@@ -295,6 +300,26 @@ pub(crate) async fn reset(
 
 pub(crate) async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Cluster mode: this node's name and every node's record (404 outside
+/// cluster mode; 503 when NATS does not answer).
+pub(crate) async fn cluster(
+    State(web): State<Arc<WebState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(nodes) = web.rooms.cluster_nodes().await else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "cluster mode is off (roomhost serve --cluster <nats urls>)".into(),
+        ));
+    };
+    let nodes = nodes.map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("reading the cluster's nodes: {e}"),
+        )
+    })?;
+    Ok(Json(json!({ "node": web.rooms.node(), "nodes": nodes })))
 }
 
 /// Every room kind: version serving, pending script error, removed.

@@ -110,6 +110,7 @@ pub(crate) fn router(web: Arc<WebState>) -> Router {
     let admin = Router::new()
         .route("/api/rooms", get(api::list))
         .route("/api/kinds", get(api::kinds))
+        .route("/api/cluster", get(api::cluster))
         .route("/api/rooms/{topic}", get(api::show))
         .route("/api/rooms/{topic}/console", get(api::console))
         .route("/api/rooms/{topic}/state", get(api::state))
