@@ -97,9 +97,16 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]
     scenario: Scenario,
-    /// The server's WebSocket endpoint.
-    #[arg(long, default_value = "ws://127.0.0.1:4000/socket/websocket")]
-    url: String,
+    /// The server's WebSocket endpoint. Several (comma-separated or the
+    /// flag repeated), e.g. a cluster's nodes: the load scenarios spread
+    /// their clients over them in turn (client i on URL i mod n); the other
+    /// scenarios and the metrics they read use the first.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:4000/socket/websocket"
+    )]
+    url: Vec<String>,
     /// The server's process id: reports its RSS (required by `idle`).
     #[arg(long)]
     pid: Option<u32>,
@@ -258,10 +265,10 @@ fn run_id() -> String {
 /// Opens `users.len()` connections, `SETUP_CONCURRENCY` at a time, each
 /// joined to its topic when one is given. Keeps the order of `users`.
 async fn open_all(
-    url: &str,
+    urls: &[String],
     specs: Vec<(String, Option<String>)>,
 ) -> anyhow::Result<Vec<(Client, u64)>> {
-    let opened = open_all_timed(url, specs).await?;
+    let opened = open_all_timed(urls, specs).await?;
     Ok(opened
         .into_iter()
         .map(|(client, join_ref, _)| (client, join_ref))
@@ -269,9 +276,10 @@ async fn open_all(
 }
 
 /// [`open_all`], each joined client with how long its join took (from
-/// `phx_join` to its reply; zero for a client not joined).
+/// `phx_join` to its reply; zero for a client not joined). Client `i`
+/// connects to `urls[i % urls.len()]`.
 async fn open_all_timed(
-    url: &str,
+    urls: &[String],
     specs: Vec<(String, Option<String>)>,
 ) -> anyhow::Result<Vec<(Client, u64, Duration)>> {
     let total = specs.len();
@@ -283,7 +291,7 @@ async fn open_all_timed(
             let Some((i, (user, topic))) = specs.next() else {
                 break;
             };
-            let url = url.to_string();
+            let url = urls[i % urls.len()].clone();
             running.spawn(async move {
                 let mut client = Client::connect(&url, &user).await?;
                 let (join_ref, took) = match &topic {
@@ -376,6 +384,14 @@ impl Samples {
 impl Drop for Samples {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+impl BenchArgs {
+    /// The first `--url`: where the single-connection scenarios and the
+    /// metrics go.
+    fn url(&self) -> &str {
+        &self.url[0]
     }
 }
 
@@ -721,6 +737,25 @@ mod tests {
             err.to_string()
                 .contains("--senders (2) exceeds --clients (1)"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn several_urls_comma_separated_or_repeated() {
+        let urls =
+            |argv: &[&str]| Cli::try_parse_from([&["bench"], argv].concat()).map(|c| c.args.url);
+        assert_eq!(
+            urls(&["big"]).unwrap(),
+            ["ws://127.0.0.1:4000/socket/websocket"]
+        );
+        let two = [
+            "ws://127.0.0.1:4001/socket/websocket",
+            "ws://127.0.0.1:4002/socket/websocket",
+        ];
+        assert_eq!(urls(&["big", "--url", &two.join(",")]).unwrap(), two);
+        assert_eq!(
+            urls(&["big", "--url", two[0], "--url", two[1]]).unwrap(),
+            two
         );
     }
 }
