@@ -118,8 +118,9 @@ pub(super) async fn proxy(
             }
             continue;
         }
+        // Not biased: a flood on the backplane must not starve this node's
+        // own commands (nor the other way round).
         tokio::select! {
-            biased;
             _ = shutdown.cancelled() => {
                 proxy.leave_all().await;
                 proxy.slot.mark_stopped();
