@@ -713,6 +713,16 @@ impl Hub {
         self.lock().iter().find(|c| *c.conn.id == *conn_id).cloned()
     }
 
+    /// The channels of other nodes' connections (cluster mode).
+    pub fn remote_channels(&self) -> Vec<Arc<Channel>> {
+        let channels = self.lock();
+        channels
+            .iter()
+            .filter(|c| c.peer.is_remote())
+            .cloned()
+            .collect()
+    }
+
     /// Empties the hub, returning who was in it.
     pub fn drain(&self) -> Vec<Arc<Channel>> {
         std::mem::take(&mut *self.lock())

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::{NatsCluster, Node, SIGCONT};
+use common::cluster::{NatsCluster, Node, SIGCONT, SIGTERM};
 use common::{http, rooms_dir};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -884,4 +884,27 @@ async fn channels_on_surviving_nodes_rejoin_after_the_owners_kill_9() {
 
 fn ws_events(ws: &Ws) -> &[(String, Value)] {
     &ws.events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_stop_of_the_owner_hands_the_room_over() {
+    let cluster = Cluster::start(2.0, &[]).await;
+    let topic = "seq:handover";
+    let (mut a, a_ref, _) = join_on(cluster.nodes[0].addr, topic, "a").await;
+    let (mut b, _, _) = join_on(cluster.nodes[1].addr, topic, "b").await;
+    add_all(&mut a, &a_ref, topic, "a", 1..4).await;
+    b.until(STEP, |ws| ws.broadcasts.len() >= 3).await.unwrap();
+    let stopped_at = Instant::now();
+    cluster.nodes[0].signal(SIGTERM);
+    // b's channel is told to rejoin (not closed for good)...
+    let error = b.until(STEP, |_| false).await.unwrap_err();
+    assert_eq!(error, "\"phx_error\"");
+    // ... and its rejoin finds the room, with its history, on a survivor.
+    let (mut b, b_ref, joined) = join_on(cluster.nodes[1].addr, topic, "b").await;
+    assert_eq!(joined["count"], 3, "{joined}");
+    add_all(&mut b, &b_ref, topic, "b", 1..2).await;
+    eprintln!(
+        "SIGTERM of the owner: a channel of another node served again after {} ms",
+        stopped_at.elapsed().as_millis()
+    );
 }
