@@ -870,6 +870,24 @@ async fn channels_on_surviving_nodes_rejoin_after_the_owners_kill_9() {
         errored.as_millis(),
         serving.as_millis()
     );
+    // n3's channel was told to rejoin, and n2 counts what it forwarded.
+    let (_, text) = http(cluster.nodes[2].addr, "GET", "/metrics", None).await;
+    let text = text.as_str().unwrap_or_default().to_string();
+    let rejoins: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("roomhost_cluster_rejoins_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(rejoins >= 1.0, "{text}");
+    let (_, text) = http(cluster.nodes[1].addr, "GET", "/metrics", None).await;
+    let pushes = text
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("roomhost_cluster_forwarded_total{op=\"push\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(pushes >= 5.0, "n2 forwarded {pushes} pushes");
     let log = room_log(&cluster.addrs(), "n2", topic).await;
     assert!(
         log.starts_with(
