@@ -384,6 +384,12 @@ impl Proxy {
                 self.why = "owner_gone";
                 return Err(Err(Failed::NotServed));
             }
+            // This command alone cannot travel (NATS's max_payload).
+            Err(error) if error.kind() == RequestErrorKind::MaxPayloadExceeded => {
+                return Err(Ok(format!(
+                    "too large to forward to the room's node: {error}"
+                )));
+            }
             Err(error) => {
                 tracing::warn!(topic = %self.topic, owner = %self.owner, %error, "a forwarded command failed");
                 self.why = "owner_unavailable";

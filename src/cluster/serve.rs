@@ -298,7 +298,12 @@ async fn answer(
         };
         let answer = match wire::decode::<Request>(&request.payload) {
             Some((command, body)) => match slot.upgrade() {
-                Some(slot) => take(&shared, &slot, &link, command, body).await,
+                // A full mailbox makes this wait (the back-pressure other
+                // nodes feel), but never past the end of the generation.
+                Some(slot) => tokio::select! {
+                    answer = take(&shared, &slot, &link, command, body) => answer,
+                    _ = stop.cancelled() => Answer::NotServing,
+                },
                 None => Answer::NotServing,
             },
             None => Answer::Refused {
