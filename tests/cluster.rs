@@ -489,6 +489,15 @@ async fn kill_9_of_the_owner_loses_no_acknowledged_push() {
     );
     let log = room_log(&survivors, "n2", topic).await;
     check_log(&log, &outcome);
+    // The new owner read the purged subject without dropping anything.
+    for node in cluster.nodes.iter().filter(|n| n.bin.is_some()) {
+        let logged = node.log();
+        assert!(
+            !logged.contains("journal repaired"),
+            "{} repaired the journal of a room that lost no data:\n{logged}",
+            node.name
+        );
+    }
     // Purges behind snapshots keep the room's subject short.
     let held = cluster.nats.messages_on("ROOMHOST", "rh.j.seq_ck9").await;
     assert!(

@@ -21,12 +21,12 @@ pub(super) async fn coldstart(args: &BenchArgs) -> anyhow::Result<Report> {
         bail!("--pause must be a number of milliseconds, 0 or more");
     }
     let run = run_id();
-    let mut client = Client::connect(&args.url, "bcold").await?;
+    let mut client = Client::connect(args.url(), "bcold").await?;
     let warm_topic = format!("{}:bench-{run}-warm", args.kind);
     // Start the warm room (and let the server compile the kind) first.
     let (join_ref, _) = client.join(&warm_topic).await?;
     client.leave(&warm_topic, join_ref).await?;
-    let contexts_before = room_contexts(&args.url).await;
+    let contexts_before = room_contexts(args.url()).await;
     let (mut cold, mut warm) = (histogram(), histogram());
     // With a pause, each join (cold and warm alike) follows one, so the
     // two are measured from the same idle state and their difference is
@@ -50,7 +50,7 @@ pub(super) async fn coldstart(args: &BenchArgs) -> anyhow::Result<Report> {
     let (Some(cold), Some(warm)) = (Latency::from_us(&cold), Latency::from_us(&warm)) else {
         bail!("no joins were measured");
     };
-    let contexts = match (contexts_before, room_contexts(&args.url).await) {
+    let contexts = match (contexts_before, room_contexts(args.url()).await) {
         (Some(before), Some(after)) => Some(Contexts {
             warm: after.warm.saturating_sub(before.warm),
             built: after.built.saturating_sub(before.built),
@@ -191,7 +191,7 @@ pub(super) async fn idle(args: &BenchArgs) -> anyhow::Result<Report> {
         keep_alive(&mut conns, &mut beaten).await?;
     }
     let held = proc_status_kib(pid, "VmRSS")?;
-    let hibernated = metric(&args.url, "roomhost_rooms{state=\"hibernated\"}")
+    let hibernated = metric(args.url(), "roomhost_rooms{state=\"hibernated\"}")
         .await
         .map(|n| n as u64);
     let peak = proc_status_kib(pid, "VmHWM")?;

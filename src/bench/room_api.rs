@@ -41,11 +41,11 @@ pub(super) async fn wake(args: &BenchArgs) -> anyhow::Result<Report> {
     let topics: Vec<String> = (0..rooms)
         .map(|r| format!("{}:bench-{run}-{r}", args.kind))
         .collect();
-    let wakes_before = metric(&args.url, "roomhost_room_wakes_total").await;
+    let wakes_before = metric(args.url(), "roomhost_room_wakes_total").await;
     let mut took = histogram();
     for _ in 0..rounds {
         tokio::time::sleep(Duration::from_secs_f64(args.nap)).await;
-        let asleep = metric(&args.url, "roomhost_rooms{state=\"hibernated\"}").await;
+        let asleep = metric(args.url(), "roomhost_rooms{state=\"hibernated\"}").await;
         if asleep.is_some_and(|n| (n as usize) < rooms) {
             bail!(
                 "only {} of {rooms} rooms hibernated within --nap {} s: start the server with a shorter --hibernate-after",
@@ -67,7 +67,7 @@ pub(super) async fn wake(args: &BenchArgs) -> anyhow::Result<Report> {
     report.connections = clients.len();
     report.rooms = rooms;
     report.latency_ms = Latency::from_us(&took);
-    let wakes_after = metric(&args.url, "roomhost_room_wakes_total").await;
+    let wakes_after = metric(args.url(), "roomhost_room_wakes_total").await;
     report.room_api = Some(RoomApi {
         samples: took.len(),
         wakes: match (wakes_before, wakes_after) {
@@ -87,7 +87,7 @@ pub(super) async fn wake(args: &BenchArgs) -> anyhow::Result<Report> {
 pub(super) async fn tick(args: &BenchArgs) -> anyhow::Result<Report> {
     let run = run_id();
     let topic = format!("ticker:bench-{run}");
-    let mut client = Client::connect(&args.url, "btick").await?;
+    let mut client = Client::connect(args.url(), "btick").await?;
     let (join_ref, _) = client.join(&topic).await?;
     let every = args.every;
     let start = format!(r#"["{join_ref}","s","{topic}","start",{{"ms":{every}}}]"#);
@@ -143,7 +143,7 @@ pub(super) async fn hop(args: &BenchArgs) -> anyhow::Result<Report> {
     let run = run_id();
     let target = format!("chat:bench-{run}-to");
     let source = format!("hop:bench-{run}-from");
-    let mut client = Client::connect(&args.url, "bhop").await?;
+    let mut client = Client::connect(args.url(), "bhop").await?;
     let (to_ref, _) = client.join(&target).await?;
     let _ = to_ref;
     let (from_ref, _) = client

@@ -275,20 +275,14 @@ async fn last_message(shared: &Shared, subject: &str) -> io::Result<Option<(u64,
     }
 }
 
-/// Reads `subject` from its first message (each from the stream leader):
-/// the newest snapshot, the events after it (a batch that starts at or
-/// before events already read supersedes them: it was written after a cut
-/// back to the durable events), and the subject's last sequence.
+/// Reads `subject` from its first message (each from the stream leader)
+/// through a [`SubjectReader`].
 async fn read_subject(
     shared: &Shared,
     subject: &str,
     keep_upto: Option<u64>,
 ) -> io::Result<(Recovered, Head)> {
-    let mut out = Recovered::default();
-    let mut events: Vec<(u64, Vec<u8>)> = Vec::new();
-    let mut base = 0;
-    let mut last_stream_seq = 0;
-    let mut snapshot_at = None;
+    let mut reader = SubjectReader::new(subject);
     let mut next = 1;
     loop {
         let message = match shared
@@ -301,84 +295,144 @@ async fn read_subject(
             Err(e) => return Err(io::Error::other(format!("reading the journal: {e}"))),
         };
         next = message.sequence + 1;
-        last_stream_seq = message.sequence;
         let kind = message.headers.get(KIND).map(|v| v.as_str().to_string());
-        match kind.as_deref() {
-            Some("snapshot") => match Snapshot::decode(&message.payload) {
+        reader.message(message.sequence, kind.as_deref(), &message.payload);
+    }
+    Ok(reader.finish(keep_upto))
+}
+
+/// What a room's subject holds, message by message in stream order: the
+/// newest readable snapshot, and the events after it.
+///
+/// The events are checked for gaps only at the end, against the newest
+/// snapshot: after a purge the subject starts at an older snapshot, and the
+/// batches between it and the newest one may lack events that the newest
+/// covers (a batch with events on both sides of the older snapshot was
+/// written before it and is gone). A batch that starts at or before events
+/// already read supersedes them: it was written after a cut back to the
+/// durable events.
+struct SubjectReader<'a> {
+    subject: &'a str,
+    out: Recovered,
+    /// Events after `base`, ascending.
+    events: Vec<(u64, Vec<u8>)>,
+    /// The newest snapshot's seq (0: none).
+    base: u64,
+    snapshot_at: Option<u64>,
+    last_stream_seq: u64,
+}
+
+impl<'a> SubjectReader<'a> {
+    fn new(subject: &'a str) -> SubjectReader<'a> {
+        SubjectReader {
+            subject,
+            out: Recovered::default(),
+            events: Vec::new(),
+            base: 0,
+            snapshot_at: None,
+            last_stream_seq: 0,
+        }
+    }
+
+    fn message(&mut self, stream_seq: u64, kind: Option<&str>, payload: &[u8]) {
+        let subject = self.subject;
+        self.last_stream_seq = stream_seq;
+        match kind {
+            Some("snapshot") => match Snapshot::decode(payload) {
                 Ok(snapshot) => {
-                    snapshot_at = Some(message.sequence);
-                    base = snapshot.seq;
-                    events.retain(|(seq, _)| *seq > base);
-                    out.snapshot = Some(message.payload.to_vec());
+                    self.snapshot_at = Some(stream_seq);
+                    self.base = snapshot.seq;
+                    self.events.retain(|(seq, _)| *seq > snapshot.seq);
+                    self.out.snapshot = Some(payload.to_vec());
                 }
-                Err(e) => out.repairs.push(format!(
-                    "{subject}: snapshot at stream sequence {} is unreadable ({e}); skipped",
-                    message.sequence
+                Err(e) => self.out.repairs.push(format!(
+                    "{subject}: snapshot at stream sequence {stream_seq} is unreadable ({e}); skipped"
                 )),
             },
             Some("events") => {
-                let (frames, damage) = frame::decode_all(&message.payload);
+                let (frames, damage) = frame::decode_all(payload);
                 if let Some(damage) = damage {
-                    out.repairs.push(format!(
-                        "{subject}: batch at stream sequence {} damaged at {} ({})",
-                        message.sequence, damage.offset, damage.reason
+                    self.out.repairs.push(format!(
+                        "{subject}: batch at stream sequence {stream_seq} damaged at {} ({})",
+                        damage.offset, damage.reason
                     ));
                 }
-                let mut first = true;
-                for (_, payload) in frames {
-                    let seq = match Event::decode(payload) {
+                let mut previous = None;
+                for (_, record) in frames {
+                    let seq = match Event::decode(record) {
                         Ok(e) => e.seq,
                         Err(e) => {
-                            out.repairs.push(format!(
-                                "{subject}: unreadable record at stream sequence {}: {e}",
-                                message.sequence
+                            self.out.repairs.push(format!(
+                                "{subject}: unreadable record at stream sequence {stream_seq}: {e}"
                             ));
                             break;
                         }
                     };
-                    if first {
+                    match previous {
                         // Written after a cut: it replaces what it overlaps.
-                        events.retain(|(s, _)| *s < seq);
-                        first = false;
+                        None => self.events.retain(|(s, _)| *s < seq),
+                        Some(p) if seq != p + 1 => {
+                            self.out.repairs.push(format!(
+                                "{subject}: batch at stream sequence {stream_seq} jumps from seq {p} to {seq}; the rest of it is dropped"
+                            ));
+                            break;
+                        }
+                        Some(_) => {}
                     }
-                    if seq <= base {
-                        continue;
+                    previous = Some(seq);
+                    if seq > self.base {
+                        self.events.push((seq, record.to_vec()));
                     }
-                    let expected = events.last().map_or(base, |(s, _)| *s) + 1;
-                    if seq != expected {
-                        out.repairs.push(format!(
-                            "{subject}: expected seq {expected}, found {seq}; the rest is dropped"
-                        ));
-                        break;
-                    }
-                    events.push((seq, payload.to_vec()));
                 }
             }
             // Owner records, and anything newer this version does not know.
             _ => {}
         }
     }
-    if let Some(limit) = keep_upto {
-        let before = events.len();
-        events.retain(|(seq, _)| *seq <= limit);
-        if events.len() < before {
+
+    /// The recovery (events after `keep_upto` set aside, and everything
+    /// after a gap dropped) and the subject's head.
+    fn finish(mut self, keep_upto: Option<u64>) -> (Recovered, Head) {
+        let subject = self.subject;
+        let mut out = self.out;
+        let base = self.base;
+        let contiguous = self
+            .events
+            .iter()
+            .zip(base + 1..)
+            .take_while(|((seq, _), expected)| seq == expected)
+            .count();
+        if contiguous < self.events.len() {
             out.repairs.push(format!(
-                "{subject}: {} unacknowledged events of a crashed room set aside",
-                before - events.len()
+                "{subject}: expected seq {}, found {}; the {} events from there are dropped",
+                base + 1 + contiguous as u64,
+                self.events[contiguous].0,
+                self.events.len() - contiguous
             ));
+            self.events.truncate(contiguous);
         }
+        if let Some(limit) = keep_upto {
+            let before = self.events.len();
+            self.events.retain(|(seq, _)| *seq <= limit);
+            if self.events.len() < before {
+                out.repairs.push(format!(
+                    "{subject}: {} unacknowledged events of a crashed room set aside",
+                    before - self.events.len()
+                ));
+            }
+        }
+        out.last_seq = self.events.last().map_or(base, |(s, _)| *s);
+        out.events = self.events.into_iter().map(|(_, e)| e).collect();
+        (
+            out,
+            Head {
+                last: self.last_stream_seq,
+                epoch: String::new(),
+                published: 0,
+                snapshot_at: self.snapshot_at,
+            },
+        )
     }
-    out.last_seq = events.last().map_or(base, |(s, _)| *s);
-    out.events = events.into_iter().map(|(_, e)| e).collect();
-    Ok((
-        out,
-        Head {
-            last: last_stream_seq,
-            epoch: String::new(),
-            published: 0,
-            snapshot_at,
-        },
-    ))
 }
 
 impl Store for JetStreamStore {
@@ -458,5 +512,81 @@ impl Store for JetStreamStore {
 
     fn lost(&self) -> Option<CancellationToken> {
         self.lease.as_ref().map(|l| l.lost.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::disk::tests::{event_bytes, snapshot_bytes};
+
+    fn batch(seqs: std::ops::RangeInclusive<u64>) -> Vec<u8> {
+        seqs.flat_map(event_bytes).collect()
+    }
+
+    fn read(messages: &[(&str, Vec<u8>)], keep_upto: Option<u64>) -> (Recovered, Head) {
+        let mut reader = SubjectReader::new("rh.j.t");
+        for (i, (kind, payload)) in messages.iter().enumerate() {
+            reader.message(i as u64 + 10, Some(kind), payload);
+        }
+        reader.finish(keep_upto)
+    }
+
+    fn seqs(r: &Recovered) -> Vec<u64> {
+        r.events
+            .iter()
+            .map(|e| Event::decode(e).unwrap().seq)
+            .collect()
+    }
+
+    #[test]
+    fn a_purged_subject_recovers_from_the_newest_snapshot() {
+        // The purge behind the snapshot as of 9 kept the one as of 5 and
+        // what follows it; the batch 4..6, before that snapshot, is gone,
+        // so 6 is missing between the two snapshots. The newest covers it.
+        let subject = [
+            ("snapshot", snapshot_bytes(5)),
+            ("events", batch(7..=8)),
+            ("events", batch(9..=11)),
+            ("snapshot", snapshot_bytes(9)),
+            ("events", batch(12..=13)),
+        ];
+        let (r, head) = read(&subject, None);
+        assert_eq!(seqs(&r), vec![10, 11, 12, 13]);
+        assert_eq!(r.last_seq, 13);
+        assert!(r.repairs.is_empty(), "{:?}", r.repairs);
+        assert_eq!(
+            Snapshot::decode(r.snapshot.as_ref().unwrap()).unwrap().seq,
+            9
+        );
+        assert_eq!(head.snapshot_at, Some(13));
+        assert_eq!(head.last, 14);
+    }
+
+    #[test]
+    fn a_gap_after_the_newest_snapshot_drops_what_follows_it() {
+        let subject = [
+            ("snapshot", snapshot_bytes(2)),
+            ("events", batch(3..=4)),
+            ("events", batch(6..=7)),
+        ];
+        let (r, _) = read(&subject, None);
+        assert_eq!(seqs(&r), vec![3, 4]);
+        assert_eq!(r.last_seq, 4);
+        assert_eq!(r.repairs.len(), 1, "{:?}", r.repairs);
+    }
+
+    #[test]
+    fn a_batch_after_a_cut_supersedes_what_it_overlaps() {
+        let subject = [
+            ("events", batch(1..=4)),
+            ("events", batch(3..=5)),
+            ("owner", b"n2".to_vec()),
+            ("events", batch(6..=6)),
+        ];
+        let (r, _) = read(&subject, Some(5));
+        assert_eq!(seqs(&r), vec![1, 2, 3, 4, 5]);
+        assert_eq!(r.repairs.len(), 1, "the unacknowledged 6: {:?}", r.repairs);
+        assert_eq!(r.last_seq, 5);
     }
 }

@@ -539,12 +539,13 @@ pub fn list_wakeups(data_dir: &Path) -> Vec<(String, i64)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::{ConnRecord, EventKind};
     use serde_json::value::RawValue;
 
-    fn event_bytes(seq: u64) -> Vec<u8> {
+    /// A framed message event numbered `seq`.
+    pub(crate) fn event_bytes(seq: u64) -> Vec<u8> {
         let meta = RawValue::from_string("{}".into()).unwrap();
         let data = RawValue::from_string(format!("{{\"n\":{seq}}}")).unwrap();
         let e = Event {
@@ -566,7 +567,8 @@ mod tests {
         out
     }
 
-    fn snapshot_bytes(seq: u64) -> Vec<u8> {
+    /// A snapshot as of `seq`.
+    pub(crate) fn snapshot_bytes(seq: u64) -> Vec<u8> {
         let room = RawValue::from_string(format!("{{\"members\":[],\"state\":{seq}}}")).unwrap();
         Snapshot {
             seq,
