@@ -680,18 +680,25 @@ impl Hub {
         if let Some(feed) = self.feed.get() {
             feed.record(broadcast.event, &broadcast.sse_data());
         }
-        let backplane = self.backplane_lock().clone();
-        if let Some(backplane) = backplane {
-            backplane.broadcast(broadcast.event, broadcast.payload, except);
-        }
         let channels = self.lock();
         let mut delivered = 0;
+        let mut remote = false;
         for channel in channels.iter() {
-            if channel.peer.is_remote() || except.is_some_and(|id| *channel.conn.id == *id) {
+            if channel.peer.is_remote() {
+                remote = true;
+                continue;
+            }
+            if except.is_some_and(|id| *channel.conn.id == *id) {
                 continue;
             }
             delivered +=
                 usize::from(channel.deliver_frame(broadcast.frame(channel.vsn, channel.binary)));
+        }
+        drop(channels);
+        // Only rooms with channels elsewhere pay for the backplane (a node
+        // whose first channel joins later starts counting after its join).
+        if remote && let Some(backplane) = self.backplane() {
+            backplane.broadcast(broadcast.event, broadcast.payload, except);
         }
         delivered
     }
@@ -704,6 +711,16 @@ impl Hub {
     /// The channel of connection `conn_id`, if joined.
     pub fn find_conn(&self, conn_id: &str) -> Option<Arc<Channel>> {
         self.lock().iter().find(|c| *c.conn.id == *conn_id).cloned()
+    }
+
+    /// The channels of other nodes' connections (cluster mode).
+    pub fn remote_channels(&self) -> Vec<Arc<Channel>> {
+        let channels = self.lock();
+        channels
+            .iter()
+            .filter(|c| c.peer.is_remote())
+            .cloned()
+            .collect()
     }
 
     /// Empties the hub, returning who was in it.
@@ -964,6 +981,84 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 10);
+    }
+
+    /// Records what a hub hands its backplane.
+    #[derive(Debug, Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    impl Backplane for Recorded {
+        fn broadcast(&self, event: &str, _: &Body, except: Option<&str>) {
+            let mut seen = self.0.lock().unwrap();
+            seen.push(format!("broadcast {event} except {except:?}"));
+        }
+
+        fn to_channel(&self, node: &str, channel: ChannelId, what: ToChannel) {
+            let what = match what {
+                ToChannel::Frame(frame) => format!("frame {}", frame.as_text().unwrap_or("?")),
+                ToChannel::Subscribed => "subscribed".into(),
+                ToChannel::Closed => "closed".into(),
+            };
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{node}/{channel} {what}"));
+        }
+    }
+
+    #[test]
+    fn other_nodes_channels_get_broadcasts_once_through_the_backplane() {
+        let hub = Hub::new(Topic::parse("chat:x").unwrap());
+        let recorded = Arc::new(Recorded::default());
+        let backplane: Arc<dyn Backplane> = recorded.clone();
+        hub.attach_backplane(backplane.clone());
+        let (local, mut rl) = channel(1, Vsn::V2, 4);
+        hub.subscribe(local.clone());
+        let payload = Body::from(r#"{"a":1}"#);
+        // Only local channels: nothing for other nodes.
+        assert_eq!(
+            hub.publish(&Broadcast::new("chat:x", "e", &payload), None),
+            1
+        );
+        assert!(recorded.0.lock().unwrap().is_empty());
+        let remote = |id: ChannelId, theirs: ChannelId| {
+            Arc::new(Channel {
+                id,
+                topic: Topic::parse("chat:x").unwrap(),
+                conn: Conn::new(format!("r{id}"), empty_object()),
+                join_ref: Some(Ref::from_text("1")),
+                vsn: Vsn::V2,
+                binary: true,
+                peer: Peer::remote(backplane.clone(), "n2".into(), theirs),
+            })
+        };
+        let (r1, r2) = (remote(10, 7), remote(11, 8));
+        hub.subscribe(r1.clone());
+        hub.subscribe(r2.clone());
+        assert_eq!(
+            hub.publish(&Broadcast::new("chat:x", "e", &payload), Some(&r1.conn.id)),
+            1,
+            "delivered here to the local channel only"
+        );
+        assert!(r1.deliver_reply(Some(&Ref::from_text("2")), &Ok(Body::from("{}"))));
+        hub.detach_backplane(&backplane);
+        hub.publish(&Broadcast::new("chat:x", "late", &payload), None);
+        hub.deliver(Output::Unsubscribe {
+            channel: 11,
+            close: false,
+        });
+        let seen = recorded.0.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                "n2/7 subscribed".to_string(),
+                "n2/8 subscribed".into(),
+                format!("broadcast e except Some({:?})", r1.conn.id),
+                r#"n2/7 frame ["1","2","chat:x","phx_reply",{"response":{},"status":"ok"}]"#.into(),
+                "n2/8 closed".into(),
+            ]
+        );
+        assert_eq!(next(&mut rl).as_text(), next(&mut rl).as_text());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::{NatsCluster, Node, SIGCONT};
+use common::cluster::{NatsCluster, Node, SIGCONT, SIGTERM};
 use common::{http, rooms_dir};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -879,6 +879,24 @@ async fn channels_on_surviving_nodes_rejoin_after_the_owners_kill_9() {
         errored.as_millis(),
         serving.as_millis()
     );
+    // n3's channel was told to rejoin, and n2 counts what it forwarded.
+    let (_, text) = http(cluster.nodes[2].addr, "GET", "/metrics", None).await;
+    let text = text.as_str().unwrap_or_default().to_string();
+    let rejoins: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("roomhost_cluster_rejoins_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(rejoins >= 1.0, "{text}");
+    let (_, text) = http(cluster.nodes[1].addr, "GET", "/metrics", None).await;
+    let pushes = text
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("roomhost_cluster_forwarded_total{op=\"push\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(pushes >= 5.0, "n2 forwarded {pushes} pushes");
     let log = room_log(&cluster.addrs(), "n2", topic).await;
     assert!(
         log.starts_with(
@@ -970,11 +988,34 @@ async fn every_node_lists_the_cluster_and_sees_a_dead_node_go() {
 
     // A graceful stop deletes its record: it leaves the list.
     let n2 = cluster.node("n2");
-    cluster.nodes[n2].signal(15);
+    cluster.nodes[n2].signal(SIGTERM);
     let n1 = cluster.nodes[cluster.node("n1")].addr;
     let body = cluster_until(n1, "n2 gone after SIGTERM", |c| node_of(c, "n2").is_none()).await;
     assert!(
         node_of(&body, "n3").is_some(),
         "a dead node stays listed: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_stop_of_the_owner_hands_the_room_over() {
+    let cluster = Cluster::start(2.0, &[]).await;
+    let topic = "seq:handover";
+    let (mut a, a_ref, _) = join_on(cluster.nodes[0].addr, topic, "a").await;
+    let (mut b, _, _) = join_on(cluster.nodes[1].addr, topic, "b").await;
+    add_all(&mut a, &a_ref, topic, "a", 1..4).await;
+    b.until(STEP, |ws| ws.broadcasts.len() >= 3).await.unwrap();
+    let stopped_at = Instant::now();
+    cluster.nodes[0].signal(SIGTERM);
+    // b's channel is told to rejoin (not closed for good)...
+    let error = b.until(STEP, |_| false).await.unwrap_err();
+    assert_eq!(error, "\"phx_error\"");
+    // ... and its rejoin finds the room, with its history, on a survivor.
+    let (mut b, b_ref, joined) = join_on(cluster.nodes[1].addr, topic, "b").await;
+    assert_eq!(joined["count"], 3, "{joined}");
+    add_all(&mut b, &b_ref, topic, "b", 1..2).await;
+    eprintln!(
+        "SIGTERM of the owner: a channel of another node served again after {} ms",
+        stopped_at.elapsed().as_millis()
     );
 }

@@ -31,6 +31,7 @@ use super::serve::TICK;
 use super::wire::{self, Answer, Head, Request, What};
 use super::{Shared, backplane_subject, request_subject};
 use crate::hub::{Body, Broadcast, Channel, ChannelId, Frame, Outbound};
+use crate::metrics::Metrics;
 use crate::protocol::{Payload, Ref, Vsn};
 use crate::room::remote::Proxied;
 use crate::room::{Command, LeaveReason, ReplyTo, RoomError, RoomSlot, Rooms};
@@ -69,6 +70,9 @@ struct Proxy {
     /// This node's channels whose join went to the owner, until it closes
     /// them (or the proxy ends).
     channels: HashMap<ChannelId, Arc<Channel>>,
+    /// Why the proxy ends (a `roomhost_cluster_rejoins_total` reason).
+    why: &'static str,
+    metrics: Arc<Metrics>,
 }
 
 pub(super) async fn proxy(
@@ -103,6 +107,8 @@ pub(super) async fn proxy(
         last_heard: Instant::now(),
         last_sent: Instant::now(),
         channels: HashMap::new(),
+        why: "owner_gone",
+        metrics: rooms.env().metrics.clone(),
     };
     let mut check = tokio::time::interval(TICK / 2);
     let mut used_at = Instant::now();
@@ -118,8 +124,9 @@ pub(super) async fn proxy(
             }
             continue;
         }
+        // Not biased: a flood on the backplane must not starve this node's
+        // own commands (nor the other way round).
         tokio::select! {
-            biased;
             _ = shutdown.cancelled() => {
                 proxy.leave_all().await;
                 proxy.slot.mark_stopped();
@@ -131,7 +138,10 @@ pub(super) async fn proxy(
                         break Proxied::OwnerGone;
                     }
                 }
-                None => break Proxied::OwnerGone,
+                None => {
+                    proxy.why = "owner_unavailable";
+                    break Proxied::OwnerGone;
+                }
             },
             command = mailbox.rx.recv() => match command {
                 Some(command) => {
@@ -152,6 +162,7 @@ pub(super) async fn proxy(
                     && proxy.last_heard.elapsed() > SILENCE
                 {
                     tracing::warn!(topic = %proxy.topic, owner = %proxy.owner, "a room's owner went quiet");
+                    proxy.why = "owner_silent";
                     break Proxied::OwnerGone;
                 }
                 if !proxy.channels.is_empty() && proxy.last_sent.elapsed() >= TICK {
@@ -207,6 +218,7 @@ impl Proxy {
                     },
                     binary: channel.binary,
                 };
+                self.metrics.forwarded("join");
                 match self.request(&request, params.get().as_bytes()).await {
                     Ok(epoch) => {
                         let same = self.accepted(epoch);
@@ -255,6 +267,7 @@ impl Proxy {
                     msg_ref: msg_ref.as_ref().map(|r| r.as_json().to_string()),
                     bytes,
                 };
+                self.metrics.forwarded("push");
                 match self.request(&request, body).await {
                     Ok(epoch) => {
                         if !self.accepted(epoch) {
@@ -287,6 +300,7 @@ impl Proxy {
                     reason: reason.as_str().to_string(),
                     msg_ref: reply.as_ref().map(|r| r.as_json().to_string()),
                 };
+                self.metrics.forwarded("leave");
                 match self.request(&request, &[]).await {
                     // The owner closes it (and answers the leave) on the
                     // backplane.
@@ -340,7 +354,11 @@ impl Proxy {
                 self.last_heard = Instant::now();
                 true
             }
-            Some(known) => known == epoch,
+            Some(known) if known == epoch => true,
+            Some(_) => {
+                self.why = "owner_changed";
+                false
+            }
         }
     }
 
@@ -363,18 +381,32 @@ impl Proxy {
         let answer = match answer {
             Ok(answer) => answer,
             Err(error) if error.kind() == RequestErrorKind::NoResponders => {
+                self.why = "owner_gone";
                 return Err(Err(Failed::NotServed));
+            }
+            // This command alone cannot travel (NATS's max_payload).
+            Err(error) if error.kind() == RequestErrorKind::MaxPayloadExceeded => {
+                return Err(Ok(format!(
+                    "too large to forward to the room's node: {error}"
+                )));
             }
             Err(error) => {
                 tracing::warn!(topic = %self.topic, owner = %self.owner, %error, "a forwarded command failed");
+                self.why = "owner_unavailable";
                 return Err(Err(Failed::Unavailable));
             }
         };
         match wire::decode::<Answer>(&answer.payload) {
             Some((Answer::Accepted { epoch }, _)) => Ok(epoch),
             Some((Answer::Refused { reason }, _)) => Err(Ok(reason)),
-            Some((Answer::NotServing, _)) => Err(Err(Failed::NotServed)),
-            None => Err(Err(Failed::Unavailable)),
+            Some((Answer::NotServing, _)) => {
+                self.why = "owner_gone";
+                Err(Err(Failed::NotServed))
+            }
+            None => {
+                self.why = "owner_unavailable";
+                Err(Err(Failed::Unavailable))
+            }
         }
     }
 
@@ -396,6 +428,7 @@ impl Proxy {
                 return true;
             }
             tracing::info!(topic = %self.topic, "the room's owner changed: its channels here rejoin");
+            self.why = "owner_changed";
             return false;
         }
         self.last_heard = Instant::now();
@@ -406,6 +439,7 @@ impl Proxy {
         };
         if gap {
             tracing::warn!(topic = %self.topic, last = ?self.seq, seq = head.seq, "a gap in a room's backplane: its channels here rejoin");
+            self.why = "gap";
             return false;
         }
         self.seq = Some(head.seq);
@@ -417,6 +451,7 @@ impl Proxy {
                 bytes,
             } => {
                 let Some(payload) = body_of(bytes, body) else {
+                    self.why = "gap";
                     return false;
                 };
                 let broadcast = Broadcast::new(self.topic.as_str(), &event, &payload);
@@ -433,7 +468,10 @@ impl Proxy {
                 let frame = match body_of(bytes, body) {
                     Some(Body::Json(text)) => Frame::Text(text.into()),
                     Some(Body::Binary(data)) => Frame::Binary(data),
-                    None => return false,
+                    None => {
+                        self.why = "gap";
+                        return false;
+                    }
                 };
                 channel.deliver_frame(frame);
             }
@@ -459,6 +497,9 @@ impl Proxy {
     /// wait in the mailbox behind these leaves.
     async fn fail_all(&mut self) {
         let ids: Vec<ChannelId> = self.channels.keys().copied().collect();
+        if !ids.is_empty() || !self.slot.hub.is_empty() {
+            self.metrics.cluster_rejoin(self.why);
+        }
         for (id, channel) in self.channels.drain() {
             self.slot.hub.unsubscribe(id);
             channel.close_with("phx_error");

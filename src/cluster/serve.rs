@@ -32,6 +32,9 @@ use crate::room::{Command, LeaveReason, ReplyTo, RoomSlot};
 /// faster than NATS for this long leaves a gap, which every node sees and
 /// answers with `phx_error` (its channels rejoin): the room never waits.
 const BACKLOG: usize = 8192;
+/// How long a forwarded join or push may wait for room in the mailbox of a
+/// busy room (a third of the requester's 3 s timeout).
+const MAILBOX_WAIT: Duration = Duration::from_secs(1);
 /// A quiet backplane says so this often (see [`What::Tick`]); a node with
 /// channels in the room but nothing to forward says it is alive as often.
 pub(super) const TICK: Duration = Duration::from_secs(1);
@@ -298,7 +301,12 @@ async fn answer(
         };
         let answer = match wire::decode::<Request>(&request.payload) {
             Some((command, body)) => match slot.upgrade() {
-                Some(slot) => take(&shared, &slot, &link, command, body).await,
+                // A full mailbox makes this wait (the back-pressure other
+                // nodes feel), but never past the end of the generation.
+                Some(slot) => tokio::select! {
+                    answer = take(&shared, &slot, &link, command, body) => answer,
+                    _ = stop.cancelled() => Answer::NotServing,
+                },
                 None => Answer::NotServing,
             },
             None => Answer::Refused {
@@ -451,7 +459,24 @@ async fn take(
             }
         }
     };
-    match mailbox.send(command).await {
+    // A leave must not be lost: it waits as long as the room makes it. A
+    // join or push waits at most MAILBOX_WAIT, well within the requester's
+    // timeout: a command the requester gave up on must not be taken later,
+    // behind commands its client sent since by another way.
+    let leave = matches!(command, Command::Leave { .. });
+    let sent = if leave {
+        mailbox.send(command).await
+    } else {
+        match tokio::time::timeout(MAILBOX_WAIT, mailbox.send(command)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                return Answer::Refused {
+                    reason: "room busy".into(),
+                };
+            }
+        }
+    };
+    match sent {
         Ok(()) => Answer::Accepted { epoch: link.epoch },
         Err(_) => Answer::NotServing,
     }

@@ -53,6 +53,16 @@ pub const ROOM_STATES: [&str; 6] = [
     "failed",
     "hibernated",
 ];
+/// Values of the `op` label of `roomhost_cluster_forwarded_total`.
+pub const FORWARDED_OPS: [&str; 3] = ["join", "push", "leave"];
+/// Values of the `reason` label of `roomhost_cluster_rejoins_total`.
+pub const REJOIN_REASONS: [&str; 5] = [
+    "gap",
+    "owner_changed",
+    "owner_silent",
+    "owner_unavailable",
+    "owner_gone",
+];
 /// Values of the `transport` label.
 const TRANSPORTS: [&str; 3] = ["websocket", "longpoll", "http"];
 /// Values of the `reason` label of auth failures ([`crate::auth::AuthError::label`]).
@@ -102,6 +112,11 @@ pub struct Metrics {
     rate_limited: Counter,
     auth_failures: Family<Labels1, Counter>,
     refused: Family<Labels1, Counter>,
+    /// Cluster mode: commands this node forwarded to a room's owner.
+    forwarded: Family<Labels1, Counter>,
+    /// Cluster mode: times this node told its channels of a room run
+    /// elsewhere to rejoin.
+    cluster_rejoins: Family<Labels1, Counter>,
     /// Client messages per second over the last second (the dashboard's
     /// rate), and the `messages_in` total it was computed from.
     messages_per_sec: AtomicU64,
@@ -161,6 +176,8 @@ impl Metrics {
             rate_limited: Counter::default(),
             auth_failures: Family::default(),
             refused: Family::default(),
+            forwarded: Family::default(),
+            cluster_rejoins: Family::default(),
             messages_per_sec: AtomicU64::new(0),
             messages_in_at_tick: AtomicU64::new(0),
             registry: Registry::default(),
@@ -304,11 +321,27 @@ impl Metrics {
             "Connection attempts refused, by reason",
             m.refused.clone(),
         );
+        registry.register(
+            "cluster_forwarded",
+            "Cluster mode: commands forwarded to the node that runs their room, by op",
+            m.forwarded.clone(),
+        );
+        registry.register(
+            "cluster_rejoins",
+            "Cluster mode: rooms run elsewhere whose channels here were sent phx_error, by reason",
+            m.cluster_rejoins.clone(),
+        );
         // Known label values start at zero, so every series exists from the
         // first scrape (rate() and absent() need no special cases).
         for reason in CRASH_REASONS {
             let _ = m.room_crashes.get_or_create(&[("reason", reason)]);
             let _ = m.room_restarts.get_or_create(&[("reason", reason)]);
+        }
+        for op in FORWARDED_OPS {
+            let _ = m.forwarded.get_or_create(&[("op", op)]);
+        }
+        for reason in REJOIN_REASONS {
+            let _ = m.cluster_rejoins.get_or_create(&[("reason", reason)]);
         }
         for source in ["warm", "built"] {
             let _ = m.room_contexts.get_or_create(&[("source", source)]);
@@ -522,6 +555,20 @@ impl Metrics {
     /// a limit's name.
     pub fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// Cluster mode: a command went to its room's owner (`op`: one of
+    /// [`FORWARDED_OPS`]).
+    pub fn forwarded(&self, op: &'static str) {
+        self.forwarded.get_or_create(&[("op", op)]).inc();
+    }
+
+    /// Cluster mode: this node's channels of a room run elsewhere were told
+    /// to rejoin (`reason`: one of [`REJOIN_REASONS`]).
+    pub fn cluster_rejoin(&self, reason: &'static str) {
+        self.cluster_rejoins
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// The current picture of the rooms, set just before encoding.

@@ -651,6 +651,11 @@ impl Room {
     }
 
     async fn shut_down(&mut self) -> Result<(), Crash> {
+        // Cluster mode: other nodes' connections stay up; their channels
+        // rejoin, wherever the room runs next.
+        for channel in self.slot.hub.remote_channels() {
+            channel.close_with("phx_error");
+        }
         for id in self.members.joined_ids() {
             self.leave(&id, None, LeaveReason::Shutdown, None)?;
         }

@@ -297,6 +297,7 @@ impl Drop for Node {
 }
 
 pub const SIGCONT: i32 = 18;
+pub const SIGTERM: i32 = 15;
 pub const SIGSTOP: i32 = 19;
 
 unsafe extern "C" {
