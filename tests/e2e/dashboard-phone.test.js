@@ -38,7 +38,9 @@ test("at 390 px the table scrolls with a hint and Kill is in view", async () => 
       const row = document.querySelector(`tr[data-topic="${topic}"]`);
       const all = [...row.children];
       const stickies = all.filter((el) => getComputedStyle(el).position === "sticky").map(rect);
-      const cells = all.filter((el) => el.tagName === "TD").map((td) => ({ col: td.dataset.col, ...rect(td) }));
+      // Columns shown (the Node column is there in cluster mode only).
+      const cells = all.filter((el) => el.tagName === "TD" && getComputedStyle(el).display !== "none")
+        .map((td) => ({ col: td.dataset.col, ...rect(td) }));
       return { wrap: rect(wrap), stickies, cells, kill: rect(row.querySelector("button.danger")) };
     }, [TOPIC, scroll]);
     // In view and under no cell that stays put (1 px of slack: offsets are
