@@ -227,13 +227,19 @@ impl Members {
     }
 
     /// `presence_state` for a channel that just joined.
-    pub(super) fn presence_state(&self) -> String {
-        self.presence.state_json()
+    pub(super) fn presence_state(&mut self) -> String {
+        self.presence.state_for_client()
     }
 
-    /// The presence changes since the last diff (`presence_diff`).
-    pub(super) fn take_presence_diff(&mut self) -> Option<String> {
-        self.presence.take_diff()
+    /// The presence changes since the last diff (`presence_diff`), if it
+    /// may go out at `now` (see [`Presence::take_diff`]).
+    pub(super) fn take_presence_diff(&mut self, now: Instant) -> Option<String> {
+        self.presence.take_diff(now)
+    }
+
+    /// When the pending `presence_diff` may go out.
+    pub(super) fn presence_diff_due(&self) -> Option<Instant> {
+        self.presence.diff_due()
     }
 }
 
@@ -258,7 +264,8 @@ mod tests {
 
     #[test]
     fn presence_follows_membership_and_the_script_sees_each_change_once() {
-        let mut members = Members::rebuilt(Vec::new(), Presence::default());
+        let presence = Presence::default().with_diff_interval(std::time::Duration::ZERO);
+        let mut members = Members::rebuilt(Vec::new(), presence);
         assert!(
             members.presence_for_js().is_some(),
             "a new room tells the script"
@@ -269,7 +276,12 @@ mod tests {
         members.insert(alice.clone(), channel(1, &alice));
         let seen = members.presence_for_js().unwrap();
         assert!(seen.contains("alice"), "{seen}");
-        assert!(members.take_presence_diff().unwrap().contains("alice"));
+        assert!(
+            members
+                .take_presence_diff(Instant::now())
+                .unwrap()
+                .contains("alice")
+        );
         assert!(members.presence_for_js().is_none());
         assert!(members.is_member(&channel(1, &alice)));
         assert!(!members.is_member(&channel(2, &alice)), "an older channel");
@@ -278,7 +290,7 @@ mod tests {
         assert_eq!(left.conn.user.as_ref(), "alice");
         assert!(members.is_empty());
         assert!(!members.presence_for_js().unwrap().contains("alice"));
-        let diff = members.take_presence_diff().unwrap();
+        let diff = members.take_presence_diff(Instant::now()).unwrap();
         assert!(diff.contains(r#""leaves":{"alice""#), "{diff}");
     }
 

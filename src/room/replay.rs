@@ -254,7 +254,7 @@ pub(crate) fn replay(
         last_at = last_at.max(event.at);
     }
     js.set_replaying(false);
-    presence.take_diff();
+    presence.forget_diff();
     Ok(Replayed {
         members: members.into_values().collect(),
         presence,
