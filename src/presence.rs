@@ -8,10 +8,13 @@
 //!
 //! **Diffs are paced** ([`Presence::take_diff`]): a change after a quiet
 //! spell goes out with the batch that made it, but while changes keep
-//! coming, a diff goes out at most once per `diff_interval` (default
-//! [`DIFF_INTERVAL`], 20 ms) and carries every change since the last one.
-//! So a burst of n joins into a room of n costs about one fan-out per
-//! interval, not one per mailbox batch (O(n²) frames). What a client sees:
+//! coming, a diff goes out at most once per interval and carries every
+//! change since the last one. The interval is `diff_interval` (default
+//! [`DIFF_INTERVAL`], 20 ms), or 50 µs per tab present when that is longer,
+//! up to [`MAX_DIFF_INTERVAL`] (1,000 tabs: 50 ms; 2,000 or more: 100 ms),
+//! since a diff is one frame per tab. So a burst of n joins into a room of
+//! n costs about one fan-out per interval, not one per mailbox batch
+//! (O(n²) frames). What a client sees:
 //! a presence change reaches the others up to one interval later than the
 //! room's other outputs of the same moment (a `new_msg` from a tab may
 //! arrive before the diff that shows the tab joined); no change is lost,
@@ -44,6 +47,12 @@ const UPDATE_RATE: f64 = 5.0;
 /// At most one `presence_diff` per this long while changes keep coming
 /// (default; `Config::presence_interval`).
 pub const DIFF_INTERVAL: Duration = Duration::from_millis(20);
+/// A diff is one frame per tab, so in a large room the interval grows by
+/// this much per tab present (1,000 tabs: 50 ms), up to
+/// [`MAX_DIFF_INTERVAL`]: the room's presence fan-out stays near 20,000
+/// frames a second however many join.
+const DIFF_INTERVAL_PER_TAB: Duration = Duration::from_micros(50);
+pub const MAX_DIFF_INTERVAL: Duration = Duration::from_millis(100);
 /// Fields the host owns; a client cannot set them.
 const RESERVED: [&str; 3] = ["phx_ref", "phx_ref_prev", "online_at"];
 
@@ -128,6 +137,8 @@ pub struct Presence {
     diff_interval: Duration,
     /// When the last diff was taken.
     last_diff: Option<Instant>,
+    /// Metas present (tabs), for the interval.
+    tabs: usize,
     entries: BTreeMap<String, User>,
     pending_joins: BTreeMap<String, Vec<Value>>,
     pending_leaves: BTreeMap<String, Vec<Value>>,
@@ -150,6 +161,7 @@ impl Presence {
             typing_timeout,
             diff_interval: DIFF_INTERVAL,
             last_diff: None,
+            tabs: 0,
             entries: BTreeMap::new(),
             pending_joins: BTreeMap::new(),
             pending_leaves: BTreeMap::new(),
@@ -167,6 +179,16 @@ impl Presence {
     pub fn with_diff_interval(mut self, interval: Duration) -> Presence {
         self.diff_interval = interval;
         self
+    }
+
+    /// The least time between two diffs, for the tabs present now.
+    fn interval(&self) -> Duration {
+        if self.diff_interval.is_zero() {
+            return Duration::ZERO;
+        }
+        let by_size =
+            DIFF_INTERVAL_PER_TAB.saturating_mul(self.tabs.try_into().unwrap_or(u32::MAX));
+        self.diff_interval.max(by_size.min(MAX_DIFF_INTERVAL))
     }
 
     /// Re-encodes `user`'s entry after a change to its metas, or removes it
@@ -201,6 +223,7 @@ impl Presence {
             .or_default()
             .metas
             .push(meta);
+        self.tabs += 1;
         self.changed(&conn.user);
     }
 
@@ -213,6 +236,7 @@ impl Presence {
             return false;
         };
         let meta = user.metas.remove(at);
+        self.tabs -= 1;
         self.changed(&conn.user);
         self.note_leave(&conn.user, &meta);
         true
@@ -333,7 +357,7 @@ impl Presence {
         }
         Some(
             self.last_diff
-                .map_or_else(Instant::now, |last| last + self.diff_interval),
+                .map_or_else(Instant::now, |last| last + self.interval()),
         )
     }
 
@@ -344,7 +368,7 @@ impl Presence {
         let pending = !self.pending_joins.is_empty() || !self.pending_leaves.is_empty();
         let waited = self
             .last_diff
-            .is_none_or(|last| last + self.diff_interval <= now);
+            .is_none_or(|last| last + self.interval() <= now);
         if !(pending && waited) {
             return None;
         }
@@ -593,6 +617,33 @@ mod tests {
         // Quiet again for an interval: the next change goes out at once.
         p.join(&conn("d"), "4".into(), 4);
         assert!(p.take_diff(ms(40)).is_some());
+    }
+
+    #[test]
+    fn the_interval_grows_with_the_tabs_a_diff_goes_to() {
+        let mut p = Presence::default();
+        let tabs: Vec<Conn> = (0..3000).map(|i| conn(&format!("u{i}"))).collect();
+        for (i, c) in tabs.iter().take(1000).enumerate() {
+            p.join(c, i.to_string(), 0);
+        }
+        let t0 = Instant::now();
+        assert!(p.take_diff(t0).is_some());
+        p.join(&tabs[1000], "1000".into(), 0);
+        // 1,001 tabs × 50 µs.
+        assert_eq!(p.diff_due(), Some(t0 + Duration::from_micros(50_050)));
+        for (i, c) in tabs.iter().enumerate().skip(1001) {
+            p.join(c, i.to_string(), 0);
+        }
+        assert_eq!(p.diff_due(), Some(t0 + MAX_DIFF_INTERVAL));
+        for c in &tabs[10..] {
+            p.leave(c);
+        }
+        assert_eq!(p.diff_due(), Some(t0 + DIFF_INTERVAL), "a small room again");
+        // Zero turns pacing off whatever the size.
+        let mut p = p.with_diff_interval(Duration::ZERO);
+        assert!(p.take_diff(t0).is_some());
+        p.leave(&tabs[0]);
+        assert!(p.take_diff(t0).is_some());
     }
 
     /// A client's copy of the presence, kept as phoenix.js `Presence`
