@@ -31,6 +31,7 @@
 //! events), meta updates are not.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -98,6 +99,40 @@ impl Meta {
             m.insert("phx_ref_prev".into(), Value::String(prev.clone()));
         }
         Value::Object(m)
+    }
+}
+
+/// A room's presence shared with its script: `room.presence()` encodes it
+/// when the script calls it, instead of the room handing the script a copy
+/// of the whole presence before every hook that follows a change (O(n) per
+/// join or leave, so O(n²) for n of them, whether the script reads it or
+/// not). A std mutex: only the room's own thread takes it, never across an
+/// `.await`, and never while the script runs (the script's read takes it
+/// alone), so it is uncontended.
+#[derive(Clone, Debug, Default)]
+pub struct Shared(Arc<Mutex<Presence>>);
+
+impl Shared {
+    pub fn new(presence: Presence) -> Shared {
+        Shared(Arc::new(Mutex::new(presence)))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Presence> {
+        // Every change is applied whole under the lock; a panic between
+        // two cannot leave it half done.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `{user: {metas: [...]}}` as it is now.
+    pub fn state_json(&self) -> String {
+        self.lock().state_json()
+    }
+
+    /// Takes the presence out, leaving an empty one.
+    pub fn take(&self) -> Presence {
+        std::mem::take(&mut *self.lock())
     }
 }
 

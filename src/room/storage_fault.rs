@@ -106,6 +106,7 @@ impl Room {
         self.inbox = replayed.inbox;
         let presence = replayed
             .presence
+            .take()
             .with_typing_timeout(self.env().config.typing_timeout)
             .with_diff_interval(self.env().config.presence_interval);
         let hub = &self.slot.hub;

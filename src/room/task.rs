@@ -226,6 +226,7 @@ impl Room {
         let snapshots = Snapshots::new(&env.config, recovered.events.len(), replay_took);
         let presence = replayed
             .presence
+            .take()
             .with_typing_timeout(env.config.typing_timeout)
             .with_diff_interval(env.config.presence_interval);
         let mut outbox = Outbox::new(topic.clone(), rooms.clone());
