@@ -232,3 +232,144 @@ async fn presence_comes_back_after_a_kill_without_ghosts() {
     assert_eq!(state[4].as_object().unwrap().len(), 1);
     assert_eq!(state[4]["alice"]["metas"].as_array().unwrap().len(), 1);
 }
+
+/// A client's presence kept strictly: after its `presence_state`, every
+/// join a diff tells must be new to it (or one of the state's own metas,
+/// told once more: a diff still pending when the state was taken), and
+/// every leave must be of a meta it has. A lost, repeated or reordered
+/// diff fails one of these.
+struct StrictMirror {
+    metas: std::collections::BTreeMap<String, String>,
+    in_state: std::collections::BTreeSet<String>,
+    diffs: usize,
+}
+
+impl StrictMirror {
+    fn from_state(state: &Value) -> StrictMirror {
+        let mut metas = std::collections::BTreeMap::new();
+        for (user, p) in state.as_object().unwrap() {
+            for m in p["metas"].as_array().unwrap() {
+                metas.insert(m["phx_ref"].as_str().unwrap().to_string(), user.clone());
+            }
+        }
+        let in_state = metas.keys().cloned().collect();
+        StrictMirror {
+            metas,
+            in_state,
+            diffs: 0,
+        }
+    }
+
+    fn apply(&mut self, diff: &Value) {
+        self.diffs += 1;
+        for (user, p) in diff["joins"].as_object().unwrap() {
+            for m in p["metas"].as_array().unwrap() {
+                let r = m["phx_ref"].as_str().unwrap().to_string();
+                let again = self.metas.insert(r.clone(), user.clone()).is_some();
+                assert!(
+                    !again || self.in_state.remove(&r),
+                    "join of {user} {r} told twice: {diff}"
+                );
+            }
+        }
+        for (user, p) in diff["leaves"].as_object().unwrap() {
+            for m in p["metas"].as_array().unwrap() {
+                let r = m["phx_ref"].as_str().unwrap();
+                assert!(
+                    self.metas.remove(r).is_some(),
+                    "leave of {user} {r} it never had: {diff}"
+                );
+            }
+        }
+    }
+
+    fn users(&self) -> std::collections::BTreeSet<String> {
+        self.metas.values().cloned().collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_joins_and_leaves_reaches_a_watcher_whole_and_in_order() {
+    let server = server().await;
+    let mut watcher = server.client("watcher").await;
+    watcher.join_ok("who:burst").await;
+    let state = watcher.event("who:burst", "presence_state").await;
+    let mut mirror = StrictMirror::from_state(&state[4]);
+    // 40 tabs join at once; every other one leaves right after its join,
+    // so joins and leaves of the same metas fall into the same diffs, and
+    // the tabs that stay took their states while those diffs were pending.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let client = server.client(&format!("u{i:02}")).await;
+        tasks.spawn(async move {
+            let mut client = client;
+            client.join_ok("who:burst").await;
+            if i % 2 == 0 {
+                client.close().await;
+                None
+            } else {
+                let state = client.event("who:burst", "presence_state").await;
+                let mut view = Mirror::default();
+                view.apply(&state);
+                Some((client, view))
+            }
+        });
+    }
+    let mut staying = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        staying.extend(done.unwrap());
+    }
+    let expected: std::collections::BTreeSet<String> = std::iter::once("watcher".to_string())
+        .chain((1..40).step_by(2).map(|i| format!("u{i:02}")))
+        .collect();
+    while mirror.users() != expected {
+        let diff = watcher
+            .until(|v| v[2] == "who:burst" && v[3] == "presence_diff")
+            .await;
+        mirror.apply(&diff[4]);
+    }
+    // Nothing more is owed: a late tab's state is what the watcher has.
+    let mut late = server.client("late").await;
+    late.join_ok("who:burst").await;
+    let state = late.event("who:burst", "presence_state").await;
+    let late_view = StrictMirror::from_state(&state[4]);
+    let mut theirs = late_view.metas.clone();
+    theirs.retain(|_, user| user != "late");
+    assert_eq!(mirror.metas, theirs);
+    let diff = watcher
+        .until(|v| v[2] == "who:burst" && v[3] == "presence_diff")
+        .await;
+    mirror.apply(&diff[4]);
+    assert_eq!(
+        diff[4]["joins"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["late"]
+    );
+    assert_eq!(diff[4]["leaves"], json!({}));
+    eprintln!("{} diffs for 61 changes", mirror.diffs);
+    // Every tab that joined midway, applying diffs as phoenix.js does, ends
+    // where the watcher is: no meta it was told of stays behind as a ghost.
+    let refs = |view: &Mirror| -> std::collections::BTreeSet<String> {
+        view.0
+            .values()
+            .flat_map(|p| p["metas"].as_array().unwrap().clone())
+            .map(|m| m["phx_ref"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let truth: std::collections::BTreeSet<String> = mirror.metas.keys().cloned().collect();
+    for (mut client, mut view) in staying {
+        loop {
+            let diff = client
+                .until(|v| v[2] == "who:burst" && v[3] == "presence_diff")
+                .await;
+            view.apply(&diff);
+            if diff[4]["joins"].get("late").is_some() {
+                break;
+            }
+        }
+        assert_eq!(refs(&view), truth, "a tab that joined midway");
+    }
+}

@@ -35,7 +35,8 @@ pub(super) struct Bridge {
     /// The [`Builtins`] groups added so far (one bit each).
     pub(super) builtins: Cell<u8>,
     pub(super) identity: String,
-    pub(super) presence: RefCell<String>,
+    /// What `room.presence()` reads (none: `{}`).
+    pub(super) presence: RefCell<Option<crate::presence::Shared>>,
     pub(super) console: Option<ConsoleSink>,
 }
 
@@ -50,7 +51,7 @@ impl Bridge {
             generation: Cell::new(0),
             builtins: Cell::new(0),
             identity,
-            presence: RefCell::new("{}".into()),
+            presence: RefCell::new(None),
             console,
         }
     }
@@ -81,7 +82,11 @@ pub(super) fn install_natives(ctx: &Ctx) -> rquickjs::Result<()> {
     native.set(
         "presence",
         Function::new(ctx.clone(), |ctx: Ctx| {
-            bridge(&ctx).presence.borrow().clone()
+            let bridge = bridge(&ctx);
+            let presence = bridge.presence.borrow();
+            presence
+                .as_ref()
+                .map_or_else(|| "{}".to_string(), |p| p.state_json())
         })?,
     )?;
     native.set(

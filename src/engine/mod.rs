@@ -485,10 +485,10 @@ impl RoomJs {
         self.ctx.with(|ctx| bridge(&ctx).generation.set(generation));
     }
 
-    /// What `room.presence()` returns (JSON), kept current by the room task.
-    pub fn set_presence(&self, json: String) {
+    /// The presence `room.presence()` reads, set by the room task.
+    pub fn set_presence(&self, presence: crate::presence::Shared) {
         self.ctx
-            .with(|ctx| *bridge(&ctx).presence.borrow_mut() = json);
+            .with(|ctx| *bridge(&ctx).presence.borrow_mut() = Some(presence));
     }
 
     /// Bytes of the JS heap in use.

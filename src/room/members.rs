@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::conn::Conn;
 use crate::hub::{Channel, ChannelId};
-use crate::presence::{Presence, UpdateError};
+use crate::presence::{Presence, Shared, UpdateError};
 
 pub(super) struct Member {
     pub(super) conn: Conn,
@@ -30,8 +30,12 @@ pub(super) struct Members {
     /// Channels joined read-only during a storage fault, with their join
     /// params, by connection id.
     viewers: HashMap<Arc<str>, (Arc<Channel>, Box<RawValue>)>,
-    presence: Presence,
-    /// The JS side's copy of the presence (`room.presence()`) is stale.
+    /// Shared with the script's `room.presence()`.
+    presence: Shared,
+    /// The presence changed since the script was last pointed at it (or
+    /// the script is new): it is pointed at it again before its next hook,
+    /// an `Arc` clone. A script rebuilt from the store (a rollback) reads
+    /// its replay's presence until then, as it read its replay's copy.
     presence_dirty: bool,
 }
 
@@ -51,7 +55,7 @@ impl Members {
                 })
                 .collect(),
             viewers: HashMap::new(),
-            presence,
+            presence: Shared::new(presence),
             presence_dirty: true,
         }
     }
@@ -79,7 +83,7 @@ impl Members {
                 (conn.id.clone(), Member { conn, channel })
             })
             .collect();
-        self.presence = presence;
+        *self.presence.lock() = presence;
         self.presence_dirty = true;
     }
 
@@ -177,20 +181,20 @@ impl Members {
     /// Removes a member and its presence.
     pub(super) fn remove(&mut self, conn_id: &str) -> Option<Member> {
         let member = self.by_conn.remove(conn_id)?;
-        self.presence.leave(&member.conn);
+        self.presence.lock().leave(&member.conn);
         self.presence_dirty = true;
         Some(member)
     }
 
     /// A joining connection's presence, so `onJoin` already sees it.
     pub(super) fn presence_join(&mut self, conn: &Conn, phx_ref: String, at: i64) {
-        self.presence.join(conn, phx_ref, at);
+        self.presence.lock().join(conn, phx_ref, at);
         self.presence_dirty = true;
     }
 
     /// Takes back [`Members::presence_join`] for a refused join.
     pub(super) fn presence_refused(&mut self, conn: &Conn) {
-        self.presence.leave(conn);
+        self.presence.lock().leave(conn);
     }
 
     /// A member's own presence meta update (`presence_update`).
@@ -200,25 +204,26 @@ impl Members {
         patch: &str,
         now: Instant,
     ) -> Result<(), UpdateError> {
-        self.presence.update(conn, patch, now)?;
+        self.presence.lock().update(conn, patch, now)?;
         self.presence_dirty = true;
         Ok(())
     }
 
     /// Clears `typing` flags that ran out.
     pub(super) fn expire_typing(&mut self, now: Instant) {
-        self.presence.expire_typing(now);
+        self.presence.lock().expire_typing(now);
         self.presence_dirty = true;
     }
 
     /// When the next `typing` flag runs out.
     pub(super) fn presence_deadline(&self) -> Option<Instant> {
-        self.presence.next_deadline()
+        self.presence.lock().next_deadline()
     }
 
-    /// The presence for the script, if its copy is stale.
-    pub(super) fn presence_for_js(&mut self) -> Option<String> {
-        std::mem::take(&mut self.presence_dirty).then(|| self.presence.state_json())
+    /// The presence for the script to read, if it changed since the
+    /// script was last given it.
+    pub(super) fn presence_for_js(&mut self) -> Option<Shared> {
+        std::mem::take(&mut self.presence_dirty).then(|| self.presence.clone())
     }
 
     /// The script's copy must be refreshed before its next hook (new code).
@@ -227,13 +232,19 @@ impl Members {
     }
 
     /// `presence_state` for a channel that just joined.
-    pub(super) fn presence_state(&self) -> String {
-        self.presence.state_json()
+    pub(super) fn presence_state(&mut self) -> String {
+        self.presence.lock().state_for_client()
     }
 
-    /// The presence changes since the last diff (`presence_diff`).
-    pub(super) fn take_presence_diff(&mut self) -> Option<String> {
-        self.presence.take_diff()
+    /// The presence changes since the last diff (`presence_diff`), if it
+    /// may go out at `now` (see [`Presence::take_diff`]).
+    pub(super) fn take_presence_diff(&mut self, now: Instant) -> Option<String> {
+        self.presence.lock().take_diff(now)
+    }
+
+    /// When the pending `presence_diff` may go out.
+    pub(super) fn presence_diff_due(&self) -> Option<Instant> {
+        self.presence.lock().diff_due()
     }
 }
 
@@ -258,7 +269,8 @@ mod tests {
 
     #[test]
     fn presence_follows_membership_and_the_script_sees_each_change_once() {
-        let mut members = Members::rebuilt(Vec::new(), Presence::default());
+        let presence = Presence::default().with_diff_interval(std::time::Duration::ZERO);
+        let mut members = Members::rebuilt(Vec::new(), presence);
         assert!(
             members.presence_for_js().is_some(),
             "a new room tells the script"
@@ -267,9 +279,14 @@ mod tests {
         let alice = Conn::new("alice", empty_object());
         members.presence_join(&alice, "1".into(), 10);
         members.insert(alice.clone(), channel(1, &alice));
-        let seen = members.presence_for_js().unwrap();
+        let seen = members.presence_for_js().unwrap().state_json();
         assert!(seen.contains("alice"), "{seen}");
-        assert!(members.take_presence_diff().unwrap().contains("alice"));
+        assert!(
+            members
+                .take_presence_diff(Instant::now())
+                .unwrap()
+                .contains("alice")
+        );
         assert!(members.presence_for_js().is_none());
         assert!(members.is_member(&channel(1, &alice)));
         assert!(!members.is_member(&channel(2, &alice)), "an older channel");
@@ -277,8 +294,14 @@ mod tests {
         let left = members.remove(&alice.id).unwrap();
         assert_eq!(left.conn.user.as_ref(), "alice");
         assert!(members.is_empty());
-        assert!(!members.presence_for_js().unwrap().contains("alice"));
-        let diff = members.take_presence_diff().unwrap();
+        assert!(
+            !members
+                .presence_for_js()
+                .unwrap()
+                .state_json()
+                .contains("alice")
+        );
+        let diff = members.take_presence_diff(Instant::now()).unwrap();
         assert!(diff.contains(r#""leaves":{"alice""#), "{diff}");
     }
 

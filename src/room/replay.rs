@@ -14,7 +14,7 @@ use crate::conn::Conn;
 use crate::engine::{
     Blank, CallError, ConsoleSink, Hook, Identity, ModuleSource, RoomJs, RoomSend,
 };
-use crate::presence::Presence;
+use crate::presence::Shared;
 use crate::scripts::{CompiledKind, ScriptError};
 use crate::store::{Event, EventKind, Origin, Recovered, Snapshot};
 use crate::topic::Topic;
@@ -79,8 +79,9 @@ pub(super) fn load_js_checked(
 pub(crate) struct Replayed {
     /// Members at the end of the journal, in no particular order.
     pub members: Vec<Conn>,
-    /// Their presence (without meta updates, which are not journaled).
-    pub presence: Presence,
+    /// Their presence (without meta updates, which are not journaled),
+    /// which the replayed script reads until the room points it at its own.
+    pub presence: Shared,
     pub last_at: i64,
     /// Messages from other rooms handled so far.
     pub inbox: Inbox,
@@ -103,7 +104,8 @@ pub(crate) fn replay(
 ) -> Result<Replayed, Crash> {
     js.set_replaying(true);
     let mut members: HashMap<Arc<str>, Conn> = HashMap::new();
-    let mut presence = Presence::default();
+    let shared = Shared::default();
+    js.set_presence(shared.clone());
     let mut last_at = 0;
     let mut inbox = Inbox::default();
     let mut sends = Vec::new();
@@ -135,7 +137,9 @@ pub(crate) fn replay(
                 user: user.into(),
                 meta: meta.into(),
             };
-            presence.join(&conn, format!("s{}-{i}", snapshot.seq), snapshot.at);
+            shared
+                .lock()
+                .join(&conn, format!("s{}-{i}", snapshot.seq), snapshot.at);
             members.insert(conn.id.clone(), conn);
         }
         last_at = snapshot.at;
@@ -196,19 +200,12 @@ pub(crate) fn replay(
                 continue;
             }
         };
-        let membership = matches!(
-            event.kind,
-            EventKind::Join | EventKind::Leave | EventKind::Drop
-        );
         match event.kind {
-            EventKind::Join => presence.join(&conn, event.seq.to_string(), event.at),
+            EventKind::Join => shared.lock().join(&conn, event.seq.to_string(), event.at),
             EventKind::Leave | EventKind::Drop => {
-                presence.leave(&conn);
+                shared.lock().leave(&conn);
             }
             _ => {}
-        }
-        if membership {
-            js.set_presence(presence.state_json());
         }
         match js.call(&conn, hook, event.at, event.seed) {
             Ok(called) => {
@@ -239,7 +236,7 @@ pub(crate) fn replay(
                         members.remove(&conn.id);
                     }
                     EventKind::Join => {
-                        presence.leave(&conn);
+                        shared.lock().leave(&conn);
                     }
                     _ => {}
                 }
@@ -254,10 +251,10 @@ pub(crate) fn replay(
         last_at = last_at.max(event.at);
     }
     js.set_replaying(false);
-    presence.take_diff();
+    shared.lock().forget_diff();
     Ok(Replayed {
         members: members.into_values().collect(),
-        presence,
+        presence: shared,
         last_at,
         inbox,
         sends,

@@ -106,7 +106,9 @@ impl Room {
         self.inbox = replayed.inbox;
         let presence = replayed
             .presence
-            .with_typing_timeout(self.env().config.typing_timeout);
+            .take()
+            .with_typing_timeout(self.env().config.typing_timeout)
+            .with_diff_interval(self.env().config.presence_interval);
         let hub = &self.slot.hub;
         self.members
             .reconcile(replayed.members, presence, |c| hub.contains(c.id));

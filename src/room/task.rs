@@ -94,6 +94,8 @@ enum Due {
     Snapshot,
     /// A typing indicator expires.
     Presence,
+    /// The pending `presence_diff` may go out (see `presence`).
+    PresenceDiff,
     /// The script's next timer.
     Timer,
     Hibernate,
@@ -230,7 +232,9 @@ impl Room {
         let snapshots = Snapshots::new(&env.config, recovered.events.len(), replay_took);
         let presence = replayed
             .presence
-            .with_typing_timeout(env.config.typing_timeout);
+            .take()
+            .with_typing_timeout(env.config.typing_timeout)
+            .with_diff_interval(env.config.presence_interval);
         let mut outbox = Outbox::new(topic.clone(), rooms.clone());
         for (to, message) in replayed.sends {
             outbox.push(to, message);
@@ -311,6 +315,7 @@ impl Room {
                 (Due::Sync, self.journal.sync_due()),
                 (Due::Snapshot, self.snapshots.deadline().filter(|_| healthy)),
                 (Due::Presence, self.members.presence_deadline()),
+                (Due::PresenceDiff, self.members.presence_diff_due()),
                 // A timer waits while the journal cannot record its firing.
                 (
                     Due::Timer,
@@ -418,6 +423,10 @@ impl Room {
                 self.flush_presence();
                 self.release();
             }
+            Due::PresenceDiff => {
+                self.flush_presence();
+                self.release();
+            }
             Due::Timer => {
                 self.last_activity = Instant::now();
                 let slot = self.slot.clone();
@@ -506,9 +515,11 @@ impl Room {
         })
     }
 
-    /// Queues the presence changes since the last diff as one broadcast.
+    /// Queues the presence changes since the last diff as one broadcast,
+    /// unless the last went out less than the presence interval ago (then
+    /// the `PresenceDiff` deadline sends them).
     pub(super) fn flush_presence(&mut self) {
-        if let Some(diff) = self.members.take_presence_diff() {
+        if let Some(diff) = self.members.take_presence_diff(Instant::now()) {
             self.hold_now(Emit::to_all("presence_diff", diff));
         }
     }
