@@ -507,18 +507,29 @@ impl Proxy {
         for channel in self.slot.hub.drain() {
             channel.close_with("phx_error");
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        for channel in ids {
+        self.send_leaves(ids, LeaveReason::Disconnect, Duration::from_secs(1))
+            .await;
+    }
+
+    /// Tells the owner that `channels` left, one request each, until one
+    /// fails or `within` passes: nobody there, or too slow, and a new owner
+    /// starts without them anyway.
+    async fn send_leaves(
+        &mut self,
+        channels: Vec<ChannelId>,
+        reason: LeaveReason,
+        within: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        for channel in channels {
             let request = Request::Leave {
                 node: self.me(),
                 channel,
-                reason: LeaveReason::Disconnect.as_str().into(),
+                reason: reason.as_str().into(),
                 msg_ref: None,
             };
             match tokio::time::timeout_at(deadline, self.request(&request, &[])).await {
                 Ok(Ok(_)) | Ok(Err(Ok(_))) => {}
-                // Nobody there, or too slow: a new owner starts without
-                // them anyway.
                 Ok(Err(Err(_))) | Err(_) => break,
             }
         }
@@ -527,21 +538,8 @@ impl Proxy {
     /// The host shuts down: the owner hears this node's channels leave.
     async fn leave_all(&mut self) {
         let leaving: Vec<ChannelId> = self.channels.keys().copied().collect();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        for channel in leaving {
-            let request = Request::Leave {
-                node: self.me(),
-                channel,
-                reason: LeaveReason::Shutdown.as_str().into(),
-                msg_ref: None,
-            };
-            if tokio::time::timeout_at(deadline, self.request(&request, &[]))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
+        self.send_leaves(leaving, LeaveReason::Shutdown, Duration::from_secs(2))
+            .await;
         self.channels.clear();
         self.slot.hub.drain();
     }
